@@ -1,0 +1,396 @@
+//! The keyring: a master key (KEK) from a passphrase or key file, and random data keys (DEKs) per
+//! table and sensitivity class, wrapped by the KEK and stored with the lake in `_meta/keyring.json`.
+//!
+//! Key ids (`<table>.<class>.v<version>`) travel in the Parquet key metadata of every encrypted column
+//! and footer; [`SessionKeys`] resolves them for a reader and holds only the classes the reader is
+//! cleared for. No key ever appears in `Debug` output, logs or errors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use parquet::encryption::decrypt::{FileDecryptionProperties, KeyRetriever};
+use parquet::encryption::encrypt::FileEncryptionProperties;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::model::{Class, Table};
+use crate::store::LakeStore;
+
+const KEYRING_PATH: &str = "_meta/keyring.json";
+const CHECK_PLAINTEXT: &[u8] = b"kartoteka keyring check v1";
+const CHECK_AAD: &[u8] = b"kek-check";
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+
+/// A 256-bit secret key. `Debug` prints nothing of it; memory is wiped on drop.
+#[derive(Clone)]
+pub struct SecretKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(<redacted>)")
+    }
+}
+
+impl SecretKey {
+    /// A fresh random key from the OS generator.
+    pub fn random() -> SecretKey {
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rng().fill_bytes(k.as_mut());
+        SecretKey(k)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new_from_slice(self.bytes()).expect("a 32-byte key is a valid AES-256 key")
+    }
+
+    fn from_slice(bytes: &[u8]) -> Option<SecretKey> {
+        let arr: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        Some(SecretKey(Zeroizing::new(arr)))
+    }
+}
+
+/// Where the master key comes from.
+pub enum MasterKeySource {
+    /// A passphrase, stretched with argon2id and the salt stored in the keyring.
+    Passphrase(Zeroizing<String>),
+    /// A key file holding 32 random bytes as hex (for demos and development; production runs sealed).
+    KeyFile(SecretKey),
+}
+
+impl fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MasterKeySource::Passphrase(_) => f.write_str("MasterKeySource::Passphrase(<redacted>)"),
+            MasterKeySource::KeyFile(_) => f.write_str("MasterKeySource::KeyFile(<redacted>)"),
+        }
+    }
+}
+
+impl MasterKeySource {
+    /// Read a key file (hex, 64 characters).
+    pub fn from_key_file(path: &Path) -> Result<MasterKeySource> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?);
+        let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| Error::Io {
+            action: "key file is not 64 hex characters",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        })?);
+        let key = SecretKey::from_slice(&bytes).ok_or_else(|| Error::Io {
+            action: "key file does not hold a 32-byte key",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        })?;
+        Ok(MasterKeySource::KeyFile(key))
+    }
+
+    /// Create a new key file with a random key, readable by the owner only (0600).
+    pub fn create_key_file(path: &Path) -> Result<MasterKeySource> {
+        use std::io::Write;
+        #[cfg(unix)]
+        use std::os::unix::fs::OpenOptionsExt;
+        let key = SecretKey::random();
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        opts.mode(0o600);
+        let mut f = opts.open(path).map_err(Error::io("cannot create key file", path))?;
+        let text = Zeroizing::new(format!("{}\n", hex::encode(key.bytes())));
+        f.write_all(text.as_bytes()).map_err(Error::io("cannot write key file", path))?;
+        f.sync_all().map_err(Error::io("cannot sync key file", path))?;
+        Ok(MasterKeySource::KeyFile(key))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            MasterKeySource::Passphrase(_) => "passphrase",
+            MasterKeySource::KeyFile(_) => "key file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+enum KekSpec {
+    Passphrase { salt: String, m_kib: u32, t: u32, p: u32 },
+    KeyFile,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WrappedKey {
+    id: String,
+    table: String,
+    class: Class,
+    version: u32,
+    /// base64(nonce || AES-256-GCM(dek, aad = id))
+    wrapped: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyringFile {
+    format: u32,
+    kek: KekSpec,
+    /// base64(nonce || AES-256-GCM(CHECK_PLAINTEXT)) — proves the master key is right before any data is read.
+    kek_check: String,
+    keys: Vec<WrappedKey>,
+}
+
+/// The unwrapped keyring of one lake.
+pub struct Keyring {
+    file: KeyringFile,
+    kek: SecretKey,
+    deks: BTreeMap<String, SecretKey>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("kek", &"<redacted>")
+            .field("key_ids", &self.deks.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn seal(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> String {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    let ct = key
+        .cipher()
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .expect("AES-GCM encryption of a short buffer cannot fail");
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&ct);
+    B64.encode(out)
+}
+
+fn open(key: &SecretKey, sealed: &str, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let raw = B64.decode(sealed).ok()?;
+    if raw.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, ct) = raw.split_at(NONCE_LEN);
+    key.cipher()
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+        .ok()
+        .map(Zeroizing::new)
+}
+
+fn derive_kek(spec: &KekSpec, source: &MasterKeySource) -> Result<SecretKey> {
+    match (spec, source) {
+        (KekSpec::Passphrase { salt, m_kib, t, p }, MasterKeySource::Passphrase(pass)) => {
+            let salt = B64.decode(salt).map_err(|_| Error::KeyringCorrupt { what: "salt".into() })?;
+            let params = argon2::Params::new(*m_kib, *t, *p, Some(KEY_LEN))
+                .map_err(|_| Error::KeyringCorrupt { what: "argon2 parameters".into() })?;
+            let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let mut out = Zeroizing::new([0u8; KEY_LEN]);
+            argon
+                .hash_password_into(pass.as_bytes(), &salt, out.as_mut())
+                .map_err(|_| Error::KeyringCorrupt { what: "argon2 salt".into() })?;
+            Ok(SecretKey(out))
+        }
+        (KekSpec::KeyFile, MasterKeySource::KeyFile(k)) => Ok(k.clone()),
+        (KekSpec::Passphrase { .. }, MasterKeySource::KeyFile(_)) => Err(Error::PassphraseRequired),
+        (KekSpec::KeyFile, MasterKeySource::Passphrase(_)) => Err(Error::WrongMasterKey {
+            source_kind: "passphrase (this lake is opened with its key file, not a passphrase)",
+        }),
+    }
+}
+
+/// argon2id cost for new passphrase keyrings: 64 MiB, 3 passes (above OWASP's minimum).
+const ARGON_M_KIB: u32 = 64 * 1024;
+const ARGON_T: u32 = 3;
+
+impl Keyring {
+    /// Does this lake already have a keyring?
+    pub async fn exists(store: &LakeStore) -> Result<bool> {
+        store.exists(KEYRING_PATH).await
+    }
+
+    /// Create the keyring of a new lake, protected by `source`.
+    pub async fn create(store: &LakeStore, source: &MasterKeySource) -> Result<Keyring> {
+        let kek_spec = match source {
+            MasterKeySource::Passphrase(_) => {
+                let mut salt = [0u8; 16];
+                rand::rng().fill_bytes(&mut salt);
+                KekSpec::Passphrase {
+                    salt: B64.encode(salt),
+                    m_kib: ARGON_M_KIB,
+                    t: ARGON_T,
+                    p: 1,
+                }
+            }
+            MasterKeySource::KeyFile(_) => KekSpec::KeyFile,
+        };
+        let kek = derive_kek(&kek_spec, source)?;
+        let file = KeyringFile {
+            format: 1,
+            kek_check: seal(&kek, CHECK_PLAINTEXT, CHECK_AAD),
+            kek: kek_spec,
+            keys: Vec::new(),
+        };
+        let ring = Keyring {
+            file,
+            kek,
+            deks: BTreeMap::new(),
+        };
+        ring.save(store).await?;
+        Ok(ring)
+    }
+
+    /// Open the keyring of an existing lake; a wrong master key is reported before anything is read.
+    pub async fn open(store: &LakeStore, source: &MasterKeySource) -> Result<Keyring> {
+        let bytes = store.get(KEYRING_PATH).await?;
+        let file: KeyringFile = serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
+            path: KEYRING_PATH.into(),
+            source,
+        })?;
+        let kek = derive_kek(&file.kek, source)?;
+        match open(&kek, &file.kek_check, CHECK_AAD) {
+            Some(check) if check.as_slice() == CHECK_PLAINTEXT => {}
+            _ => {
+                return Err(Error::WrongMasterKey {
+                    source_kind: source.kind(),
+                });
+            }
+        }
+        let mut deks = BTreeMap::new();
+        for k in &file.keys {
+            let raw = open(&kek, &k.wrapped, k.id.as_bytes()).ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
+            let key = SecretKey::from_slice(&raw).ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
+            deks.insert(k.id.clone(), key);
+        }
+        Ok(Keyring { file, kek, deks })
+    }
+
+    async fn save(&self, store: &LakeStore) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&self.file).expect("keyring file serialises");
+        store.put_durable(KEYRING_PATH, json).await
+    }
+
+    fn current_key_id(&self, table: &str, class: Class) -> Option<&str> {
+        self.file
+            .keys
+            .iter()
+            .filter(|k| k.table == table && k.class == class)
+            .max_by_key(|k| k.version)
+            .map(|k| k.id.as_str())
+    }
+
+    /// Make sure every class of `table` has a current data key, creating (and saving) missing ones.
+    /// Called by the writer before it writes files, so a key is always stored before data uses it.
+    pub async fn ensure_table_keys(&mut self, store: &LakeStore, table: &Table) -> Result<()> {
+        let mut changed = false;
+        for class in table.classes() {
+            if self.current_key_id(table.name, class).is_none() {
+                let id = format!("{}.{}.v1", table.name, class);
+                let dek = SecretKey::random();
+                self.file.keys.push(WrappedKey {
+                    id: id.clone(),
+                    table: table.name.to_string(),
+                    class,
+                    version: 1,
+                    wrapped: seal(&self.kek, dek.bytes(), id.as_bytes()),
+                    created_at: chrono::Utc::now(),
+                });
+                self.deks.insert(id, dek);
+                changed = true;
+            }
+        }
+        if changed {
+            self.save(store).await?;
+        }
+        Ok(())
+    }
+
+    /// Encryption properties for a new data file of `table` at `path`: every column encrypted with
+    /// its class's key (a column without a key would be written in plaintext), the footer encrypted
+    /// with the internal key, and the file path as AAD prefix so files cannot be swapped.
+    pub fn file_encryption(&self, table: &Table, path: &str) -> Result<(Arc<FileEncryptionProperties>, Vec<String>)> {
+        let key = |class: Class| -> Result<(&str, &SecretKey)> {
+            let id = self.current_key_id(table.name, class).ok_or_else(|| Error::MissingKey {
+                key_id: format!("{}.{}", table.name, class),
+                reason: "no data key was created for this table and class",
+            })?;
+            Ok((id, &self.deks[id]))
+        };
+        let (footer_id, footer_key) = key(Class::Internal)?;
+        let mut builder = FileEncryptionProperties::builder(footer_key.bytes().to_vec())
+            .with_footer_key_metadata(footer_id.as_bytes().to_vec())
+            .with_aad_prefix(path.as_bytes().to_vec())
+            .with_aad_prefix_storage(false);
+        let mut used = vec![footer_id.to_string()];
+        for c in &table.columns {
+            let (id, k) = key(c.class)?;
+            builder = builder.with_column_key_and_metadata(c.name, k.bytes().to_vec(), id.as_bytes().to_vec());
+            if !used.iter().any(|u| u == id) {
+                used.push(id.to_string());
+            }
+        }
+        Ok((builder.build()?, used))
+    }
+
+    /// The keys of the given classes, for one reading session. Keys of other classes stay here.
+    pub fn session_keys(&self, classes: &[Class]) -> Arc<SessionKeys> {
+        let keys = self
+            .file
+            .keys
+            .iter()
+            .filter(|k| classes.contains(&k.class))
+            .map(|k| (k.id.clone(), self.deks[&k.id].clone()))
+            .collect();
+        Arc::new(SessionKeys { keys })
+    }
+
+    /// Ids of all data keys (no key material).
+    pub fn key_ids(&self) -> Vec<String> {
+        self.deks.keys().cloned().collect()
+    }
+}
+
+/// The data keys handed to one reading session.
+pub struct SessionKeys {
+    keys: BTreeMap<String, SecretKey>,
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl KeyRetriever for SessionKeys {
+    fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        let id = String::from_utf8_lossy(key_metadata);
+        match self.keys.get(id.as_ref()) {
+            Some(k) => Ok(k.bytes().to_vec()),
+            None => Err(parquet::errors::ParquetError::General(format!(
+                "no data key {id} in this session (the key is unknown to the keyring or this session is not cleared for it)"
+            ))),
+        }
+    }
+}
+
+impl SessionKeys {
+    /// Decryption properties for the file at `path` (the path is the AAD prefix the writer used).
+    pub fn decryption_properties(self: &Arc<Self>, path: &str) -> Result<Arc<FileDecryptionProperties>> {
+        let retriever: Arc<dyn KeyRetriever> = Arc::clone(self) as Arc<dyn KeyRetriever>;
+        Ok(FileDecryptionProperties::with_key_retriever(retriever)
+            .with_aad_prefix(path.as_bytes().to_vec())
+            .build()?)
+    }
+}

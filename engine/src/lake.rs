@@ -1,0 +1,460 @@
+//! The lake: encrypted Parquet files plus our own small manifest of numbered snapshots.
+//!
+//! Layout (relative to the lake root):
+//! - `tables/<table>/<partition>/<uuid>.parquet` — data files, written once, never overwritten;
+//! - `_meta/snapshots/<n>.json` — snapshot `n`: per table its schema version, live files and sync cursor;
+//! - `_meta/keyring.json` — wrapped data keys (see [`crate::keyring`]);
+//! - `_meta/writer.lock` — the single-writer OS lock (`flock`; dies with the process).
+//!
+//! Commit protocol: write and fsync the data files, then create snapshot `n+1` with put-if-absent and
+//! fsync it. A crash before that leaves unreferenced files only (collected by [`Lake::gc`]); a crash
+//! after it is a complete commit. Readers pin a snapshot and never see a half-written one.
+//! Updates and deletes (a later step) are resolved at write time by rewriting files, never by merging
+//! versions at read time, so every snapshot's files hold exactly the live rows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use chrono::{DateTime, Utc};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use object_store::buffered::BufWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+use tokio::sync::RwLock;
+
+use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
+use crate::keyring::{Keyring, MasterKeySource};
+use crate::model::{self, Table};
+use crate::store::LakeStore;
+
+const SNAPSHOT_DIR: &str = "_meta/snapshots";
+const LOCK_FILE: &str = "_meta/writer.lock";
+const TABLES_DIR: &str = "tables";
+/// Snapshot manifest format version.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Current schema version of the canonical tables.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One data file of a table in a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Path relative to the lake root.
+    pub path: String,
+    /// Live rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Ids of the data keys the file is encrypted with.
+    pub key_ids: Vec<String>,
+}
+
+/// A table's state in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableState {
+    /// Schema version the files were written with.
+    pub schema_version: u32,
+    /// Live files.
+    pub files: Vec<DataFile>,
+    /// Sync cursor of the source this table came from (committed with the data it describes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
+}
+
+impl TableState {
+    /// Live rows of the table.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// One committed snapshot: the complete state of the lake at a point in time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Manifest format version.
+    pub format: u32,
+    /// Snapshot number, 1-based, dense.
+    pub id: u64,
+    /// Previous snapshot.
+    pub parent: Option<u64>,
+    /// When it was committed.
+    pub committed_at: DateTime<Utc>,
+    /// What produced it (e.g. `ingest demo (full)`).
+    pub operation: String,
+    /// Per-table state.
+    pub tables: BTreeMap<String, TableState>,
+}
+
+impl Snapshot {
+    fn empty() -> Snapshot {
+        Snapshot {
+            format: SNAPSHOT_FORMAT,
+            id: 0,
+            parent: None,
+            committed_at: DateTime::<Utc>::UNIX_EPOCH,
+            operation: "empty".into(),
+            tables: BTreeMap::new(),
+        }
+    }
+
+    /// State of one table (`None` when it was never written).
+    pub fn table(&self, name: &str) -> Option<&TableState> {
+        self.tables.get(name)
+    }
+}
+
+fn snapshot_path(id: u64) -> String {
+    format!("{SNAPSHOT_DIR}/{id:020}.json")
+}
+
+/// An open lake: storage plus unwrapped keyring.
+pub struct Lake {
+    store: LakeStore,
+    keyring: RwLock<Keyring>,
+}
+
+impl fmt::Debug for Lake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lake").field("store", &self.store.describe()).finish_non_exhaustive()
+    }
+}
+
+/// Rows per row group: large enough for good compression and pruning, small enough that a writer's
+/// buffered row group stays within tens of MB whatever the table size.
+pub const ROW_GROUP_ROWS: usize = 512 * 1024;
+/// A file is closed and a new one started after this many rows.
+pub const FILE_ROWS: usize = 8 * ROW_GROUP_ROWS;
+
+impl Lake {
+    /// Open the lake at `store`, creating its keyring when the lake is new.
+    pub async fn open_or_create(store: LakeStore, source: &MasterKeySource) -> Result<Lake> {
+        let keyring = if Keyring::exists(&store).await? {
+            Keyring::open(&store, source).await?
+        } else {
+            Keyring::create(&store, source).await?
+        };
+        Ok(Lake {
+            store,
+            keyring: RwLock::new(keyring),
+        })
+    }
+
+    /// Open an existing lake (its keyring must exist).
+    pub async fn open(store: LakeStore, source: &MasterKeySource) -> Result<Lake> {
+        if !Keyring::exists(&store).await? {
+            return Err(Error::EmptyLake { path: store.describe() });
+        }
+        let keyring = Keyring::open(&store, source).await?;
+        Ok(Lake {
+            store,
+            keyring: RwLock::new(keyring),
+        })
+    }
+
+    /// The lake's storage.
+    pub fn store(&self) -> &LakeStore {
+        &self.store
+    }
+
+    pub(crate) fn keyring(&self) -> &RwLock<Keyring> {
+        &self.keyring
+    }
+
+    /// Ids of all committed snapshots, ascending.
+    pub async fn snapshot_ids(&self) -> Result<Vec<u64>> {
+        let mut ids: Vec<u64> = self
+            .store
+            .list(SNAPSHOT_DIR)
+            .await?
+            .into_iter()
+            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Read snapshot `id`.
+    pub async fn snapshot(&self, id: u64) -> Result<Snapshot> {
+        let path = snapshot_path(id);
+        let bytes = self.store.get(&path).await?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata { path, source })
+    }
+
+    /// The newest committed snapshot.
+    pub async fn current(&self) -> Result<Snapshot> {
+        match self.snapshot_ids().await?.last() {
+            Some(&id) => self.snapshot(id).await,
+            None => Err(Error::EmptyLake {
+                path: self.store.describe(),
+            }),
+        }
+    }
+
+    /// Start a write transaction: takes the single-writer lock and pins the current snapshot as base.
+    pub async fn begin_write(&self) -> Result<WriteTxn<'_>> {
+        let lock = self.lock()?;
+        let base = match self.snapshot_ids().await?.last() {
+            Some(&id) => self.snapshot(id).await?,
+            None => Snapshot::empty(),
+        };
+        Ok(WriteTxn {
+            lake: self,
+            _lock: lock,
+            next: base.clone(),
+            base,
+        })
+    }
+
+    fn lock(&self) -> Result<WriterLock> {
+        let Some(root) = self.store.local_root() else {
+            return Err(Error::Denied("writing to a remote lake needs a lock service, not configured".into()));
+        };
+        let path = root.join(LOCK_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io("cannot create", dir))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io("cannot open writer lock", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(WriterLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked { path }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path)(e)),
+        }
+    }
+
+    /// Garbage collection: delete data files that no snapshot references and that are older than
+    /// `grace`. Takes the writer lock, so a running writer's uncommitted files are never touched.
+    pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
+        let _lock = self.lock()?;
+        let mut referenced = BTreeSet::new();
+        for id in self.snapshot_ids().await? {
+            for t in self.snapshot(id).await?.tables.values() {
+                referenced.extend(t.files.iter().map(|f| f.path.clone()));
+            }
+        }
+        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let mut report = GcReport::default();
+        for meta in self.store.list(TABLES_DIR).await? {
+            let path = meta.location.to_string();
+            if referenced.contains(&path) {
+                report.kept += 1;
+            } else if meta.last_modified <= cutoff {
+                self.store.delete(&meta.location).await?;
+                report.deleted.push(path);
+                report.bytes_freed += meta.size;
+            } else {
+                report.too_young += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    /// Files still referenced.
+    pub kept: usize,
+    /// Unreferenced files deleted.
+    pub deleted: Vec<String>,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+    /// Unreferenced files younger than the grace period, left for now.
+    pub too_young: usize,
+}
+
+#[derive(Debug)]
+struct WriterLock {
+    _file: std::fs::File,
+}
+
+/// A write transaction: files written through it become visible only at [`WriteTxn::commit`].
+pub struct WriteTxn<'a> {
+    lake: &'a Lake,
+    _lock: WriterLock,
+    base: Snapshot,
+    next: Snapshot,
+}
+
+impl fmt::Debug for WriteTxn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteTxn").field("base", &self.base.id).finish_non_exhaustive()
+    }
+}
+
+impl WriteTxn<'_> {
+    /// The snapshot this transaction started from.
+    pub fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
+    /// A writer streaming record batches of `table` into new encrypted files.
+    pub async fn table_writer(&self, table: &str) -> Result<TableWriter<'_>> {
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        self.lake.keyring.write().await.ensure_table_keys(&self.lake.store, table).await?;
+        Ok(TableWriter {
+            lake: self.lake,
+            table,
+            partition: "all".into(),
+            current: None,
+            files: Vec::new(),
+        })
+    }
+
+    /// Replace a table's contents with `files` (a full load) and set its cursor.
+    pub fn replace_table(&mut self, table: &str, files: Vec<DataFile>, cursor: Option<serde_json::Value>) -> Result<()> {
+        model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        self.next.tables.insert(
+            table.to_string(),
+            TableState {
+                schema_version: SCHEMA_VERSION,
+                files,
+                cursor,
+            },
+        );
+        Ok(())
+    }
+
+    /// Commit: create snapshot `base + 1` with put-if-absent. Fails with [`Error::CommitConflict`]
+    /// when another writer committed that number first; nothing of this transaction is then visible.
+    pub async fn commit(mut self, operation: &str) -> Result<Snapshot> {
+        failpoint("before-commit");
+        self.next.format = SNAPSHOT_FORMAT;
+        self.next.id = self.base.id + 1;
+        self.next.parent = (self.base.id > 0).then_some(self.base.id);
+        self.next.committed_at = Utc::now();
+        self.next.operation = operation.to_string();
+        let json = serde_json::to_vec_pretty(&self.next).expect("snapshot serialises");
+        if !self.lake.store.put_if_absent(&snapshot_path(self.next.id), json).await? {
+            return Err(Error::CommitConflict { snapshot: self.next.id });
+        }
+        failpoint("after-commit");
+        Ok(self.next)
+    }
+}
+
+/// Streams record batches of one table into encrypted Parquet files, rolling to a new file every
+/// [`FILE_ROWS`] rows. Memory is bounded by one row group.
+pub struct TableWriter<'a> {
+    lake: &'a Lake,
+    table: &'static Table,
+    partition: String,
+    current: Option<OpenFile>,
+    files: Vec<DataFile>,
+}
+
+impl fmt::Debug for TableWriter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("table", &self.table.name)
+            .field("files", &self.files.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct OpenFile {
+    path: String,
+    writer: AsyncArrowWriter<BufWriter>,
+    rows: u64,
+    key_ids: Vec<String>,
+}
+
+fn writer_properties(encryption: Arc<parquet::encryption::encrypt::FileEncryptionProperties>) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        // Bloom filters are written unencrypted by the parquet crate: never enable them.
+        .set_bloom_filter_enabled(false)
+        .with_file_encryption_properties(encryption)
+        .set_created_by("kartoteka".into())
+        .build()
+}
+
+impl TableWriter<'_> {
+    /// The table being written.
+    pub fn table(&self) -> &'static Table {
+        self.table
+    }
+
+    /// Append one batch. Its columns must have the table's names and types, in order.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let schema = self.table.schema();
+        let fields = batch.schema();
+        if fields.fields().len() != schema.fields().len()
+            || fields
+                .fields()
+                .iter()
+                .zip(schema.fields())
+                .any(|(a, b)| a.name() != b.name() || a.data_type() != b.data_type())
+        {
+            return Err(Error::SchemaMismatch {
+                table: self.table.name.into(),
+                detail: format!("got {fields:?}"),
+            });
+        }
+        // Re-attach the table schema (with class metadata) so every file carries it.
+        let batch = RecordBatch::try_new(schema, batch.columns().to_vec())?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.current.is_none() {
+                self.current = Some(self.open_file().await?);
+            }
+            let file = self.current.as_mut().expect("opened above");
+            let room = FILE_ROWS - file.rows as usize;
+            let n = room.min(batch.num_rows() - offset);
+            file.writer.write(&batch.slice(offset, n)).await?;
+            file.rows += n as u64;
+            offset += n;
+            if file.rows as usize >= FILE_ROWS {
+                self.close_file().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_file(&self) -> Result<OpenFile> {
+        let path = format!("{TABLES_DIR}/{}/{}/{}.parquet", self.table.name, self.partition, uuid::Uuid::new_v4());
+        let (encryption, key_ids) = self.lake.keyring.read().await.file_encryption(self.table, &path)?;
+        let sink = BufWriter::new(self.lake.store.object_store(), Path::from(path.as_str()));
+        let writer = AsyncArrowWriter::try_new(sink, self.table.schema(), Some(writer_properties(encryption)))?;
+        Ok(OpenFile {
+            path,
+            writer,
+            rows: 0,
+            key_ids,
+        })
+    }
+
+    async fn close_file(&mut self) -> Result<()> {
+        if let Some(file) = self.current.take() {
+            file.writer.close().await?;
+            self.lake.store.sync(&file.path)?;
+            let bytes = self.lake.store.object_store().head(&Path::from(file.path.as_str())).await?.size;
+            self.files.push(DataFile {
+                path: file.path,
+                rows: file.rows,
+                bytes,
+                key_ids: file.key_ids,
+            });
+        }
+        Ok(())
+    }
+
+    /// Close the last file and return the files written (durable, but not yet part of any snapshot).
+    pub async fn finish(mut self) -> Result<Vec<DataFile>> {
+        self.close_file().await?;
+        failpoint("after-data-files");
+        Ok(self.files)
+    }
+}

@@ -1,0 +1,23 @@
+//! Kartoteka's engine: the encrypted Parquet lake (manifest, commits, garbage collection), the keyring,
+//! the canonical CRM model and the DataFusion query session.
+//!
+//! It owns every byte at rest and every path to a row: other crates write only through
+//! [`lake::TableWriter`] and read only through [`session::Engine::session`], which builds a session for
+//! one principal. It must never know about HTTP, schedules or sources, and never log or print a key.
+
+pub mod error;
+pub mod failpoint;
+pub mod keyring;
+pub mod lake;
+pub mod model;
+pub mod session;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use keyring::MasterKeySource;
+pub use lake::{DataFile, Lake, Snapshot, TableWriter, WriteTxn};
+pub use session::{Engine, EngineConfig, Principal, QueryResult, QuerySession, Role};
+pub use store::LakeStore;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,382 @@
+//! The canonical CRM model (shared/design/crm-model.md): tables, column types and sensitivity classes.
+//!
+//! Every column carries its class in the Arrow field metadata under [`CLASS_KEY`]; a column without a
+//! class is a bug and is refused by the writer (see [`Table::class_of`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// Field-metadata key holding a column's sensitivity class.
+pub const CLASS_KEY: &str = "kartoteka.class";
+
+/// Sensitivity class of a column: decides which data key encrypts it and who may read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Business data that is not personal: ids, amounts, dates, stages.
+    Internal,
+    /// Personal data: names, phones, e-mails, free text that may name people.
+    Pii,
+}
+
+impl Class {
+    /// The label used in metadata and key ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Internal => "internal",
+            Class::Pii => "pii",
+        }
+    }
+
+    /// Parse a label.
+    pub fn parse(s: &str) -> Option<Class> {
+        match s {
+            "internal" => Some(Class::Internal),
+            "pii" => Some(Class::Pii),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Logical column types of the canonical model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    /// BIGINT
+    BigInt,
+    /// INT
+    Int,
+    /// TEXT
+    Text,
+    /// TIMESTAMP in UTC (microseconds)
+    Timestamp,
+    /// DATE
+    Date,
+    /// DECIMAL(18,2): money in the reporting currency
+    Money,
+}
+
+impl ColumnType {
+    /// The Arrow type this column is stored as.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::BigInt => DataType::Int64,
+            ColumnType::Int => DataType::Int32,
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Money => DataType::Decimal128(MONEY_PRECISION, MONEY_SCALE),
+        }
+    }
+
+    /// SQL-ish name for messages and docs.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ColumnType::BigInt => "BIGINT",
+            ColumnType::Int => "INT",
+            ColumnType::Text => "TEXT",
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Date => "DATE",
+            ColumnType::Money => "DECIMAL(18,2)",
+        }
+    }
+}
+
+/// Precision of money columns.
+pub const MONEY_PRECISION: u8 = 18;
+/// Scale of money columns (cents / kopecks).
+pub const MONEY_SCALE: i8 = 2;
+
+/// One column of a canonical table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// Logical type.
+    pub ty: ColumnType,
+    /// Sensitivity class.
+    pub class: Class,
+    /// Whether NULL is allowed.
+    pub nullable: bool,
+}
+
+/// One canonical table.
+#[derive(Debug)]
+pub struct Table {
+    /// Table name.
+    pub name: &'static str,
+    /// Columns in order.
+    pub columns: Vec<Column>,
+    /// Key columns.
+    pub key: Vec<&'static str>,
+    /// Cursor column for incremental sync, if the table has one.
+    pub cursor: Option<&'static str>,
+    schema: SchemaRef,
+}
+
+impl Table {
+    fn new(name: &'static str, key: &[&'static str], cols: &[(&'static str, ColumnType, Class, bool)]) -> Table {
+        let columns: Vec<Column> = cols
+            .iter()
+            .map(|&(name, ty, class, nullable)| Column {
+                name,
+                ty,
+                class,
+                nullable,
+            })
+            .collect();
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| {
+                Field::new(c.name, c.ty.arrow_type(), c.nullable)
+                    .with_metadata(HashMap::from([(CLASS_KEY.to_string(), c.class.as_str().to_string())]))
+            })
+            .collect();
+        let cursor = columns.iter().any(|c| c.name == "updated_at").then_some("updated_at");
+        Table {
+            name,
+            key: key.to_vec(),
+            cursor,
+            schema: Arc::new(Schema::new(fields)),
+            columns,
+        }
+    }
+
+    /// The Arrow schema, with each field's class in its metadata.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Class of a column, or `None` when the column is unknown.
+    pub fn class_of(&self, column: &str) -> Option<Class> {
+        self.columns.iter().find(|c| c.name == column).map(|c| c.class)
+    }
+
+    /// The classes used by this table's columns (always includes `internal`).
+    pub fn classes(&self) -> Vec<Class> {
+        let mut classes: Vec<Class> = self.columns.iter().map(|c| c.class).collect();
+        classes.push(Class::Internal);
+        classes.sort();
+        classes.dedup();
+        classes
+    }
+
+    /// Look up a column.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+use Class::{Internal as I, Pii as P};
+use ColumnType::{BigInt, Date, Int, Money, Text, Timestamp};
+
+static TABLES: LazyLock<Vec<Table>> = LazyLock::new(|| {
+    vec![
+        Table::new(
+            "staff",
+            &["staff_id"],
+            &[
+                ("staff_id", BigInt, I, false),
+                ("full_name", Text, P, true),
+                ("email", Text, P, true),
+                ("position", Text, I, true),
+                ("team", Text, I, true),
+                ("hired_at", Date, I, true),
+                ("left_at", Date, I, true),
+                ("successor_id", BigInt, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "clients",
+            &["client_id"],
+            &[
+                ("client_id", BigInt, I, false),
+                ("kind", Text, I, true),
+                ("name", Text, P, true),
+                ("phone", Text, P, true),
+                ("email", Text, P, true),
+                ("city", Text, I, true),
+                ("country", Text, I, true),
+                ("industry", Text, I, true),
+                ("source", Text, I, true),
+                ("owner_id", BigInt, I, true),
+                ("created_at", Timestamp, I, true),
+                ("consent_at", Timestamp, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "pipeline_stages",
+            &["pipeline", "stage"],
+            &[
+                ("pipeline", Text, I, false),
+                ("stage", Text, I, false),
+                ("position", Int, I, false),
+                ("kind", Text, I, false),
+            ],
+        ),
+        Table::new(
+            "deals",
+            &["deal_id"],
+            &[
+                ("deal_id", BigInt, I, false),
+                ("client_id", BigInt, I, true),
+                ("owner_id", BigInt, I, true),
+                ("pipeline", Text, I, true),
+                ("stage", Text, I, true),
+                ("status", Text, I, true),
+                ("amount", Money, I, true),
+                ("product", Text, I, true),
+                ("created_at", Timestamp, I, true),
+                ("closed_at", Timestamp, I, true),
+                ("closed_by", BigInt, I, true),
+                ("expected_close", Date, I, true),
+                ("lost_reason", Text, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "deal_stage_changes",
+            &["change_id"],
+            &[
+                ("change_id", BigInt, I, false),
+                ("deal_id", BigInt, I, true),
+                ("pipeline", Text, I, true),
+                ("from_stage", Text, I, true),
+                ("to_stage", Text, I, true),
+                ("changed_at", Timestamp, I, true),
+                ("changed_by", BigInt, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "interactions",
+            &["interaction_id"],
+            &[
+                ("interaction_id", BigInt, I, false),
+                ("client_id", BigInt, I, true),
+                ("deal_id", BigInt, I, true),
+                ("staff_id", BigInt, I, true),
+                ("channel", Text, I, true),
+                ("direction", Text, I, true),
+                ("occurred_at", Timestamp, I, true),
+                ("duration_s", Int, I, true),
+                ("outcome", Text, I, true),
+                ("summary", Text, P, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "tasks",
+            &["task_id"],
+            &[
+                ("task_id", BigInt, I, false),
+                ("staff_id", BigInt, I, true),
+                ("client_id", BigInt, I, true),
+                ("deal_id", BigInt, I, true),
+                ("kind", Text, I, true),
+                ("created_at", Timestamp, I, true),
+                ("due_at", Timestamp, I, true),
+                ("completed_at", Timestamp, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "payments",
+            &["payment_id"],
+            &[
+                ("payment_id", BigInt, I, false),
+                ("client_id", BigInt, I, true),
+                ("deal_id", BigInt, I, true),
+                ("amount", Money, I, true),
+                ("paid_at", Timestamp, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "ownership_changes",
+            &["change_id"],
+            &[
+                ("change_id", BigInt, I, false),
+                ("client_id", BigInt, I, true),
+                ("from_staff", BigInt, I, true),
+                ("to_staff", BigInt, I, true),
+                ("changed_at", Timestamp, I, true),
+                ("reason", Text, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "targets",
+            &["month", "staff_id"],
+            &[
+                ("month", Date, I, false),
+                ("staff_id", BigInt, I, true),
+                ("revenue_target", Money, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+        Table::new(
+            "marketing_spend",
+            &["month", "source"],
+            &[
+                ("month", Date, I, false),
+                ("source", Text, I, true),
+                ("amount", Money, I, true),
+                ("updated_at", Timestamp, I, true),
+            ],
+        ),
+    ]
+});
+
+/// All canonical tables, in a stable order.
+pub fn tables() -> &'static [Table] {
+    &TABLES
+}
+
+/// Look up a canonical table by name.
+pub fn table(name: &str) -> Option<&'static Table> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// Names of all canonical tables.
+pub fn table_names() -> Vec<&'static str> {
+    TABLES.iter().map(|t| t.name).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_has_a_class_in_its_metadata() {
+        for t in tables() {
+            for f in t.schema().fields() {
+                let class = f.metadata().get(CLASS_KEY).and_then(|c| Class::parse(c));
+                assert!(class.is_some(), "{}.{} has no class", t.name, f.name());
+            }
+        }
+    }
+
+    #[test]
+    fn pii_columns_are_the_ones_the_model_names() {
+        let pii: Vec<String> = tables()
+            .iter()
+            .flat_map(|t| t.columns.iter().filter(|c| c.class == Class::Pii).map(move |c| format!("{}.{}", t.name, c.name)))
+            .collect();
+        assert_eq!(
+            pii,
+            ["staff.full_name", "staff.email", "clients.name", "clients.phone", "clients.email", "interactions.summary"]
+        );
+    }
+}

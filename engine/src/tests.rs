@@ -1,0 +1,266 @@
+//! Tests of the lake, keyring and session together, on real encrypted files in a temporary directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use futures::StreamExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::ProjectionMask;
+use zeroize::Zeroizing;
+
+use crate::keyring::MasterKeySource;
+use crate::lake::Lake;
+use crate::model::{self, Class};
+use crate::session::{Engine, EngineConfig, Principal};
+use crate::store::LakeStore;
+use crate::Error;
+
+fn passphrase(p: &str) -> MasterKeySource {
+    MasterKeySource::Passphrase(Zeroizing::new(p.to_string()))
+}
+
+/// A staff batch whose names and e-mails are recognisable in raw bytes.
+fn staff_batch(ids: std::ops::Range<i64>) -> RecordBatch {
+    let table = model::table("staff").expect("canonical");
+    let n = ids.clone().count();
+    let names: Vec<String> = ids.clone().map(|i| format!("Секретная Фамилия {i}")).collect();
+    let emails: Vec<String> = ids.clone().map(|i| format!("secret.person.{i}@example.org")).collect();
+    let cols: Vec<Arc<dyn Array>> = vec![
+        Arc::new(Int64Array::from_iter_values(ids.clone())),
+        Arc::new(StringArray::from(names)),
+        Arc::new(StringArray::from(emails)),
+        Arc::new(StringArray::from(vec![Some("manager"); n])),
+        Arc::new(StringArray::from(vec![Some("Москва"); n])),
+        Arc::new(arrow::array::Date32Array::from(vec![Some(19000); n])),
+        Arc::new(arrow::array::Date32Array::from(vec![None; n])),
+        Arc::new(Int64Array::from(vec![None; n])),
+        Arc::new(TimestampMicrosecondArray::from(vec![Some(1_700_000_000_000_000); n]).with_timezone("UTC")),
+    ];
+    RecordBatch::try_new(table.schema(), cols).expect("valid batch")
+}
+
+async fn new_lake(dir: &std::path::Path) -> Lake {
+    let store = LakeStore::local(dir).expect("store");
+    Lake::open_or_create(store, &passphrase("correct horse battery staple")).await.expect("lake")
+}
+
+async fn write_staff(lake: &Lake, ids: std::ops::Range<i64>) -> crate::Snapshot {
+    let mut txn = lake.begin_write().await.expect("txn");
+    let mut w = txn.table_writer("staff").await.expect("writer");
+    w.write(&staff_batch(ids)).await.expect("write");
+    let files = w.finish().await.expect("finish");
+    txn.replace_table("staff", files, None).expect("replace");
+    txn.commit("test").await.expect("commit")
+}
+
+async fn count(lake: Arc<Lake>, sql: &str) -> i64 {
+    let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
+    let session = engine.session(&Principal::local_owner()).await.expect("session");
+    let r = session.sql(sql).await.expect("query");
+    r.batches[0].column(0).as_any().downcast_ref::<Int64Array>().expect("count is i64").value(0)
+}
+
+fn data_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn walk(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out)
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p)
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(&root.join("tables"), &mut v);
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn commit_is_all_or_nothing_and_orphans_are_collected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    let first = write_staff(&lake, 0..100).await;
+    assert_eq!(first.id, 1);
+    let committed_files = data_files(dir.path());
+    assert_eq!(committed_files.len(), 1);
+
+    // A writer that writes files and then "crashes" before committing: the transaction is dropped.
+    {
+        let mut txn = lake.begin_write().await.expect("txn");
+        let mut w = txn.table_writer("staff").await.expect("writer");
+        w.write(&staff_batch(100..300)).await.expect("write");
+        let files = w.finish().await.expect("finish");
+        txn.replace_table("staff", files, None).expect("replace");
+        drop(txn);
+    }
+    assert_eq!(data_files(dir.path()).len(), 2, "the crashed writer's file is on disk");
+    assert_eq!(lake.current().await.expect("current"), first, "the old snapshot is intact");
+    assert_eq!(count(Arc::clone(&lake), "SELECT COUNT(*) FROM staff").await, 100);
+
+    // GC within the grace period keeps it; with no grace it deletes exactly the orphan.
+    let report = lake.gc(Duration::from_secs(3600)).await.expect("gc");
+    assert_eq!((report.kept, report.deleted.len(), report.too_young), (1, 0, 1));
+    let report = lake.gc(Duration::ZERO).await.expect("gc");
+    assert_eq!((report.kept, report.deleted.len()), (1, 1));
+    assert_eq!(data_files(dir.path()), committed_files);
+    assert_eq!(count(lake, "SELECT COUNT(*) FROM staff").await, 100);
+}
+
+#[tokio::test]
+async fn one_writer_at_a_time_and_snapshot_numbers_are_never_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = new_lake(dir.path()).await;
+    let txn = lake.begin_write().await.expect("first writer");
+    // A second writer — another handle on the lock file, as another process would have — is refused.
+    let other = new_lake(dir.path()).await;
+    match other.begin_write().await {
+        Err(Error::Locked { .. }) => {}
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    drop(txn);
+    assert!(other.begin_write().await.is_ok(), "the lock is released with the writer");
+
+    // Two writers that both started from snapshot 0 (e.g. on hosts that do not share the lock):
+    // the second commit of snapshot 1 fails cleanly and the first stays.
+    let mut a = lake.begin_write().await.expect("a");
+    let mut w = a.table_writer("staff").await.expect("writer");
+    w.write(&staff_batch(0..10)).await.expect("write");
+    let files = w.finish().await.expect("finish");
+    a.replace_table("staff", files, None).expect("replace");
+    let raw = std::fs::read(dir.path().join("_meta/snapshots")).err();
+    assert!(raw.is_some(), "no snapshot yet");
+    std::fs::create_dir_all(dir.path().join("_meta/snapshots")).expect("mkdir");
+    let competitor = r#"{"format":1,"id":1,"parent":null,"committed_at":"2026-01-01T00:00:00Z","operation":"other writer","tables":{}}"#;
+    std::fs::write(dir.path().join("_meta/snapshots/00000000000000000001.json"), competitor).expect("write");
+    match a.commit("loser").await {
+        Err(Error::CommitConflict { snapshot: 1 }) => {}
+        other => panic!("expected CommitConflict, got {other:?}"),
+    }
+    assert_eq!(lake.current().await.expect("current").operation, "other writer");
+}
+
+#[tokio::test]
+async fn files_are_encrypted_with_encrypted_footers_and_hold_no_plaintext() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = new_lake(dir.path()).await;
+    write_staff(&lake, 0..500).await;
+    for f in data_files(dir.path()) {
+        let bytes = std::fs::read(&f).expect("read");
+        assert_eq!(&bytes[..4], b"PARE", "{} starts with PARE", f.display());
+        assert_eq!(&bytes[bytes.len() - 4..], b"PARE", "{} ends with PARE", f.display());
+        for needle in ["Секретная", "secret.person", "example.org", "manager", "Москва", "full_name"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle:?} appears in plaintext in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn wrong_passphrase_is_named_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = new_lake(dir.path()).await;
+    write_staff(&lake, 0..10).await;
+    let keyring_before = std::fs::read(dir.path().join("_meta/keyring.json")).expect("keyring");
+    let store = LakeStore::local(dir.path()).expect("store");
+    let err = Lake::open(store, &passphrase("wrong horse")).await.expect_err("must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::WrongMasterKey { .. }), "{msg}");
+    assert!(msg.contains("wrong master key") && msg.contains("KARTOTEKA_PASSPHRASE"), "{msg}");
+    assert!(!msg.contains("wrong horse"), "the passphrase must not be echoed: {msg}");
+    assert_eq!(std::fs::read(dir.path().join("_meta/keyring.json")).expect("keyring"), keyring_before);
+    // A key file cannot open a passphrase lake either, and says what is needed.
+    let store = LakeStore::local(dir.path()).expect("store");
+    let key = MasterKeySource::KeyFile(crate::keyring::SecretKey::random());
+    let err = Lake::open(store, &key).await.expect_err("must fail");
+    assert!(err.to_string().contains("KARTOTEKA_PASSPHRASE"), "{err}");
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_detected_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    write_staff(&lake, 0..2000).await;
+    let file = data_files(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&file).expect("read");
+    // Flip a byte inside the first column chunk's encrypted data (past the magic and module header).
+    bytes[64] ^= 0x01;
+    std::fs::write(&file, bytes).expect("write");
+    let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
+    let session = engine.session(&Principal::local_owner()).await.expect("session");
+    let err = session.sql("SELECT SUM(staff_id) FROM staff").await.expect_err("tampering must be detected");
+    let msg = err.to_string().to_lowercase();
+    assert!(msg.contains("decrypt") || msg.contains("tag") || msg.contains("authenticat") || msg.contains("corrupt"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_reader_without_the_pii_key_reads_internal_columns_but_not_pii() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = new_lake(dir.path()).await;
+    write_staff(&lake, 0..50).await;
+    let file = lake.current().await.expect("snapshot").tables["staff"].files[0].path.clone();
+    let keys = lake.keyring().read().await.session_keys(&[Class::Internal]);
+    let props = keys.decryption_properties(&file).expect("props");
+    let open = || async {
+        let f = tokio::fs::File::open(dir.path().join(&file)).await.expect("open");
+        ParquetRecordBatchStreamBuilder::new_with_options(f, ArrowReaderOptions::new().with_file_decryption_properties(Arc::clone(&props)))
+            .await
+    };
+    // Internal column: readable.
+    let builder = open().await.expect("footer opens with the internal key");
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), [0]);
+    let mut stream = builder.with_projection(mask).build().expect("stream");
+    let batch = stream.next().await.expect("one batch").expect("internal column decrypts");
+    assert_eq!(batch.num_rows(), 50);
+    // PII column (full_name, leaf 1): refused for lack of the key.
+    let builder = open().await.expect("footer opens");
+    let mask = ProjectionMask::leaves(builder.parquet_schema(), [1]);
+    let result = match builder.with_projection(mask).build() {
+        Err(e) => Err(e.to_string()),
+        Ok(mut s) => match s.next().await {
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(b)) => Ok(b),
+            None => Err("no rows".into()),
+        },
+    };
+    let err = result.expect_err("the pii column must not decrypt without the pii key");
+    assert!(err.contains("staff.pii") || err.contains("key"), "{err}");
+}
+
+#[tokio::test]
+async fn only_queries_may_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    write_staff(&lake, 0..10).await;
+    let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
+    let session = engine.session(&Principal::local_owner()).await.expect("session");
+    for sql in [
+        "CREATE TABLE x AS SELECT 1",
+        "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY staff TO '/tmp/leak.csv'",
+        "INSERT INTO staff SELECT * FROM staff",
+        "DROP TABLE staff",
+        "SET datafusion.execution.target_partitions = 1",
+        "SELECT 1; DROP TABLE staff",
+        "CREATE VIEW v AS SELECT * FROM staff",
+    ] {
+        let err = session.sql(sql).await.expect_err(sql);
+        assert!(matches!(err, Error::NotAQuery(_)), "{sql}: {err}");
+    }
+    assert!(session.sql("WITH s AS (SELECT * FROM staff) SELECT COUNT(*) FROM s").await.is_ok());
+    assert!(session.sql("EXPLAIN SELECT * FROM staff").await.is_ok());
+}
+
+#[test]
+fn debug_output_never_shows_keys() {
+    let key = crate::keyring::SecretKey::random();
+    assert_eq!(format!("{key:?}"), "SecretKey(<redacted>)");
+    let source = passphrase("hunter2-hunter2");
+    assert!(!format!("{source:?}").contains("hunter2"));
+}

@@ -1,0 +1,76 @@
+//! The ingest crate's error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong reading a source into the lake.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The mapping file cannot be read or parsed.
+    #[error("mapping {path}: {detail}")]
+    Mapping {
+        /// Mapping file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+
+    /// The source database cannot be opened or reached.
+    #[error("cannot open source {source_name}: {cause}; check the path/URL and that the database exists")]
+    SourceUnavailable {
+        /// Source name or location (never with credentials).
+        source_name: String,
+        /// Driver error.
+        cause: sqlx::Error,
+    },
+
+    /// A mapping query failed in the source.
+    #[error("source query for table {table} failed: {cause}; check [tables.{table}] in the mapping")]
+    SourceQuery {
+        /// Canonical table.
+        table: String,
+        /// Driver error.
+        cause: sqlx::Error,
+    },
+
+    /// The columns a mapping query returns do not match the canonical table.
+    #[error("mapping for table {table}: {detail}")]
+    Columns {
+        /// Canonical table.
+        table: String,
+        /// Which columns are missing or unexpected.
+        detail: String,
+    },
+
+    /// A source value cannot be converted to the canonical column's type.
+    #[error("table {table}, column {column}, row {row}: {detail}")]
+    Value {
+        /// Canonical table.
+        table: String,
+        /// Canonical column.
+        column: String,
+        /// 1-based row number in the source query's result.
+        row: u64,
+        /// What was found and what was expected.
+        detail: String,
+    },
+
+    /// Writing to the lake failed.
+    #[error(transparent)]
+    Lake(#[from] kartoteka_engine::Error),
+
+    /// Arrow error while building batches.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// Demo generation failed writing its SQLite database.
+    #[error("demo CRM database {path}: {cause}")]
+    Demo {
+        /// The database file.
+        path: PathBuf,
+        /// Driver error.
+        cause: sqlx::Error,
+    },
+}
+
+/// The ingest crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,17 @@
+//! Kartoteka's ingest: sources (SQLite today; PostgreSQL, MySQL and export files next), mappings from a
+//! source's own schema to the canonical model, and the deterministic demo CRM.
+//!
+//! It writes only through the engine's lake writer and commits one snapshot per run, so a failed run
+//! leaves the lake as it was. It never decides who may read what.
+
+pub mod batch;
+pub mod demo;
+pub mod error;
+pub mod mapping;
+pub mod run;
+pub mod source;
+
+pub use error::{Error, Result};
+pub use mapping::Mapping;
+pub use run::{IngestReport, NoProgress, Progress, ingest_sqlite};
+pub use source::sqlite::SqliteSource;

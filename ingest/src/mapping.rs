@@ -1,0 +1,105 @@
+//! Mappings: how a source's own schema becomes the canonical model.
+//!
+//! A mapping is a TOML file with one `[tables.<canonical table>]` section per canonical table, each
+//! holding the source `query` whose result columns are named like the canonical columns. Every
+//! canonical table must be mapped, and each query must return exactly the canonical columns — a typo
+//! is reported before anything is read. Money in a source must be exact: integers are read as minor
+//! units or whole units as `[money] integers` says; floating-point money is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// How integer values in money columns are to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoneyIntegers {
+    /// 12345 means 123.45 (kopecks, cents).
+    MinorUnits,
+    /// 12345 means 12345.00.
+    Units,
+}
+
+/// Money settings of a mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneySpec {
+    /// Meaning of integer money values; when absent, integer money is an error.
+    pub integers: Option<MoneyIntegers>,
+}
+
+/// One canonical table's source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableMapping {
+    /// Source SQL returning the canonical columns by name.
+    pub query: String,
+}
+
+/// A whole mapping file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Name of the mapping (for messages).
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Money settings.
+    pub money: Option<MoneySpec>,
+    /// Canonical table → source query.
+    pub tables: BTreeMap<String, TableMapping>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Mapping {
+    /// Read and validate a mapping file.
+    pub fn load(path: &Path) -> Result<Mapping> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Mapping {
+            path: path.to_path_buf(),
+            detail: format!("cannot read: {e}"),
+        })?;
+        Mapping::parse(&text, path)
+    }
+
+    /// Parse and validate mapping text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Mapping> {
+        let mut m: Mapping = toml::from_str(text).map_err(|e| Error::Mapping {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        m.path = path.to_path_buf();
+        let names = kartoteka_engine::model::table_names();
+        if let Some(unknown) = m.tables.keys().find(|t| !names.contains(&t.as_str())) {
+            return Err(Error::Mapping {
+                path: m.path.clone(),
+                detail: format!("[tables.{unknown}] is not a canonical table; the canonical tables are: {}", names.join(", ")),
+            });
+        }
+        let missing: Vec<&str> = names.iter().copied().filter(|t| !m.tables.contains_key(*t)).collect();
+        if !missing.is_empty() {
+            return Err(Error::Mapping {
+                path: m.path.clone(),
+                detail: format!(
+                    "no section for {}; every canonical table must be mapped (add [tables.NAME] with a query)",
+                    missing.join(", ")
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Where the mapping was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Money settings (integers as minor units unless said otherwise is *not* assumed).
+    pub fn money_integers(&self) -> Option<MoneyIntegers> {
+        self.money.as_ref().and_then(|m| m.integers)
+    }
+}

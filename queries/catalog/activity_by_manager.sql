@@ -1,0 +1,66 @@
+-- name = "activity_by_manager"
+-- title = "Activity by manager"
+-- family = "staff"
+-- description = """
+-- Per staff member and day (or ISO week, starting Monday) of occurred_at (UTC), interactions in
+-- [from, to): outbound calls, outbound e-mails, outbound messenger messages, outbound meetings, and
+-- call minutes = duration of all calls (inbound and outbound) the staff member handled, in minutes.
+-- A staff member and period with none of these has no row; interactions without a staff member form
+-- their own group (staff_id NULL, manager 'unknown')."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "stacked_bar", x = "period", y = ["calls", "emails", "messages", "meetings"], series = "manager" }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- [[params]]
+-- name = "grain"
+-- type = "text"
+-- default = "day"
+-- allowed = ["day", "week"]
+-- description = "day or week"
+--
+-- [[columns]]
+-- name = "staff_id"
+-- [[columns]]
+-- name = "manager"
+-- [[columns]]
+-- name = "period"
+-- description = "the day, or the Monday of the week"
+-- [[columns]]
+-- name = "calls"
+-- [[columns]]
+-- name = "emails"
+-- [[columns]]
+-- name = "messages"
+-- [[columns]]
+-- name = "meetings"
+-- [[columns]]
+-- name = "call_minutes"
+-- unit = "min"
+WITH counted AS (
+    SELECT i.staff_id,
+           CAST(CASE WHEN $grain = 'week' THEN date_trunc('week', i.occurred_at)
+                     ELSE date_trunc('day', i.occurred_at) END AS DATE) AS period,
+           i.channel, i.direction, i.duration_s
+    FROM interactions i
+    WHERE i.occurred_at >= $from AND i.occurred_at < $to
+      AND (i.direction = 'outbound' OR i.channel = 'call')
+)
+SELECT c.staff_id,
+       COALESCE(s.full_name, 'unknown') AS manager,
+       c.period,
+       SUM(CASE WHEN c.channel = 'call' AND c.direction = 'outbound' THEN 1 ELSE 0 END) AS calls,
+       SUM(CASE WHEN c.channel = 'email' AND c.direction = 'outbound' THEN 1 ELSE 0 END) AS emails,
+       SUM(CASE WHEN c.channel = 'messenger' AND c.direction = 'outbound' THEN 1 ELSE 0 END) AS messages,
+       SUM(CASE WHEN c.channel = 'meeting' AND c.direction = 'outbound' THEN 1 ELSE 0 END) AS meetings,
+       CAST(SUM(CASE WHEN c.channel = 'call' THEN COALESCE(c.duration_s, 0) ELSE 0 END) AS DOUBLE) / 60.0 AS call_minutes
+FROM counted c
+LEFT JOIN staff s ON s.staff_id = c.staff_id
+GROUP BY c.staff_id, s.full_name, c.period
+ORDER BY c.period, c.staff_id

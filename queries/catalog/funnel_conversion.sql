@@ -1,0 +1,70 @@
+-- name = "funnel_conversion"
+-- title = "Funnel conversion"
+-- family = "funnel"
+-- description = """
+-- Deals created in [from, to) in one pipeline. For each non-lost stage in position order, `reached` =
+-- deals that entered that stage or any later non-lost stage (per deal_stage_changes), and `conversion` =
+-- reached(stage) / reached(previous stage); NULL for the first stage and when the previous stage was
+-- reached by nobody. A manager's personal funnel is this metric under that manager's policy."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "funnel", x = "stage", y = ["reached"] }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "deals created from, inclusive"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "deals created before, exclusive"
+-- [[params]]
+-- name = "pipeline"
+-- type = "text"
+-- default = ""
+-- description = "pipeline name (default: the pipeline with the most deals; ties to the first name)"
+--
+-- [[columns]]
+-- name = "pipeline"
+-- [[columns]]
+-- name = "position"
+-- [[columns]]
+-- name = "stage"
+-- [[columns]]
+-- name = "reached"
+-- unit = "deals"
+-- [[columns]]
+-- name = "conversion"
+-- unit = "ratio"
+WITH chosen AS (
+    SELECT CASE WHEN $pipeline = ''
+                THEN (SELECT pipeline FROM deals WHERE pipeline IS NOT NULL
+                      GROUP BY pipeline ORDER BY COUNT(*) DESC, pipeline LIMIT 1)
+                ELSE $pipeline END AS pipeline
+),
+stages AS (
+    SELECT s.pipeline, s.stage, s.position
+    FROM pipeline_stages s JOIN chosen c ON s.pipeline = c.pipeline
+    WHERE s.kind <> 'lost'
+),
+furthest AS (
+    -- the furthest non-lost stage each deal of the period ever entered
+    SELECT d.deal_id, MAX(st.position) AS max_position
+    FROM deals d
+    JOIN chosen c ON d.pipeline = c.pipeline
+    JOIN deal_stage_changes ch ON ch.deal_id = d.deal_id AND ch.pipeline = c.pipeline
+    JOIN stages st ON st.stage = ch.to_stage
+    WHERE d.created_at >= $from AND d.created_at < $to
+    GROUP BY d.deal_id
+),
+reached AS (
+    SELECT st.pipeline, st.position, st.stage, COUNT(f.deal_id) AS reached
+    FROM stages st LEFT JOIN furthest f ON f.max_position >= st.position
+    GROUP BY st.pipeline, st.position, st.stage
+)
+SELECT pipeline, position, stage, reached,
+       CAST(reached AS DOUBLE)
+         / CAST(NULLIF(LAG(reached) OVER (ORDER BY position), 0) AS DOUBLE) AS conversion
+FROM reached
+ORDER BY position

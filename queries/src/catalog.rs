@@ -1,0 +1,187 @@
+//! Parsing the catalog's `.sql` files.
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// The catalog files, compiled into the binary so a metric cannot go missing at run time.
+const FILES: &[(&str, &str)] = &[
+    ("revenue_by_month.sql", include_str!("../catalog/revenue_by_month.sql")),
+    ("funnel_conversion.sql", include_str!("../catalog/funnel_conversion.sql")),
+    ("activity_by_manager.sql", include_str!("../catalog/activity_by_manager.sql")),
+    ("cohort_retention.sql", include_str!("../catalog/cohort_retention.sql")),
+];
+
+/// Type of a metric parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// An instant, UTC: `2025-01-31`, `2025-01-31 12:00:00`, RFC 3339.
+    Timestamp,
+    /// A calendar date `YYYY-MM-DD`.
+    Date,
+    /// Text.
+    Text,
+    /// A whole number.
+    Int,
+}
+
+/// One parameter of a metric.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    /// Name, used as `$name` in the SQL and `--param name=value` on the command line.
+    pub name: String,
+    /// Type.
+    #[serde(rename = "type")]
+    pub ty: ParamType,
+    /// Default: a literal, `now` (the snapshot's time) or `month_start(to, -N)`.
+    pub default: Option<String>,
+    /// The only values accepted, when the parameter is an enumeration.
+    #[serde(default)]
+    pub allowed: Vec<String>,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One result column.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Column name.
+    pub name: String,
+    /// Unit (RUB, deals, ratio, min, …).
+    #[serde(default)]
+    pub unit: String,
+    /// What it means.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How the result is best drawn.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartHint {
+    /// bar, line, stacked_bar, funnel, heatmap, table, kpi.
+    pub kind: String,
+    /// Column on the x axis.
+    pub x: String,
+    /// Value columns.
+    pub y: Vec<String>,
+    /// Column splitting series, if any.
+    pub series: Option<String>,
+}
+
+/// A metric: header and SQL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    /// Unique name.
+    pub name: String,
+    /// Human title.
+    pub title: String,
+    /// sales, funnel, retention, staff, …
+    pub family: String,
+    /// Definition, as in metrics.md.
+    pub description: String,
+    /// Roles that may run it.
+    pub roles: Vec<String>,
+    /// Chart hint.
+    pub chart: Option<ChartHint>,
+    /// Parameters.
+    #[serde(default)]
+    pub params: Vec<ParamSpec>,
+    /// Result columns, in order.
+    pub columns: Vec<ColumnSpec>,
+    /// The SQL text (after the header).
+    #[serde(skip)]
+    pub sql: String,
+}
+
+impl Metric {
+    /// Parse one catalog file.
+    pub fn parse(file: &str, text: &str) -> Result<Metric> {
+        let bad = |detail: String| Error::BadHeader {
+            file: file.into(),
+            detail,
+        };
+        let mut header = String::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next_if(|l| l.starts_with("--")) {
+            let body = line.trim_start_matches("--");
+            header.push_str(body.strip_prefix(' ').unwrap_or(body));
+            header.push('\n');
+        }
+        let sql: String = lines.collect::<Vec<_>>().join("\n");
+        let mut metric: Metric = toml::from_str(&header).map_err(|e| bad(e.to_string()))?;
+        metric.description = metric.description.trim().to_string();
+        if sql.trim().is_empty() {
+            return Err(bad("no SQL after the header".into()));
+        }
+        for p in &metric.params {
+            if !sql.contains(&format!("${}", p.name)) {
+                return Err(bad(format!("parameter {} is declared but not used as ${}", p.name, p.name)));
+            }
+        }
+        if format!("{}.sql", metric.name) != file {
+            return Err(bad(format!("the file of metric {} must be named {}.sql", metric.name, metric.name)));
+        }
+        metric.sql = sql;
+        Ok(metric)
+    }
+}
+
+/// All metrics.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    metrics: Vec<Metric>,
+}
+
+impl Catalog {
+    /// The built-in catalog.
+    pub fn builtin() -> Result<Catalog> {
+        let metrics = FILES.iter().map(|(f, t)| Metric::parse(f, t)).collect::<Result<Vec<_>>>()?;
+        Ok(Catalog { metrics })
+    }
+
+    /// All metrics, in catalog order.
+    pub fn metrics(&self) -> &[Metric] {
+        &self.metrics
+    }
+
+    /// A metric by name, or an error listing the valid names.
+    pub fn get(&self, name: &str) -> Result<&Metric> {
+        self.metrics.iter().find(|m| m.name == name).ok_or_else(|| Error::UnknownMetric {
+            name: name.into(),
+            known: self.metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_catalog_parses_and_declares_what_it_uses() {
+        let c = Catalog::builtin().expect("catalog parses");
+        assert_eq!(c.metrics().len(), FILES.len());
+        for m in c.metrics() {
+            assert!(!m.columns.is_empty(), "{} has result columns", m.name);
+            // every $placeholder in the SQL is a declared parameter
+            for word in m.sql.split(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '$')) {
+                if let Some(p) = word.strip_prefix('$') {
+                    assert!(m.params.iter().any(|d| d.name == p), "{}: ${p} undeclared", m.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_metric_lists_the_valid_names() {
+        let c = Catalog::builtin().expect("catalog parses");
+        let msg = c.get("revenue").expect_err("unknown").to_string();
+        assert!(msg.contains("revenue_by_month") && msg.contains("cohort_retention"), "{msg}");
+    }
+}

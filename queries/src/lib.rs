@@ -1,0 +1,71 @@
+//! Kartoteka's metric catalog: one `.sql` file per metric (in `queries/catalog/`), each opening with a
+//! header of `--` comment lines holding TOML (name, title, description, typed parameters with defaults,
+//! result columns, chart hint, roles), then the SQL. Parameters are bound as typed values through
+//! DataFusion placeholders (`$name`), never spliced into the text.
+//!
+//! The catalog holds SQL and metadata and runs it through the engine's session for a principal; it
+//! never builds a session of its own or filters rows itself — the engine's policy does that.
+
+mod catalog;
+mod params;
+
+pub use catalog::{Catalog, ChartHint, ColumnSpec, Metric, ParamSpec, ParamType};
+pub use params::{bind, parse_assignments};
+
+use kartoteka_engine::{QueryResult, QuerySession};
+
+/// The catalog's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A catalog file's header is malformed (a bug in the catalog, caught by tests).
+    #[error("catalog file {file}: {detail}")]
+    BadHeader {
+        /// File name.
+        file: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// No metric by that name.
+    #[error("unknown metric {name:?}; the metrics are: {known}")]
+    UnknownMetric {
+        /// Asked for.
+        name: String,
+        /// Valid names.
+        known: String,
+    },
+    /// A parameter that the metric does not take, or a value that does not parse.
+    #[error("metric {metric}: {detail}")]
+    BadParam {
+        /// Metric.
+        metric: String,
+        /// What is wrong and what is valid.
+        detail: String,
+    },
+    /// The role may not run this metric.
+    #[error("metric {metric} is not available to role {role}")]
+    RoleNotAllowed {
+        /// Metric.
+        metric: String,
+        /// Role.
+        role: String,
+    },
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] kartoteka_engine::Error),
+}
+
+/// The catalog's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Run `metric` in `session` with `args` (name → text value; defaults fill the rest).
+pub async fn run_metric(session: &QuerySession, metric: &Metric, args: &[(String, String)]) -> Result<QueryResult> {
+    let role = session.principal().role.as_str();
+    if !metric.roles.iter().any(|r| r == role) {
+        return Err(Error::RoleNotAllowed {
+            metric: metric.name.clone(),
+            role: role.into(),
+        });
+    }
+    let values = bind(metric, args, session.snapshot().committed_at)?;
+    Ok(session.sql_with_params(&metric.sql, values).await?)
+}

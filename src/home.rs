@@ -1,0 +1,202 @@
+//! The Kartoteka home: one directory holding the config, the lake, the key file, and (with later
+//! steps) the control database and the audit log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// Name of the config file inside the home.
+pub(crate) const CONFIG_FILE: &str = "kartoteka.toml";
+/// Name of the demo key file inside the home.
+pub(crate) const KEY_FILE: &str = "master.key";
+
+/// The config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Lake settings.
+    pub(crate) lake: LakeConfig,
+    /// Query limits.
+    #[serde(default)]
+    pub(crate) query: QueryConfig,
+    /// Source used by `kartoteka ingest` without `--source`.
+    pub(crate) default_source: Option<String>,
+    /// Sources by name.
+    #[serde(default)]
+    pub(crate) sources: std::collections::BTreeMap<String, SourceConfig>,
+}
+
+/// Where the lake lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LakeConfig {
+    /// Directory, relative to the home unless absolute.
+    pub(crate) path: PathBuf,
+    /// Jurisdiction the lake's personal data is kept in (ISO 3166), declared for the privacy report.
+    #[serde(default = "default_jurisdiction")]
+    pub(crate) jurisdiction: String,
+}
+
+fn default_jurisdiction() -> String {
+    "RU".into()
+}
+
+/// Query limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryConfig {
+    /// Memory all running queries may use together, MiB.
+    pub(crate) memory_limit_mb: usize,
+    /// Wall-clock limit of one statement, seconds.
+    pub(crate) timeout_seconds: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            memory_limit_mb: 2048,
+            timeout_seconds: 300,
+        }
+    }
+}
+
+/// A CRM database to ingest from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceConfig {
+    /// `sqlite` (PostgreSQL and MySQL arrive with the next ingest step).
+    pub(crate) kind: String,
+    /// Database file, relative to the home unless absolute.
+    pub(crate) path: PathBuf,
+    /// Mapping file, relative to the home unless absolute.
+    pub(crate) mapping: PathBuf,
+}
+
+impl Config {
+    /// The config a new home starts with.
+    pub(crate) fn new_home() -> Config {
+        Config {
+            lake: LakeConfig {
+                path: "lake".into(),
+                jurisdiction: default_jurisdiction(),
+            },
+            query: QueryConfig::default(),
+            default_source: None,
+            sources: Default::default(),
+        }
+    }
+}
+
+/// An opened home directory.
+#[derive(Debug)]
+pub(crate) struct Home {
+    /// The directory.
+    pub(crate) dir: PathBuf,
+    /// Its config.
+    pub(crate) config: Config,
+}
+
+impl Home {
+    /// Open an existing home.
+    pub(crate) fn open(dir: &Path) -> Result<Home> {
+        let file = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "{} is not a Kartoteka home (no {CONFIG_FILE}); create one with `kartoteka demo --dir {}` or pass --dir",
+                dir.display(),
+                dir.display()
+            )
+        })?;
+        let config = toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Open a home, creating the directory and a default config when missing.
+    pub(crate) fn open_or_init(dir: &Path) -> Result<Home> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        if !dir.join(CONFIG_FILE).exists() {
+            Home {
+                dir: dir.to_path_buf(),
+                config: Config::new_home(),
+            }
+            .save()?;
+        }
+        Home::open(dir)
+    }
+
+    /// Write the config file.
+    pub(crate) fn save(&self) -> Result<()> {
+        let text = format!(
+            "# Kartoteka home configuration. Paths are relative to this directory.\n{}",
+            toml::to_string_pretty(&self.config).context("config serialises")?
+        );
+        let file = self.dir.join(CONFIG_FILE);
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))
+    }
+
+    /// Resolve a path from the config.
+    pub(crate) fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// The lake's storage.
+    pub(crate) fn lake_store(&self) -> Result<LakeStore> {
+        Ok(LakeStore::local(&self.path(&self.config.lake.path))?)
+    }
+
+    /// The master key source: `KARTOTEKA_PASSPHRASE` if set, else the home's key file. With
+    /// `create_key_file`, a new home without either gets a fresh key file (0600), announced on stderr.
+    pub(crate) fn master_key(&self, create_key_file: bool) -> Result<MasterKeySource> {
+        if let Ok(p) = std::env::var("KARTOTEKA_PASSPHRASE") {
+            if p.is_empty() {
+                bail!("KARTOTEKA_PASSPHRASE is set but empty");
+            }
+            return Ok(MasterKeySource::Passphrase(Zeroizing::new(p)));
+        }
+        let key_file = self.dir.join(KEY_FILE);
+        if key_file.exists() {
+            return Ok(MasterKeySource::from_key_file(&key_file)?);
+        }
+        if create_key_file {
+            let source = MasterKeySource::create_key_file(&key_file)?;
+            eprintln!(
+                "No KARTOTEKA_PASSPHRASE was set, so a random master key was generated and stored in {} \
+                 (permissions 0600). Keep it safe: without it the lake cannot be read. For production, \
+                 set KARTOTEKA_PASSPHRASE instead.",
+                key_file.display()
+            );
+            return Ok(source);
+        }
+        bail!(
+            "no master key: set KARTOTEKA_PASSPHRASE, or put the key file at {}",
+            key_file.display()
+        )
+    }
+
+    /// Open the lake (it must exist).
+    pub(crate) async fn lake(&self) -> Result<Arc<Lake>> {
+        let store = self.lake_store()?;
+        let key = self.master_key(false)?;
+        Ok(Arc::new(Lake::open(store, &key).await?))
+    }
+
+    /// The engine over this home's lake.
+    pub(crate) fn engine(&self, lake: Arc<Lake>) -> Result<Engine> {
+        Ok(Engine::new(
+            lake,
+            EngineConfig {
+                memory_limit_bytes: self.config.query.memory_limit_mb << 20,
+                query_timeout: Duration::from_secs(self.config.query.timeout_seconds),
+                ..EngineConfig::default()
+            },
+        )?)
+    }
+}

@@ -1,0 +1,326 @@
+//! `kartoteka`: the command line. One subcommand per job; every command works on a Kartoteka home
+//! (`--dir`, env `KARTOTEKA_HOME`) and acts as the local owner — whoever holds the lake's key.
+
+mod home;
+mod output;
+mod progress;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kartoteka_engine::{Lake, Principal};
+use kartoteka_ingest::demo::{self, DemoConfig};
+use kartoteka_ingest::{Mapping, SqliteSource};
+use kartoteka_queries::Catalog;
+
+use crate::home::{Home, SourceConfig};
+use crate::output::Format;
+
+/// Secure analytics and reporting over CRM data: an encrypted Parquet lake queried with DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "kartoteka", version, about)]
+struct Cli {
+    /// The Kartoteka home: config, lake, key file, control database and audit log.
+    #[arg(long, global = true, env = "KARTOTEKA_HOME", default_value = "kartoteka-home")]
+    dir: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate the demo CRM, ingest it into an encrypted lake, print the metrics and draw a chart.
+    Demo {
+        /// Size: 1 ≈ 20 managers, 10 000 clients, 30 000 deals, 300 000 interactions.
+        #[arg(long, default_value_t = 0.1)]
+        scale: f64,
+        /// Random seed; the same seed, scale and end date give the same CRM.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Last day of the demo's history, exclusive (default: today, UTC).
+        #[arg(long)]
+        end: Option<chrono::NaiveDate>,
+    },
+    /// Load a source (a SQLite CRM with a mapping) into the lake as a new snapshot.
+    Ingest {
+        /// Source name in the config (default: `default_source`).
+        #[arg(long)]
+        source: Option<String>,
+        /// Or: a SQLite file to read (registered as a source named after the file) ...
+        #[arg(long, requires = "mapping", conflicts_with = "source")]
+        sqlite: Option<PathBuf>,
+        /// ... with this mapping file.
+        #[arg(long, requires = "sqlite")]
+        mapping: Option<PathBuf>,
+    },
+    /// Run one SQL query (SELECT/WITH/EXPLAIN only) over the current snapshot.
+    Query {
+        /// The SQL text.
+        sql: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run a catalog metric (`kartoteka metric list` lists them).
+    Metric {
+        /// Metric name, or `list`.
+        name: String,
+        /// Parameters, `name=value`, repeatable.
+        #[arg(long = "param", short = 'p')]
+        params: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Also draw the metric's chart to this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+    },
+    /// List the lake's snapshots.
+    Snapshots,
+    /// Delete data files no snapshot references (left by crashed or failed writes).
+    Gc {
+        /// Only files older than this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        grace_seconds: u64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KARTOTEKA_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo { scale, seed, end } => demo(&cli.dir, scale, seed, end).await,
+        Command::Ingest { source, sqlite, mapping } => {
+            let mut home = Home::open(&cli.dir)?;
+            let lake = open_or_create_lake(&home, false).await?;
+            match (source, sqlite, mapping) {
+                (_, Some(db), Some(mapping)) => {
+                    // A new source is registered in the config only once it has loaded successfully.
+                    let name = db.file_stem().map_or("source".into(), |s| s.to_string_lossy().to_string());
+                    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+                    let source = SourceConfig {
+                        kind: "sqlite".into(),
+                        path: abs(db),
+                        mapping: abs(mapping),
+                    };
+                    ingest(&home, &lake, &name, &source).await?;
+                    home.config.sources.insert(name.clone(), source);
+                    home.config.default_source.get_or_insert(name);
+                    home.save()?;
+                }
+                (name, _, _) => {
+                    let name = name.or_else(|| home.config.default_source.clone()).context(
+                        "no source given and no default_source in the config; pass --source NAME or --sqlite FILE --mapping FILE",
+                    )?;
+                    let source = home.config.sources.get(&name).cloned().with_context(|| {
+                        format!(
+                            "no source {name:?} in {}; known sources: {}",
+                            home.dir.join(home::CONFIG_FILE).display(),
+                            home.config.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )
+                    })?;
+                    ingest(&home, &lake, &name, &source).await?;
+                }
+            }
+            Ok(())
+        }
+        Command::Query { sql, format } => {
+            let home = Home::open(&cli.dir)?;
+            let engine = home.engine(home.lake().await?)?;
+            let session = engine.session(&Principal::local_owner()).await?;
+            let result = session.sql(&sql).await?;
+            output::print(&result, format, None)
+        }
+        Command::Metric {
+            name,
+            params,
+            format,
+            chart,
+        } => {
+            let catalog = Catalog::builtin()?;
+            if name == "list" {
+                return list_metrics(&catalog);
+            }
+            let metric = catalog.get(&name)?;
+            let args = kartoteka_queries::parse_assignments(&params).map_err(anyhow::Error::msg)?;
+            let home = Home::open(&cli.dir)?;
+            let engine = home.engine(home.lake().await?)?;
+            let session = engine.session(&Principal::local_owner()).await?;
+            let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
+            output::print(&result, format, None)?;
+            if let Some(path) = chart {
+                write_chart(metric, &result, &path)?;
+                eprintln!("chart written to {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Snapshots => {
+            let home = Home::open(&cli.dir)?;
+            let lake = home.lake().await?;
+            for id in lake.snapshot_ids().await? {
+                let s = lake.snapshot(id).await?;
+                let rows: u64 = s.tables.values().map(|t| t.rows()).sum();
+                let files: usize = s.tables.values().map(|t| t.files.len()).sum();
+                println!(
+                    "{:>6}  {}  {:<32} {rows:>12} rows {files:>5} files",
+                    s.id,
+                    s.committed_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    s.operation
+                );
+            }
+            Ok(())
+        }
+        Command::Gc { grace_seconds } => {
+            let home = Home::open(&cli.dir)?;
+            let lake = home.lake().await?;
+            let report = lake.gc(Duration::from_secs(grace_seconds)).await?;
+            println!(
+                "gc: {} referenced files kept, {} unreferenced files deleted ({} bytes), {} too young to delete",
+                report.kept,
+                report.deleted.len(),
+                report.bytes_freed,
+                report.too_young
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::sync::Arc<Lake>> {
+    let store = home.lake_store()?;
+    let key = home.master_key(create_key_file)?;
+    Ok(std::sync::Arc::new(Lake::open_or_create(store, &key).await?))
+}
+
+async fn ingest(home: &Home, lake: &Lake, name: &str, source: &SourceConfig) -> Result<kartoteka_ingest::IngestReport> {
+    if source.kind != "sqlite" {
+        bail!("source {name}: kind {:?} is not supported yet (sqlite is)", source.kind);
+    }
+    let mapping = Mapping::load(&home.path(&source.mapping))?;
+    let db = SqliteSource::open(&home.path(&source.path)).await?;
+    eprintln!("ingesting source {name} ({}) with mapping {}", db.path().display(), mapping.name);
+    let bars = progress::IngestBars::default();
+    let report = kartoteka_ingest::ingest_sqlite(lake, &db, &mapping, &format!("ingest {name} (full)"), &bars).await?;
+    let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
+    let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
+    eprintln!(
+        "committed snapshot {}: {rows} rows in {} tables, {:.1} MB encrypted, {:.2} s",
+        report.snapshot_id,
+        report.tables.len(),
+        bytes as f64 / 1e6,
+        report.seconds
+    );
+    Ok(report)
+}
+
+fn list_metrics(catalog: &Catalog) -> Result<()> {
+    for m in catalog.metrics() {
+        println!("{:<22} {} [{}]", m.name, m.title, m.family);
+        for p in &m.params {
+            println!(
+                "    --param {}=<{:?}>{}  {}",
+                p.name,
+                p.ty,
+                p.default.as_ref().map_or(String::new(), |d| format!(" (default {d})")),
+                p.description
+            );
+        }
+        println!("    roles: {}", m.roles.join(", "));
+    }
+    Ok(())
+}
+
+fn write_chart(metric: &kartoteka_queries::Metric, result: &kartoteka_engine::QueryResult, path: &Path) -> Result<()> {
+    let hint = metric.chart.as_ref().context("this metric has no chart hint")?;
+    let y = hint.y.first().context("chart hint without a value column")?;
+    let unit = metric.columns.iter().find(|c| &c.name == y).map_or("", |c| c.unit.as_str());
+    let chart = kartoteka_reports::chart::BarChart::from_batches(&metric.name, &metric.title, &result.batches, &hint.x, y, unit)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, chart.to_svg()?).with_context(|| format!("cannot write {}", path.display()))
+}
+
+async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>) -> Result<()> {
+    if !(scale > 0.0 && scale <= 100.0) {
+        bail!("--scale must be in (0, 100], got {scale}");
+    }
+    let started = Instant::now();
+    let mut home = Home::open_or_init(dir)?;
+    let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let db = home.dir.join("demo-crm.sqlite");
+    let mapping_file = home.dir.join("demo-mapping.toml");
+    std::fs::write(&mapping_file, demo::MAPPING).with_context(|| format!("cannot write {}", mapping_file.display()))?;
+    let spin = progress::spinner(&format!("generating the demo CRM (scale {scale}, seed {seed})"));
+    let stats = demo::generate(&db, DemoConfig { seed, scale, end }).await?;
+    spin.finish_and_clear();
+    eprintln!(
+        "demo CRM written to {}: {} staff, {} clients, {} deals, {} interactions, {} tasks, {} invoices",
+        db.display(),
+        stats.users,
+        stats.contacts,
+        stats.leads,
+        stats.interactions,
+        stats.tasks,
+        stats.invoices
+    );
+    let source = SourceConfig {
+        kind: "sqlite".into(),
+        path: "demo-crm.sqlite".into(),
+        mapping: "demo-mapping.toml".into(),
+    };
+    home.config.sources.insert("demo".into(), source.clone());
+    home.config.default_source.get_or_insert("demo".into());
+    home.save()?;
+
+    let lake = open_or_create_lake(&home, true).await?;
+    ingest(&home, &lake, "demo", &source).await?;
+
+    let engine = home.engine(lake)?;
+    let session = engine.session(&Principal::local_owner()).await?;
+    let catalog = Catalog::builtin()?;
+    for metric in catalog.metrics() {
+        let args: Vec<(String, String)> = match metric.name.as_str() {
+            "activity_by_manager" => vec![("grain".into(), "week".into())],
+            _ => vec![],
+        };
+        let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
+        println!("\n== {} — {} ==", metric.name, metric.title);
+        output::print(&result, Format::Table, Some(25))?;
+        if metric.name == "revenue_by_month" {
+            let chart = home.dir.join("charts").join("revenue_by_month.svg");
+            write_chart(metric, &result, &chart)?;
+            println!("chart: {}", chart.display());
+        }
+    }
+    println!(
+        "\ndemo finished in {:.1} s. Home: {}\nTry: kartoteka --dir {} query \"SELECT status, COUNT(*) FROM deals GROUP BY status\"",
+        started.elapsed().as_secs_f64(),
+        home.dir.display(),
+        home.dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Printing results as a table, CSV or JSON.
+
+use std::io::Write;
+
+use anyhow::Result;
+use arrow::array::RecordBatch;
+use kartoteka_engine::QueryResult;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A readable table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+/// Print `result` to stdout. In table form at most `max_rows` rows are shown.
+pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Table => {
+            let total = result.rows();
+            let shown: Vec<RecordBatch> = match max_rows {
+                Some(n) if total > n => {
+                    let mut left = n;
+                    let mut v = Vec::new();
+                    for b in &result.batches {
+                        if left == 0 {
+                            break;
+                        }
+                        let take = left.min(b.num_rows());
+                        v.push(b.slice(0, take));
+                        left -= take;
+                    }
+                    v
+                }
+                _ => result.batches.clone(),
+            };
+            if total == 0 {
+                writeln!(out, "(no rows)")?;
+            } else {
+                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&shown)?)?;
+            }
+            if let Some(n) = max_rows.filter(|n| total > *n) {
+                writeln!(out, "… {} more rows (use --format csv or json for all of them)", total - n)?;
+            }
+            writeln!(
+                out,
+                "{total} row(s); data as of snapshot {} ({}); {:.3} s",
+                result.snapshot_id,
+                result.snapshot_time.format("%Y-%m-%d %H:%M:%S UTC"),
+                result.elapsed.as_secs_f64()
+            )?;
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            for b in &result.batches {
+                w.write(b)?;
+            }
+            drop(w);
+            note_snapshot(result);
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            let refs: Vec<&RecordBatch> = result.batches.iter().collect();
+            w.write_batches(&refs)?;
+            w.finish()?;
+            drop(w);
+            writeln!(out)?;
+            note_snapshot(result);
+        }
+    }
+    Ok(())
+}
+
+fn note_snapshot(result: &QueryResult) {
+    eprintln!(
+        "{} row(s); data as of snapshot {} ({})",
+        result.rows(),
+        result.snapshot_id,
+        result.snapshot_time.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+}
