@@ -112,7 +112,8 @@ impl Home {
                 dir.display()
             )
         })?;
-        let config = toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?;
+        let config =
+            toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?;
         Ok(Home {
             dir: dir.to_path_buf(),
             config,
@@ -144,7 +145,11 @@ impl Home {
 
     /// Resolve a path from the config.
     pub(crate) fn path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
     }
 
     /// The lake's storage.

@@ -23,7 +23,12 @@ use crate::output::Format;
 #[command(name = "kartoteka", version, about)]
 struct Cli {
     /// The Kartoteka home: config, lake, key file, control database and audit log.
-    #[arg(long, global = true, env = "KARTOTEKA_HOME", default_value = "kartoteka-home")]
+    #[arg(
+        long,
+        global = true,
+        env = "KARTOTEKA_HOME",
+        default_value = "kartoteka-home"
+    )]
     dir: PathBuf,
 
     #[command(subcommand)]
@@ -113,13 +118,19 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { scale, seed, end } => demo(&cli.dir, scale, seed, end).await,
-        Command::Ingest { source, sqlite, mapping } => {
+        Command::Ingest {
+            source,
+            sqlite,
+            mapping,
+        } => {
             let mut home = Home::open(&cli.dir)?;
             let lake = open_or_create_lake(&home, false).await?;
             match (source, sqlite, mapping) {
                 (_, Some(db), Some(mapping)) => {
                     // A new source is registered in the config only once it has loaded successfully.
-                    let name = db.file_stem().map_or("source".into(), |s| s.to_string_lossy().to_string());
+                    let name = db
+                        .file_stem()
+                        .map_or("source".into(), |s| s.to_string_lossy().to_string());
                     let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
                     let source = SourceConfig {
                         kind: "sqlite".into(),
@@ -139,7 +150,12 @@ async fn run(cli: Cli) -> Result<()> {
                         format!(
                             "no source {name:?} in {}; known sources: {}",
                             home.dir.join(home::CONFIG_FILE).display(),
-                            home.config.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                            home.config
+                                .sources
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )
                     })?;
                     ingest(&home, &lake, &name, &source).await?;
@@ -212,18 +228,39 @@ async fn run(cli: Cli) -> Result<()> {
 async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::sync::Arc<Lake>> {
     let store = home.lake_store()?;
     let key = home.master_key(create_key_file)?;
-    Ok(std::sync::Arc::new(Lake::open_or_create(store, &key).await?))
+    Ok(std::sync::Arc::new(
+        Lake::open_or_create(store, &key).await?,
+    ))
 }
 
-async fn ingest(home: &Home, lake: &Lake, name: &str, source: &SourceConfig) -> Result<kartoteka_ingest::IngestReport> {
+async fn ingest(
+    home: &Home,
+    lake: &Lake,
+    name: &str,
+    source: &SourceConfig,
+) -> Result<kartoteka_ingest::IngestReport> {
     if source.kind != "sqlite" {
-        bail!("source {name}: kind {:?} is not supported yet (sqlite is)", source.kind);
+        bail!(
+            "source {name}: kind {:?} is not supported yet (sqlite is)",
+            source.kind
+        );
     }
     let mapping = Mapping::load(&home.path(&source.mapping))?;
     let db = SqliteSource::open(&home.path(&source.path)).await?;
-    eprintln!("ingesting source {name} ({}) with mapping {}", db.path().display(), mapping.name);
+    eprintln!(
+        "ingesting source {name} ({}) with mapping {}",
+        db.path().display(),
+        mapping.name
+    );
     let bars = progress::IngestBars::default();
-    let report = kartoteka_ingest::ingest_sqlite(lake, &db, &mapping, &format!("ingest {name} (full)"), &bars).await?;
+    let report = kartoteka_ingest::ingest_sqlite(
+        lake,
+        &db,
+        &mapping,
+        &format!("ingest {name} (full)"),
+        &bars,
+    )
+    .await?;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
     eprintln!(
@@ -244,7 +281,9 @@ fn list_metrics(catalog: &Catalog) -> Result<()> {
                 "    --param {}=<{:?}>{}  {}",
                 p.name,
                 p.ty,
-                p.default.as_ref().map_or(String::new(), |d| format!(" (default {d})")),
+                p.default
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" (default {d})")),
                 p.description
             );
         }
@@ -253,15 +292,37 @@ fn list_metrics(catalog: &Catalog) -> Result<()> {
     Ok(())
 }
 
-fn write_chart(metric: &kartoteka_queries::Metric, result: &kartoteka_engine::QueryResult, path: &Path) -> Result<()> {
-    let hint = metric.chart.as_ref().context("this metric has no chart hint")?;
-    let y = hint.y.first().context("chart hint without a value column")?;
-    let unit = metric.columns.iter().find(|c| &c.name == y).map_or("", |c| c.unit.as_str());
-    let chart = kartoteka_reports::chart::BarChart::from_batches(&metric.name, &metric.title, &result.batches, &hint.x, y, unit)?;
+fn write_chart(
+    metric: &kartoteka_queries::Metric,
+    result: &kartoteka_engine::QueryResult,
+    path: &Path,
+) -> Result<()> {
+    let hint = metric
+        .chart
+        .as_ref()
+        .context("this metric has no chart hint")?;
+    let y = hint
+        .y
+        .first()
+        .context("chart hint without a value column")?;
+    let unit = metric
+        .columns
+        .iter()
+        .find(|c| &c.name == y)
+        .map_or("", |c| c.unit.as_str());
+    let chart = kartoteka_reports::chart::BarChart::from_batches(
+        &metric.name,
+        &metric.title,
+        &result.batches,
+        &hint.x,
+        y,
+        unit,
+    )?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, chart.to_svg()?).with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, chart.to_svg()?)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>) -> Result<()> {
@@ -273,8 +334,11 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let db = home.dir.join("demo-crm.sqlite");
     let mapping_file = home.dir.join("demo-mapping.toml");
-    std::fs::write(&mapping_file, demo::MAPPING).with_context(|| format!("cannot write {}", mapping_file.display()))?;
-    let spin = progress::spinner(&format!("generating the demo CRM (scale {scale}, seed {seed})"));
+    std::fs::write(&mapping_file, demo::MAPPING)
+        .with_context(|| format!("cannot write {}", mapping_file.display()))?;
+    let spin = progress::spinner(&format!(
+        "generating the demo CRM (scale {scale}, seed {seed})"
+    ));
     let stats = demo::generate(&db, DemoConfig { seed, scale, end }).await?;
     spin.finish_and_clear();
     eprintln!(
@@ -303,10 +367,11 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     let session = engine.session(&Principal::local_owner()).await?;
     let catalog = Catalog::builtin()?;
     for metric in catalog.metrics() {
-        let args: Vec<(String, String)> = match metric.name.as_str() {
-            "activity_by_manager" => vec![("grain".into(), "week".into())],
-            _ => vec![],
-        };
+        // The demo company's "today" is the end of its history, so metrics are asked as of then.
+        let mut args = vec![("to".to_string(), end.to_string())];
+        if metric.name == "activity_by_manager" {
+            args.push(("grain".into(), "week".into()));
+        }
         let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
         println!("\n== {} — {} ==", metric.name, metric.title);
         output::print(&result, Format::Table, Some(25))?;

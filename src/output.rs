@@ -42,10 +42,18 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
             if total == 0 {
                 writeln!(out, "(no rows)")?;
             } else {
-                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(&shown)?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&shown)?
+                )?;
             }
             if let Some(n) = max_rows.filter(|n| total > *n) {
-                writeln!(out, "… {} more rows (use --format csv or json for all of them)", total - n)?;
+                writeln!(
+                    out,
+                    "… {} more rows (use --format csv or json for all of them)",
+                    total - n
+                )?;
             }
             writeln!(
                 out,
@@ -56,7 +64,9 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
             )?;
         }
         Format::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
             for b in &result.batches {
                 w.write(b)?;
             }

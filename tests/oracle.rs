@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 use common::{money, rows};
-use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal, QuerySession};
+use kartoteka_engine::{
+    Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal, QuerySession,
+};
 use kartoteka_ingest::demo::{self, DemoConfig};
 use kartoteka_ingest::{Mapping, NoProgress, SqliteSource};
 use kartoteka_queries::Catalog;
@@ -29,15 +31,23 @@ async fn fixture(scale: f64, seed: u64) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("crm.sqlite");
     let end = NaiveDate::from_ymd_opt(2025, 7, 1).expect("date");
-    demo::generate(&db, DemoConfig { seed, scale, end }).await.expect("demo generates");
+    demo::generate(&db, DemoConfig { seed, scale, end })
+        .await
+        .expect("demo generates");
     let source = SqliteSource::open(&db).await.expect("source opens");
-    let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml")).expect("mapping");
+    let mapping =
+        Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml")).expect("mapping");
     let store = LakeStore::local(&dir.path().join("lake")).expect("store");
     let key = MasterKeySource::create_key_file(&dir.path().join("master.key")).expect("key file");
     let lake = Arc::new(Lake::open_or_create(store, &key).await.expect("lake"));
-    kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "test", &NoProgress).await.expect("ingest");
+    kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "test", &NoProgress)
+        .await
+        .expect("ingest");
     let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
-    let session = engine.session(&Principal::local_owner()).await.expect("session");
+    let session = engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
     Fixture {
         _dir: dir,
         source,
@@ -49,8 +59,13 @@ async fn fixture(scale: f64, seed: u64) -> Fixture {
 impl Fixture {
     async fn metric(&self, name: &str, args: &[(&str, &str)]) -> Vec<Vec<String>> {
         let metric = self.catalog.get(name).expect("metric");
-        let args: Vec<(String, String)> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let r = kartoteka_queries::run_metric(&self.session, metric, &args).await.expect(name);
+        let args: Vec<(String, String)> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = kartoteka_queries::run_metric(&self.session, metric, &args)
+            .await
+            .expect(name);
         rows(&r.batches)
     }
 
@@ -65,11 +80,14 @@ impl Fixture {
 }
 
 fn close(a: &str, b: f64) -> bool {
-    a.parse::<f64>().is_ok_and(|a| (a - b).abs() <= 1e-12 * b.abs().max(1.0))
+    a.parse::<f64>()
+        .is_ok_and(|a| (a - b).abs() <= 1e-12 * b.abs().max(1.0))
 }
 
 async fn check_revenue_by_month(f: &Fixture) {
-    let got = f.metric("revenue_by_month", &[("from", FROM), ("to", TO)]).await;
+    let got = f
+        .metric("revenue_by_month", &[("from", FROM), ("to", TO)])
+        .await;
     let want = f
         .source_rows(
             "SELECT strftime('%Y-%m-01', l.closed_at) AS month, SUM(COALESCE(l.price_kopecks, 0)), COUNT(*)
@@ -78,17 +96,32 @@ async fn check_revenue_by_month(f: &Fixture) {
              GROUP BY 1 ORDER BY 1",
         )
         .await;
-    assert!(want.len() >= 20, "the period holds many months of sales ({})", want.len());
+    assert!(
+        want.len() >= 20,
+        "the period holds many months of sales ({})",
+        want.len()
+    );
     let want: Vec<Vec<String>> = want
         .iter()
-        .map(|r| vec![r.get::<String, _>(0), money(r.get(1)), r.get::<i64, _>(2).to_string()])
+        .map(|r| {
+            vec![
+                r.get::<String, _>(0),
+                money(r.get(1)),
+                r.get::<i64, _>(2).to_string(),
+            ]
+        })
         .collect();
     assert_eq!(got, want);
 }
 
 async fn check_funnel(f: &Fixture) {
     for pipeline in ["Продажи", "Тендеры"] {
-        let got = f.metric("funnel_conversion", &[("from", FROM), ("to", TO), ("pipeline", pipeline)]).await;
+        let got = f
+            .metric(
+                "funnel_conversion",
+                &[("from", FROM), ("to", TO), ("pipeline", pipeline)],
+            )
+            .await;
         let want = sqlx::query(
             "WITH st AS (SELECT s.id, s.title, s.sort FROM funnel_statuses s JOIN funnels f ON f.id = s.funnel_id
                          WHERE f.title = ?3 AND s.status_type <> 2),
@@ -105,7 +138,11 @@ async fn check_funnel(f: &Fixture) {
         .fetch_all(f.source.pool())
         .await
         .expect("oracle");
-        assert_eq!(got.len(), want.len(), "{pipeline}: one row per non-lost stage");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{pipeline}: one row per non-lost stage"
+        );
         let mut prev: Option<i64> = None;
         for (g, w) in got.iter().zip(&want) {
             let reached: i64 = w.get(2);
@@ -119,7 +156,10 @@ async fn check_funnel(f: &Fixture) {
             }
             prev = Some(reached);
         }
-        assert!(want.iter().map(|w| w.get::<i64, _>(2)).sum::<i64>() > 0, "{pipeline} has deals");
+        assert!(
+            want.iter().map(|w| w.get::<i64, _>(2)).sum::<i64>() > 0,
+            "{pipeline} has deals"
+        );
     }
     // The default pipeline is the one with the most deals.
     let busiest: String = sqlx::query_scalar(
@@ -128,13 +168,23 @@ async fn check_funnel(f: &Fixture) {
     .fetch_one(f.source.pool())
     .await
     .expect("oracle");
-    let got = f.metric("funnel_conversion", &[("from", FROM), ("to", TO)]).await;
+    let got = f
+        .metric("funnel_conversion", &[("from", FROM), ("to", TO)])
+        .await;
     assert_eq!(got[0][0], busiest);
 }
 
 async fn check_activity(f: &Fixture) {
-    for (grain, bucket) in [("day", "date(t)"), ("week", "date(t, '-6 days', 'weekday 1')")] {
-        let got = f.metric("activity_by_manager", &[("from", FROM), ("to", TO), ("grain", grain)]).await;
+    for (grain, bucket) in [
+        ("day", "date(t)"),
+        ("week", "date(t, '-6 days', 'weekday 1')"),
+    ] {
+        let got = f
+            .metric(
+                "activity_by_manager",
+                &[("from", FROM), ("to", TO), ("grain", grain)],
+            )
+            .await;
         let sql = format!(
             "WITH acts AS (
                 SELECT user_id AS u, started_at AS t, 'call' AS ch, direction AS dir, duration_sec AS secs FROM calls
@@ -160,7 +210,11 @@ async fn check_activity(f: &Fixture) {
                 w.get::<i64, _>(4).to_string(),
                 w.get::<i64, _>(5).to_string(),
             ];
-            assert_eq!([&g[0], &g[2], &g[3], &g[4], &g[5], &g[6]], expect.each_ref(), "{grain}");
+            assert_eq!(
+                [&g[0], &g[2], &g[3], &g[4], &g[5], &g[6]],
+                expect.each_ref(),
+                "{grain}"
+            );
             assert!(close(&g[7], w.get::<i64, _>(6) as f64 / 60.0), "{g:?}");
         }
     }
@@ -168,11 +222,17 @@ async fn check_activity(f: &Fixture) {
 
 /// Cohort retention in plain Rust over the source's raw paid invoices.
 async fn check_cohorts(f: &Fixture) {
-    let got = f.metric("cohort_retention", &[("from", FROM), ("to", TO), ("months", "12")]).await;
-    let payments: Vec<(i64, String)> = sqlx::query_as("SELECT contact_id, paid_at FROM invoices WHERE status = 'paid'")
-        .fetch_all(f.source.pool())
-        .await
-        .expect("raw rows");
+    let got = f
+        .metric(
+            "cohort_retention",
+            &[("from", FROM), ("to", TO), ("months", "12")],
+        )
+        .await;
+    let payments: Vec<(i64, String)> =
+        sqlx::query_as("SELECT contact_id, paid_at FROM invoices WHERE status = 'paid'")
+            .fetch_all(f.source.pool())
+            .await
+            .expect("raw rows");
     let month_index = |t: &str| {
         let d = NaiveDate::parse_from_str(&t[..10], "%Y-%m-%d").expect("date");
         d.year() as i64 * 12 + d.month0() as i64
@@ -186,7 +246,11 @@ async fn check_cohorts(f: &Fixture) {
         }
         months.entry(*c).or_default().insert(month_index(t));
     }
-    let latest = payments.iter().map(|(_, t)| month_index(t)).max().expect("payments exist");
+    let latest = payments
+        .iter()
+        .map(|(_, t)| month_index(t))
+        .max()
+        .expect("payments exist");
     let mut cohorts: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (c, t) in &first {
         if *t >= FROM && *t < TO {
@@ -199,15 +263,22 @@ async fn check_cohorts(f: &Fixture) {
             if cohort + k > latest {
                 break;
             }
-            let active = members.iter().filter(|c| months[c].contains(&(cohort + k))).count();
-            let date = NaiveDate::from_ymd_opt((cohort / 12) as i32, (cohort % 12 + 1) as u32, 1).expect("date");
+            let active = members
+                .iter()
+                .filter(|c| months[c].contains(&(cohort + k)))
+                .count();
+            let date = NaiveDate::from_ymd_opt((cohort / 12) as i32, (cohort % 12 + 1) as u32, 1)
+                .expect("date");
             want.push((date.to_string(), k, members.len(), active));
         }
     }
     assert_eq!(got.len(), want.len());
     assert!(want.len() > 50);
     for (g, (date, k, size, active)) in got.iter().zip(&want) {
-        assert_eq!([&g[0], &g[1], &g[2], &g[3]], [date, &k.to_string(), &size.to_string(), &active.to_string()]);
+        assert_eq!(
+            [&g[0], &g[1], &g[2], &g[3]],
+            [date, &k.to_string(), &size.to_string(), &active.to_string()]
+        );
         assert!(close(&g[4], *active as f64 / *size as f64), "{g:?}");
     }
 }
@@ -228,18 +299,32 @@ async fn every_source_row_arrives_and_money_is_exact() {
     let f = fixture(0.05, 99).await;
     for (table, source_sql) in [
         ("clients", "SELECT COUNT(*), 0 FROM contacts"),
-        ("deals", "SELECT COUNT(*), SUM(COALESCE(price_kopecks, 0)) FROM leads"),
-        ("payments", "SELECT COUNT(*), SUM(total_kopecks) FROM invoices WHERE status = 'paid'"),
+        (
+            "deals",
+            "SELECT COUNT(*), SUM(COALESCE(price_kopecks, 0)) FROM leads",
+        ),
+        (
+            "payments",
+            "SELECT COUNT(*), SUM(total_kopecks) FROM invoices WHERE status = 'paid'",
+        ),
         (
             "interactions",
             "SELECT (SELECT COUNT(*) FROM calls) + (SELECT COUNT(*) FROM emails) + (SELECT COUNT(*) FROM chat_messages) + (SELECT COUNT(*) FROM meetings), 0",
         ),
         ("tasks", "SELECT COUNT(*), 0 FROM todo"),
-        ("deal_stage_changes", "SELECT COUNT(*), 0 FROM lead_status_log"),
+        (
+            "deal_stage_changes",
+            "SELECT COUNT(*), 0 FROM lead_status_log",
+        ),
     ] {
-        let (n, sum): (i64, i64) = sqlx::query_as(source_sql).fetch_one(f.source.pool()).await.expect("oracle");
+        let (n, sum): (i64, i64) = sqlx::query_as(source_sql)
+            .fetch_one(f.source.pool())
+            .await
+            .expect("oracle");
         let money_sql = match table {
-            "deals" | "payments" => format!("SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS VARCHAR) FROM {table}"),
+            "deals" | "payments" => {
+                format!("SELECT COUNT(*), CAST(COALESCE(SUM(amount), 0) AS VARCHAR) FROM {table}")
+            }
             _ => format!("SELECT COUNT(*), '0.00' FROM {table}"),
         };
         let r = f.session.sql(&money_sql).await.expect("lake query");

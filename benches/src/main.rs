@@ -48,16 +48,27 @@ async fn main() -> Result<()> {
 
     reset_peak();
     let t = Instant::now();
-    let stats = demo::generate(&db, DemoConfig { seed: args.seed, scale: args.scale, end }).await?;
-    let generate = json!({"seconds": t.elapsed().as_secs_f64(), "peak_rss_mb": peak_rss_mb(), "rows": stats});
+    let stats = demo::generate(
+        &db,
+        DemoConfig {
+            seed: args.seed,
+            scale: args.scale,
+            end,
+        },
+    )
+    .await?;
+    let generate =
+        json!({"seconds": t.elapsed().as_secs_f64(), "peak_rss_mb": peak_rss_mb(), "rows": stats});
 
     let key = MasterKeySource::create_key_file(&dir.path().join("master.key"))?;
-    let lake = Arc::new(Lake::open_or_create(LakeStore::local(&dir.path().join("lake"))?, &key).await?);
+    let lake =
+        Arc::new(Lake::open_or_create(LakeStore::local(&dir.path().join("lake"))?, &key).await?);
     let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))?;
     let source = SqliteSource::open(&db).await?;
     reset_peak();
     let t = Instant::now();
-    let report = kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "bench", &NoProgress).await?;
+    let report =
+        kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "bench", &NoProgress).await?;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
     let secs = t.elapsed().as_secs_f64();
@@ -76,9 +87,13 @@ async fn main() -> Result<()> {
         for _ in 0..args.runs.max(1) {
             let session = engine.session(&Principal::local_owner()).await?;
             let t = Instant::now();
-            let r = kartoteka_queries::run_metric(&session, metric, &[("from".into(), "2000-01-01".into())])
-                .await
-                .with_context(|| metric.name.clone())?;
+            let r = kartoteka_queries::run_metric(
+                &session,
+                metric,
+                &[("from".into(), "2000-01-01".into())],
+            )
+            .await
+            .with_context(|| metric.name.clone())?;
             times.push(t.elapsed().as_secs_f64());
             result_rows = r.rows();
         }

@@ -29,21 +29,27 @@ pub enum Error {
     },
 
     /// A cryptographic operation failed: tampered or corrupt key material.
-    #[error("keyring entry {what} failed authentication: the keyring file is corrupt or was tampered with")]
+    #[error(
+        "keyring entry {what} failed authentication: the keyring file is corrupt or was tampered with"
+    )]
     KeyringCorrupt {
         /// Which entry.
         what: String,
     },
 
     /// Another process holds the single-writer lock of the lake.
-    #[error("the lake at {path} is being written by another process (writer lock held); wait for it to finish and retry")]
+    #[error(
+        "the lake at {path} is being written by another process (writer lock held); wait for it to finish and retry"
+    )]
     Locked {
         /// The lock file.
         path: PathBuf,
     },
 
     /// Someone else committed snapshot `n` first.
-    #[error("commit conflict: snapshot {snapshot} already exists (another writer committed first); nothing of this write is visible — retry")]
+    #[error(
+        "commit conflict: snapshot {snapshot} already exists (another writer committed first); nothing of this write is visible — retry"
+    )]
     CommitConflict {
         /// The snapshot id that was taken.
         snapshot: u64,
@@ -84,11 +90,21 @@ pub enum Error {
     NotAQuery(String),
 
     /// The query ran longer than allowed.
-    #[error("query exceeded the time limit of {seconds} s and was cancelled; narrow the period or ask for a higher limit")]
+    #[error(
+        "query exceeded the time limit of {seconds} s and was cancelled; narrow the period or ask for a higher limit"
+    )]
     Timeout {
         /// The limit.
         seconds: u64,
     },
+
+    /// A data file failed AES-GCM authentication while being read.
+    #[error(
+        "a data file of the lake failed authentication while decrypting (it was modified, corrupted or \
+         swapped for another file); nothing was returned. Lake files must never be edited: restore the lake \
+         from a backup, or re-ingest. Detail: {0}"
+    )]
+    Integrity(String),
 
     /// The principal may not use this lake at all.
     #[error("access denied: {0}")]
@@ -127,7 +143,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io {
             action,

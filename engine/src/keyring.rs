@@ -73,7 +73,9 @@ pub enum MasterKeySource {
 impl fmt::Debug for MasterKeySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MasterKeySource::Passphrase(_) => f.write_str("MasterKeySource::Passphrase(<redacted>)"),
+            MasterKeySource::Passphrase(_) => {
+                f.write_str("MasterKeySource::Passphrase(<redacted>)")
+            }
             MasterKeySource::KeyFile(_) => f.write_str("MasterKeySource::KeyFile(<redacted>)"),
         }
     }
@@ -82,7 +84,9 @@ impl fmt::Debug for MasterKeySource {
 impl MasterKeySource {
     /// Read a key file (hex, 64 characters).
     pub fn from_key_file(path: &Path) -> Result<MasterKeySource> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?);
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path).map_err(Error::io("cannot read key file", path))?,
+        );
         let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| Error::Io {
             action: "key file is not 64 hex characters",
             path: path.to_path_buf(),
@@ -106,10 +110,14 @@ impl MasterKeySource {
         opts.write(true).create_new(true);
         #[cfg(unix)]
         opts.mode(0o600);
-        let mut f = opts.open(path).map_err(Error::io("cannot create key file", path))?;
+        let mut f = opts
+            .open(path)
+            .map_err(Error::io("cannot create key file", path))?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(key.bytes())));
-        f.write_all(text.as_bytes()).map_err(Error::io("cannot write key file", path))?;
-        f.sync_all().map_err(Error::io("cannot sync key file", path))?;
+        f.write_all(text.as_bytes())
+            .map_err(Error::io("cannot write key file", path))?;
+        f.sync_all()
+            .map_err(Error::io("cannot sync key file", path))?;
         Ok(MasterKeySource::KeyFile(key))
     }
 
@@ -124,7 +132,12 @@ impl MasterKeySource {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 enum KekSpec {
-    Passphrase { salt: String, m_kib: u32, t: u32, p: u32 },
+    Passphrase {
+        salt: String,
+        m_kib: u32,
+        t: u32,
+        p: u32,
+    },
     KeyFile,
 }
 
@@ -169,7 +182,13 @@ fn seal(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> String {
     rand::rng().fill_bytes(&mut nonce);
     let ct = key
         .cipher()
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .expect("AES-GCM encryption of a short buffer cannot fail");
     let mut out = nonce.to_vec();
     out.extend_from_slice(&ct);
@@ -191,14 +210,22 @@ fn open(key: &SecretKey, sealed: &str, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>>
 fn derive_kek(spec: &KekSpec, source: &MasterKeySource) -> Result<SecretKey> {
     match (spec, source) {
         (KekSpec::Passphrase { salt, m_kib, t, p }, MasterKeySource::Passphrase(pass)) => {
-            let salt = B64.decode(salt).map_err(|_| Error::KeyringCorrupt { what: "salt".into() })?;
-            let params = argon2::Params::new(*m_kib, *t, *p, Some(KEY_LEN))
-                .map_err(|_| Error::KeyringCorrupt { what: "argon2 parameters".into() })?;
-            let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let salt = B64.decode(salt).map_err(|_| Error::KeyringCorrupt {
+                what: "salt".into(),
+            })?;
+            let params = argon2::Params::new(*m_kib, *t, *p, Some(KEY_LEN)).map_err(|_| {
+                Error::KeyringCorrupt {
+                    what: "argon2 parameters".into(),
+                }
+            })?;
+            let argon =
+                argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
             let mut out = Zeroizing::new([0u8; KEY_LEN]);
             argon
                 .hash_password_into(pass.as_bytes(), &salt, out.as_mut())
-                .map_err(|_| Error::KeyringCorrupt { what: "argon2 salt".into() })?;
+                .map_err(|_| Error::KeyringCorrupt {
+                    what: "argon2 salt".into(),
+                })?;
             Ok(SecretKey(out))
         }
         (KekSpec::KeyFile, MasterKeySource::KeyFile(k)) => Ok(k.clone()),
@@ -253,10 +280,11 @@ impl Keyring {
     /// Open the keyring of an existing lake; a wrong master key is reported before anything is read.
     pub async fn open(store: &LakeStore, source: &MasterKeySource) -> Result<Keyring> {
         let bytes = store.get(KEYRING_PATH).await?;
-        let file: KeyringFile = serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
-            path: KEYRING_PATH.into(),
-            source,
-        })?;
+        let file: KeyringFile =
+            serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
+                path: KEYRING_PATH.into(),
+                source,
+            })?;
         let kek = derive_kek(&file.kek, source)?;
         match open(&kek, &file.kek_check, CHECK_AAD) {
             Some(check) if check.as_slice() == CHECK_PLAINTEXT => {}
@@ -268,8 +296,10 @@ impl Keyring {
         }
         let mut deks = BTreeMap::new();
         for k in &file.keys {
-            let raw = open(&kek, &k.wrapped, k.id.as_bytes()).ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
-            let key = SecretKey::from_slice(&raw).ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
+            let raw = open(&kek, &k.wrapped, k.id.as_bytes())
+                .ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
+            let key = SecretKey::from_slice(&raw)
+                .ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
             deks.insert(k.id.clone(), key);
         }
         Ok(Keyring { file, kek, deks })
@@ -318,12 +348,18 @@ impl Keyring {
     /// Encryption properties for a new data file of `table` at `path`: every column encrypted with
     /// its class's key (a column without a key would be written in plaintext), the footer encrypted
     /// with the internal key, and the file path as AAD prefix so files cannot be swapped.
-    pub fn file_encryption(&self, table: &Table, path: &str) -> Result<(Arc<FileEncryptionProperties>, Vec<String>)> {
+    pub fn file_encryption(
+        &self,
+        table: &Table,
+        path: &str,
+    ) -> Result<(Arc<FileEncryptionProperties>, Vec<String>)> {
         let key = |class: Class| -> Result<(&str, &SecretKey)> {
-            let id = self.current_key_id(table.name, class).ok_or_else(|| Error::MissingKey {
-                key_id: format!("{}.{}", table.name, class),
-                reason: "no data key was created for this table and class",
-            })?;
+            let id = self
+                .current_key_id(table.name, class)
+                .ok_or_else(|| Error::MissingKey {
+                    key_id: format!("{}.{}", table.name, class),
+                    reason: "no data key was created for this table and class",
+                })?;
             Ok((id, &self.deks[id]))
         };
         let (footer_id, footer_key) = key(Class::Internal)?;
@@ -334,7 +370,11 @@ impl Keyring {
         let mut used = vec![footer_id.to_string()];
         for c in &table.columns {
             let (id, k) = key(c.class)?;
-            builder = builder.with_column_key_and_metadata(c.name, k.bytes().to_vec(), id.as_bytes().to_vec());
+            builder = builder.with_column_key_and_metadata(
+                c.name,
+                k.bytes().to_vec(),
+                id.as_bytes().to_vec(),
+            );
             if !used.iter().any(|u| u == id) {
                 used.push(id.to_string());
             }
@@ -387,7 +427,10 @@ impl KeyRetriever for SessionKeys {
 
 impl SessionKeys {
     /// Decryption properties for the file at `path` (the path is the AAD prefix the writer used).
-    pub fn decryption_properties(self: &Arc<Self>, path: &str) -> Result<Arc<FileDecryptionProperties>> {
+    pub fn decryption_properties(
+        self: &Arc<Self>,
+        path: &str,
+    ) -> Result<Arc<FileDecryptionProperties>> {
         let retriever: Arc<dyn KeyRetriever> = Arc::clone(self) as Arc<dyn KeyRetriever>;
         Ok(FileDecryptionProperties::with_key_retriever(retriever)
             .with_aad_prefix(path.as_bytes().to_vec())

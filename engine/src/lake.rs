@@ -20,9 +20,9 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
-use object_store::buffered::BufWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
@@ -121,7 +121,9 @@ pub struct Lake {
 
 impl fmt::Debug for Lake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lake").field("store", &self.store.describe()).finish_non_exhaustive()
+        f.debug_struct("Lake")
+            .field("store", &self.store.describe())
+            .finish_non_exhaustive()
     }
 }
 
@@ -148,7 +150,9 @@ impl Lake {
     /// Open an existing lake (its keyring must exist).
     pub async fn open(store: LakeStore, source: &MasterKeySource) -> Result<Lake> {
         if !Keyring::exists(&store).await? {
-            return Err(Error::EmptyLake { path: store.describe() });
+            return Err(Error::EmptyLake {
+                path: store.describe(),
+            });
         }
         let keyring = Keyring::open(&store, source).await?;
         Ok(Lake {
@@ -213,7 +217,9 @@ impl Lake {
 
     fn lock(&self) -> Result<WriterLock> {
         let Some(root) = self.store.local_root() else {
-            return Err(Error::Denied("writing to a remote lake needs a lock service, not configured".into()));
+            return Err(Error::Denied(
+                "writing to a remote lake needs a lock service, not configured".into(),
+            ));
         };
         let path = root.join(LOCK_FILE);
         if let Some(dir) = path.parent() {
@@ -242,7 +248,8 @@ impl Lake {
                 referenced.extend(t.files.iter().map(|f| f.path.clone()));
             }
         }
-        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
         let mut report = GcReport::default();
         for meta in self.store.list(TABLES_DIR).await? {
             let path = meta.location.to_string();
@@ -288,7 +295,9 @@ pub struct WriteTxn<'a> {
 
 impl fmt::Debug for WriteTxn<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WriteTxn").field("base", &self.base.id).finish_non_exhaustive()
+        f.debug_struct("WriteTxn")
+            .field("base", &self.base.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -301,7 +310,12 @@ impl WriteTxn<'_> {
     /// A writer streaming record batches of `table` into new encrypted files.
     pub async fn table_writer(&self, table: &str) -> Result<TableWriter<'_>> {
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
-        self.lake.keyring.write().await.ensure_table_keys(&self.lake.store, table).await?;
+        self.lake
+            .keyring
+            .write()
+            .await
+            .ensure_table_keys(&self.lake.store, table)
+            .await?;
         Ok(TableWriter {
             lake: self.lake,
             table,
@@ -312,7 +326,12 @@ impl WriteTxn<'_> {
     }
 
     /// Replace a table's contents with `files` (a full load) and set its cursor.
-    pub fn replace_table(&mut self, table: &str, files: Vec<DataFile>, cursor: Option<serde_json::Value>) -> Result<()> {
+    pub fn replace_table(
+        &mut self,
+        table: &str,
+        files: Vec<DataFile>,
+        cursor: Option<serde_json::Value>,
+    ) -> Result<()> {
         model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
         self.next.tables.insert(
             table.to_string(),
@@ -335,8 +354,15 @@ impl WriteTxn<'_> {
         self.next.committed_at = Utc::now();
         self.next.operation = operation.to_string();
         let json = serde_json::to_vec_pretty(&self.next).expect("snapshot serialises");
-        if !self.lake.store.put_if_absent(&snapshot_path(self.next.id), json).await? {
-            return Err(Error::CommitConflict { snapshot: self.next.id });
+        if !self
+            .lake
+            .store
+            .put_if_absent(&snapshot_path(self.next.id), json)
+            .await?
+        {
+            return Err(Error::CommitConflict {
+                snapshot: self.next.id,
+            });
         }
         failpoint("after-commit");
         Ok(self.next)
@@ -369,9 +395,13 @@ struct OpenFile {
     key_ids: Vec<String>,
 }
 
-fn writer_properties(encryption: Arc<parquet::encryption::encrypt::FileEncryptionProperties>) -> WriterProperties {
+fn writer_properties(
+    encryption: Arc<parquet::encryption::encrypt::FileEncryptionProperties>,
+) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("zstd level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
+        ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
         // Bloom filters are written unencrypted by the parquet crate: never enable them.
@@ -424,10 +454,24 @@ impl TableWriter<'_> {
     }
 
     async fn open_file(&self) -> Result<OpenFile> {
-        let path = format!("{TABLES_DIR}/{}/{}/{}.parquet", self.table.name, self.partition, uuid::Uuid::new_v4());
-        let (encryption, key_ids) = self.lake.keyring.read().await.file_encryption(self.table, &path)?;
+        let path = format!(
+            "{TABLES_DIR}/{}/{}/{}.parquet",
+            self.table.name,
+            self.partition,
+            uuid::Uuid::new_v4()
+        );
+        let (encryption, key_ids) = self
+            .lake
+            .keyring
+            .read()
+            .await
+            .file_encryption(self.table, &path)?;
         let sink = BufWriter::new(self.lake.store.object_store(), Path::from(path.as_str()));
-        let writer = AsyncArrowWriter::try_new(sink, self.table.schema(), Some(writer_properties(encryption)))?;
+        let writer = AsyncArrowWriter::try_new(
+            sink,
+            self.table.schema(),
+            Some(writer_properties(encryption)),
+        )?;
         Ok(OpenFile {
             path,
             writer,
@@ -440,7 +484,13 @@ impl TableWriter<'_> {
         if let Some(file) = self.current.take() {
             file.writer.close().await?;
             self.lake.store.sync(&file.path)?;
-            let bytes = self.lake.store.object_store().head(&Path::from(file.path.as_str())).await?.size;
+            let bytes = self
+                .lake
+                .store
+                .object_store()
+                .head(&Path::from(file.path.as_str()))
+                .await?
+                .size;
             self.files.push(DataFile {
                 path: file.path,
                 rows: file.rows,

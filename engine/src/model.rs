@@ -124,7 +124,11 @@ pub struct Table {
 }
 
 impl Table {
-    fn new(name: &'static str, key: &[&'static str], cols: &[(&'static str, ColumnType, Class, bool)]) -> Table {
+    fn new(
+        name: &'static str,
+        key: &[&'static str],
+        cols: &[(&'static str, ColumnType, Class, bool)],
+    ) -> Table {
         let columns: Vec<Column> = cols
             .iter()
             .map(|&(name, ty, class, nullable)| Column {
@@ -137,11 +141,16 @@ impl Table {
         let fields: Vec<Field> = columns
             .iter()
             .map(|c| {
-                Field::new(c.name, c.ty.arrow_type(), c.nullable)
-                    .with_metadata(HashMap::from([(CLASS_KEY.to_string(), c.class.as_str().to_string())]))
+                Field::new(c.name, c.ty.arrow_type(), c.nullable).with_metadata(HashMap::from([(
+                    CLASS_KEY.to_string(),
+                    c.class.as_str().to_string(),
+                )]))
             })
             .collect();
-        let cursor = columns.iter().any(|c| c.name == "updated_at").then_some("updated_at");
+        let cursor = columns
+            .iter()
+            .any(|c| c.name == "updated_at")
+            .then_some("updated_at");
         Table {
             name,
             key: key.to_vec(),
@@ -158,7 +167,10 @@ impl Table {
 
     /// Class of a column, or `None` when the column is unknown.
     pub fn class_of(&self, column: &str) -> Option<Class> {
-        self.columns.iter().find(|c| c.name == column).map(|c| c.class)
+        self.columns
+            .iter()
+            .find(|c| c.name == column)
+            .map(|c| c.class)
     }
 
     /// The classes used by this table's columns (always includes `internal`).
@@ -372,11 +384,23 @@ mod tests {
     fn pii_columns_are_the_ones_the_model_names() {
         let pii: Vec<String> = tables()
             .iter()
-            .flat_map(|t| t.columns.iter().filter(|c| c.class == Class::Pii).map(move |c| format!("{}.{}", t.name, c.name)))
+            .flat_map(|t| {
+                t.columns
+                    .iter()
+                    .filter(|c| c.class == Class::Pii)
+                    .map(move |c| format!("{}.{}", t.name, c.name))
+            })
             .collect();
         assert_eq!(
             pii,
-            ["staff.full_name", "staff.email", "clients.name", "clients.phone", "clients.email", "interactions.summary"]
+            [
+                "staff.full_name",
+                "staff.email",
+                "clients.name",
+                "clients.phone",
+                "clients.email",
+                "interactions.summary"
+            ]
         );
     }
 }

@@ -17,11 +17,15 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
+use datafusion::common::ParamValues;
 use datafusion::common::ScalarValue;
 use datafusion::common::config::{EncryptionFactoryOptions, TableParquetOptions};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
 use datafusion::execution::parquet_encryption::{EncryptionFactory, EncryptionFactoryRegistry};
@@ -29,8 +33,6 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::sqlparser::ast::Statement as SqlStatement;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
-use datafusion::common::ParamValues;
-use datafusion::execution::context::SQLOptions;
 use object_store::path::Path;
 use parquet::encryption::decrypt::FileDecryptionProperties;
 use parquet::encryption::encrypt::FileEncryptionProperties;
@@ -148,7 +150,10 @@ pub struct Engine {
 
 impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Engine").field("lake", &self.lake).field("config", &self.config).finish()
+        f.debug_struct("Engine")
+            .field("lake", &self.lake)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -161,11 +166,17 @@ impl Engine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool)
             // DataFusion's spill files are plaintext Arrow IPC: never spill CRM data to disk.
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let url = Url::parse(LAKE_URL).expect("LAKE_URL is a valid URL");
         runtime.register_object_store(&url, lake.store().object_store());
-        Ok(Engine { lake, runtime, config })
+        Ok(Engine {
+            lake,
+            runtime,
+            config,
+        })
     }
 
     /// The lake this engine reads.
@@ -180,7 +191,11 @@ impl Engine {
     }
 
     /// A session for `principal` pinned to `snapshot`.
-    pub async fn session_at(&self, principal: &Principal, snapshot: Snapshot) -> Result<QuerySession> {
+    pub async fn session_at(
+        &self,
+        principal: &Principal,
+        snapshot: Snapshot,
+    ) -> Result<QuerySession> {
         match principal.role {
             Role::Owner => {}
             Role::Admin => {
@@ -198,7 +213,12 @@ impl Engine {
                 )));
             }
         }
-        let keys = self.lake.keyring().read().await.session_keys(&principal.cleared_classes());
+        let keys = self
+            .lake
+            .keyring()
+            .read()
+            .await
+            .session_keys(&principal.cleared_classes());
         let registry = EncryptionFactoryRegistry::default();
         registry.register_factory(FACTORY_ID, Arc::new(SessionDecryption { keys }));
         let runtime = Arc::new(RuntimeEnv {
@@ -216,7 +236,13 @@ impl Engine {
         config.options_mut().execution.collect_statistics = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         for table in model::tables() {
-            let provider = table_provider(table, snapshot.table(table.name).map(|t| t.files.as_slice()).unwrap_or(&[]))?;
+            let provider = table_provider(
+                table,
+                snapshot
+                    .table(table.name)
+                    .map(|t| t.files.as_slice())
+                    .unwrap_or(&[]),
+            )?;
             ctx.register_table(table.name, provider)?;
         }
         Ok(QuerySession {
@@ -228,7 +254,10 @@ impl Engine {
     }
 }
 
-fn table_provider(table: &model::Table, files: &[crate::lake::DataFile]) -> Result<Arc<dyn TableProvider>> {
+fn table_provider(
+    table: &model::Table,
+    files: &[crate::lake::DataFile],
+) -> Result<Arc<dyn TableProvider>> {
     if files.is_empty() {
         return Ok(Arc::new(EmptyTable::new(table.schema())));
     }
@@ -252,7 +281,9 @@ struct SessionDecryption {
 
 impl fmt::Debug for SessionDecryption {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SessionDecryption").field("keys", &self.keys).finish()
+        f.debug_struct("SessionDecryption")
+            .field("keys", &self.keys)
+            .finish()
     }
 }
 
@@ -334,10 +365,16 @@ pub fn check_read_only(sql: &str) -> Result<()> {
     match &statements[0] {
         DfStatement::Statement(s) => match s.as_ref() {
             SqlStatement::Query(_) => Ok(()),
-            SqlStatement::Explain { statement, .. } if matches!(statement.as_ref(), SqlStatement::Query(_)) => Ok(()),
+            SqlStatement::Explain { statement, .. }
+                if matches!(statement.as_ref(), SqlStatement::Query(_)) =>
+            {
+                Ok(())
+            }
             other => refuse(statement_kind(&other.to_string())),
         },
-        DfStatement::Explain(e) if matches!(e.statement.as_ref(), DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)))  => Ok(()),
+        DfStatement::Explain(e) if matches!(e.statement.as_ref(), DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_))) => {
+            Ok(())
+        }
         DfStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE".into()),
         DfStatement::CopyTo(_) => refuse("COPY".into()),
         DfStatement::Reset(_) => refuse("RESET".into()),
@@ -345,8 +382,23 @@ pub fn check_read_only(sql: &str) -> Result<()> {
     }
 }
 
+/// Tell failed authentication of encrypted data apart from other execution errors: the parquet crate
+/// reports a failed AES-GCM tag as `ring::error::Unspecified`, deep inside an Arrow/Parquet error.
+fn classify(e: Error) -> Error {
+    let text = e.to_string();
+    if text.contains("ring::error::unspecified") || text.contains("ring::error::Unspecified") {
+        Error::Integrity(text)
+    } else {
+        e
+    }
+}
+
 fn statement_kind(text: &str) -> String {
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ").to_uppercase()
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase()
 }
 
 impl QuerySession {
@@ -367,7 +419,11 @@ impl QuerySession {
 
     /// Run one read-only statement with named parameters (`$name`), bound as typed values — never
     /// spliced into the text.
-    pub async fn sql_with_params(&self, sql: &str, params: HashMap<String, ScalarValue>) -> Result<QueryResult> {
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: HashMap<String, ScalarValue>,
+    ) -> Result<QueryResult> {
         check_read_only(sql)?;
         let start = Instant::now();
         let options = SQLOptions::new()
@@ -389,7 +445,8 @@ impl QuerySession {
             .await
             .map_err(|_| Error::Timeout {
                 seconds: self.timeout.as_secs(),
-            })??;
+            })?
+            .map_err(classify)?;
         Ok(QueryResult {
             schema,
             batches,

@@ -27,7 +27,9 @@ impl LakeStore {
     /// A lake in a local directory (created if missing).
     pub fn local(root: &FsPath) -> Result<LakeStore> {
         std::fs::create_dir_all(root).map_err(Error::io("cannot create lake directory", root))?;
-        let root = root.canonicalize().map_err(Error::io("cannot resolve lake directory", root))?;
+        let root = root
+            .canonicalize()
+            .map_err(Error::io("cannot resolve lake directory", root))?;
         let store = LocalFileSystem::new_with_prefix(&root)?;
         Ok(LakeStore {
             store: Arc::new(store),
@@ -67,7 +69,9 @@ impl LakeStore {
 
     /// Write (or overwrite atomically) and make durable.
     pub(crate) async fn put_durable(&self, path: &str, data: Vec<u8>) -> Result<()> {
-        self.store.put(&Path::from(path), PutPayload::from(data)).await?;
+        self.store
+            .put(&Path::from(path), PutPayload::from(data))
+            .await?;
         self.sync(path)
     }
 
@@ -77,7 +81,11 @@ impl LakeStore {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.store.put_opts(&Path::from(path), PutPayload::from(data), opts).await {
+        match self
+            .store
+            .put_opts(&Path::from(path), PutPayload::from(data), opts)
+            .await
+        {
             Ok(_) => {
                 self.sync(path)?;
                 Ok(true)
@@ -88,7 +96,11 @@ impl LakeStore {
     }
 
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        Ok(self.store.list(Some(&Path::from(prefix))).try_collect().await?)
+        Ok(self
+            .store
+            .list(Some(&Path::from(prefix)))
+            .try_collect()
+            .await?)
     }
 
     pub(crate) async fn delete(&self, path: &Path) -> Result<()> {

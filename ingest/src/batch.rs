@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use kartoteka_engine::model::{ColumnType, MONEY_PRECISION, MONEY_SCALE, Table};
@@ -60,7 +60,10 @@ pub struct BatchBuilder {
 
 impl std::fmt::Debug for BatchBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchBuilder").field("table", &self.table.name).field("rows", &self.rows).finish()
+        f.debug_struct("BatchBuilder")
+            .field("table", &self.table.name)
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
@@ -75,7 +78,11 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
             return Some(t.with_timezone(&Utc));
         }
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc());
         }
@@ -118,7 +125,9 @@ impl BatchBuilder {
                 ColumnType::BigInt => ColumnBuilder::Int64(Int64Builder::new()),
                 ColumnType::Int => ColumnBuilder::Int32(Int32Builder::new()),
                 ColumnType::Text => ColumnBuilder::Text(StringBuilder::new()),
-                ColumnType::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+                ColumnType::Timestamp => ColumnBuilder::Timestamp(
+                    TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+                ),
                 ColumnType::Date => ColumnBuilder::Date(Date32Builder::new()),
                 ColumnType::Money => ColumnBuilder::Money(
                     Decimal128Builder::new()
@@ -183,12 +192,16 @@ impl BatchBuilder {
         match (&mut self.columns[index], value) {
             (ColumnBuilder::Int64(b), Value::Int(v)) => b.append_value(v),
             (ColumnBuilder::Int64(_), _) => return Err(wrong("an integer (BIGINT)")),
-            (ColumnBuilder::Int32(b), Value::Int(v)) => {
-                b.append_value(i32::try_from(v).map_err(|_| fail(format!("{v} does not fit in INT")))?)
-            }
+            (ColumnBuilder::Int32(b), Value::Int(v)) => b.append_value(
+                i32::try_from(v).map_err(|_| fail(format!("{v} does not fit in INT")))?,
+            ),
             (ColumnBuilder::Int32(_), _) => return Err(wrong("an integer (INT)")),
             (ColumnBuilder::Text(b), Value::Text(s)) => b.append_value(s),
-            (ColumnBuilder::Text(_), _) => return Err(wrong("text; CAST it to text in the mapping query if that is meant")),
+            (ColumnBuilder::Text(_), _) => {
+                return Err(wrong(
+                    "text; CAST it to text in the mapping query if that is meant",
+                ));
+            }
             (ColumnBuilder::Timestamp(b), Value::Text(s)) => {
                 let t = parse_timestamp(s).ok_or_else(|| fail(format!("{s:?} is not a timestamp (expected e.g. 2025-03-01 14:05:00, UTC unless an offset is given)")))?;
                 b.append_value(t.timestamp_micros())
@@ -197,7 +210,9 @@ impl BatchBuilder {
                 secs.checked_mul(1_000_000)
                     .ok_or_else(|| fail(format!("{secs} is out of range for epoch seconds")))?,
             ),
-            (ColumnBuilder::Timestamp(_), _) => return Err(wrong("a timestamp as text or epoch seconds")),
+            (ColumnBuilder::Timestamp(_), _) => {
+                return Err(wrong("a timestamp as text or epoch seconds"));
+            }
             (ColumnBuilder::Date(b), Value::Text(s)) => {
                 let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
                     .map_err(|_| fail(format!("{s:?} is not a date (expected YYYY-MM-DD)")))?;
@@ -224,7 +239,11 @@ impl BatchBuilder {
             (ColumnBuilder::Money(b), Value::Text(s)) => {
                 let minor = parse_money(s)
                     .filter(|m| m.abs() <= MAX_MONEY)
-                    .ok_or_else(|| fail(format!("{s:?} is not an exact amount with at most 2 decimals")))?;
+                    .ok_or_else(|| {
+                        fail(format!(
+                            "{s:?} is not an exact amount with at most 2 decimals"
+                        ))
+                    })?;
                 b.append_value(minor)
             }
             (ColumnBuilder::Money(_), Value::Real(_)) => {
@@ -232,7 +251,9 @@ impl BatchBuilder {
                     "found a floating-point number; money must be exact (integer minor units or decimal text)".into(),
                 ));
             }
-            (ColumnBuilder::Money(_), _) => return Err(wrong("money as an integer or decimal text")),
+            (ColumnBuilder::Money(_), _) => {
+                return Err(wrong("money as an integer or decimal text"));
+            }
         }
         Ok(())
     }
@@ -288,6 +309,9 @@ mod tests {
         b.start_row();
         let err = b.push(3, Value::Real(10.5)).expect_err("must refuse");
         let msg = err.to_string();
-        assert!(msg.contains("payments") && msg.contains("amount") && msg.contains("exact"), "{msg}");
+        assert!(
+            msg.contains("payments") && msg.contains("amount") && msg.contains("exact"),
+            "{msg}"
+        );
     }
 }

@@ -15,7 +15,9 @@ pub enum Error {
     },
 
     /// The source database cannot be opened or reached.
-    #[error("cannot open source {source_name}: {cause}; check the path/URL and that the database exists")]
+    #[error(
+        "cannot open source {source_name}: {cause}; check the path/URL and that the database exists"
+    )]
     SourceUnavailable {
         /// Source name or location (never with credentials).
         source_name: String,
@@ -24,7 +26,9 @@ pub enum Error {
     },
 
     /// A mapping query failed in the source.
-    #[error("source query for table {table} failed: {cause}; check [tables.{table}] in the mapping")]
+    #[error(
+        "source query for table {table} failed: {cause}; check [tables.{table}] in the mapping"
+    )]
     SourceQuery {
         /// Canonical table.
         table: String,

@@ -77,10 +77,17 @@ impl Mapping {
         if let Some(unknown) = m.tables.keys().find(|t| !names.contains(&t.as_str())) {
             return Err(Error::Mapping {
                 path: m.path.clone(),
-                detail: format!("[tables.{unknown}] is not a canonical table; the canonical tables are: {}", names.join(", ")),
+                detail: format!(
+                    "[tables.{unknown}] is not a canonical table; the canonical tables are: {}",
+                    names.join(", ")
+                ),
             });
         }
-        let missing: Vec<&str> = names.iter().copied().filter(|t| !m.tables.contains_key(*t)).collect();
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|t| !m.tables.contains_key(*t))
+            .collect();
         if !missing.is_empty() {
             return Err(Error::Mapping {
                 path: m.path.clone(),

@@ -59,14 +59,20 @@ pub struct IngestReport {
 
 /// Check every mapping query against the source before anything is written: each must return exactly
 /// the canonical columns. Returns, per table, the canonical column index of each result column.
-async fn plan(source: &SqliteSource, mapping: &Mapping) -> Result<Vec<(&'static Table, Vec<usize>)>> {
+async fn plan(
+    source: &SqliteSource,
+    mapping: &Mapping,
+) -> Result<Vec<(&'static Table, Vec<usize>)>> {
     let mut plans = Vec::new();
     for table in model::tables() {
         let query = &mapping.tables[table.name].query;
-        let columns = source.columns(query).await.map_err(|cause| Error::SourceQuery {
-            table: table.name.into(),
-            cause,
-        })?;
+        let columns = source
+            .columns(query)
+            .await
+            .map_err(|cause| Error::SourceQuery {
+                table: table.name.into(),
+                cause,
+            })?;
         let mut index = Vec::with_capacity(columns.len());
         let mut unexpected = Vec::new();
         for c in &columns {
@@ -86,7 +92,10 @@ async fn plan(source: &SqliteSource, mapping: &Mapping) -> Result<Vec<(&'static 
         if !missing.is_empty() || !unexpected.is_empty() {
             let mut detail = Vec::new();
             if !missing.is_empty() {
-                detail.push(format!("the query returns no column {}", missing.join(", ")));
+                detail.push(format!(
+                    "the query returns no column {}",
+                    missing.join(", ")
+                ));
             }
             if !unexpected.is_empty() {
                 detail.push(format!("unexpected column {}", unexpected.join(", ")));
@@ -96,7 +105,12 @@ async fn plan(source: &SqliteSource, mapping: &Mapping) -> Result<Vec<(&'static 
                 detail: format!(
                     "{}; the canonical columns are {}",
                     detail.join("; "),
-                    table.columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+                    table
+                        .columns
+                        .iter()
+                        .map(|c| c.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             });
         }

@@ -6,10 +6,22 @@ use crate::{Error, Result};
 
 /// The catalog files, compiled into the binary so a metric cannot go missing at run time.
 const FILES: &[(&str, &str)] = &[
-    ("revenue_by_month.sql", include_str!("../catalog/revenue_by_month.sql")),
-    ("funnel_conversion.sql", include_str!("../catalog/funnel_conversion.sql")),
-    ("activity_by_manager.sql", include_str!("../catalog/activity_by_manager.sql")),
-    ("cohort_retention.sql", include_str!("../catalog/cohort_retention.sql")),
+    (
+        "revenue_by_month.sql",
+        include_str!("../catalog/revenue_by_month.sql"),
+    ),
+    (
+        "funnel_conversion.sql",
+        include_str!("../catalog/funnel_conversion.sql"),
+    ),
+    (
+        "activity_by_manager.sql",
+        include_str!("../catalog/activity_by_manager.sql"),
+    ),
+    (
+        "cohort_retention.sql",
+        include_str!("../catalog/cohort_retention.sql"),
+    ),
 ];
 
 /// Type of a metric parameter.
@@ -121,11 +133,17 @@ impl Metric {
         }
         for p in &metric.params {
             if !sql.contains(&format!("${}", p.name)) {
-                return Err(bad(format!("parameter {} is declared but not used as ${}", p.name, p.name)));
+                return Err(bad(format!(
+                    "parameter {} is declared but not used as ${}",
+                    p.name, p.name
+                )));
             }
         }
         if format!("{}.sql", metric.name) != file {
-            return Err(bad(format!("the file of metric {} must be named {}.sql", metric.name, metric.name)));
+            return Err(bad(format!(
+                "the file of metric {} must be named {}.sql",
+                metric.name, metric.name
+            )));
         }
         metric.sql = sql;
         Ok(metric)
@@ -141,7 +159,10 @@ pub struct Catalog {
 impl Catalog {
     /// The built-in catalog.
     pub fn builtin() -> Result<Catalog> {
-        let metrics = FILES.iter().map(|(f, t)| Metric::parse(f, t)).collect::<Result<Vec<_>>>()?;
+        let metrics = FILES
+            .iter()
+            .map(|(f, t)| Metric::parse(f, t))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Catalog { metrics })
     }
 
@@ -152,10 +173,18 @@ impl Catalog {
 
     /// A metric by name, or an error listing the valid names.
     pub fn get(&self, name: &str) -> Result<&Metric> {
-        self.metrics.iter().find(|m| m.name == name).ok_or_else(|| Error::UnknownMetric {
-            name: name.into(),
-            known: self.metrics.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
-        })
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| Error::UnknownMetric {
+                name: name.into(),
+                known: self
+                    .metrics
+                    .iter()
+                    .map(|m| m.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
@@ -170,9 +199,16 @@ mod tests {
         for m in c.metrics() {
             assert!(!m.columns.is_empty(), "{} has result columns", m.name);
             // every $placeholder in the SQL is a declared parameter
-            for word in m.sql.split(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '$')) {
+            for word in m
+                .sql
+                .split(|ch: char| !(ch.is_alphanumeric() || ch == '_' || ch == '$'))
+            {
                 if let Some(p) = word.strip_prefix('$') {
-                    assert!(m.params.iter().any(|d| d.name == p), "{}: ${p} undeclared", m.name);
+                    assert!(
+                        m.params.iter().any(|d| d.name == p),
+                        "{}: ${p} undeclared",
+                        m.name
+                    );
                 }
             }
         }
@@ -182,6 +218,9 @@ mod tests {
     fn unknown_metric_lists_the_valid_names() {
         let c = Catalog::builtin().expect("catalog parses");
         let msg = c.get("revenue").expect_err("unknown").to_string();
-        assert!(msg.contains("revenue_by_month") && msg.contains("cohort_retention"), "{msg}");
+        assert!(
+            msg.contains("revenue_by_month") && msg.contains("cohort_retention"),
+            "{msg}"
+        );
     }
 }

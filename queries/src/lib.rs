@@ -58,7 +58,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Run `metric` in `session` with `args` (name → text value; defaults fill the rest).
-pub async fn run_metric(session: &QuerySession, metric: &Metric, args: &[(String, String)]) -> Result<QueryResult> {
+pub async fn run_metric(
+    session: &QuerySession,
+    metric: &Metric,
+    args: &[(String, String)],
+) -> Result<QueryResult> {
     let role = session.principal().role.as_str();
     if !metric.roles.iter().any(|r| r == role) {
         return Err(Error::RoleNotAllowed {

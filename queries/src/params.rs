@@ -46,23 +46,47 @@ fn month_start(t: DateTime<Utc>, offset: i32) -> DateTime<Utc> {
     moved.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
 }
 
-fn scalar(metric: &Metric, spec: &ParamSpec, text: &str, bound: &HashMap<String, DateTime<Utc>>, now: DateTime<Utc>) -> Result<ScalarValue> {
+fn scalar(
+    metric: &Metric,
+    spec: &ParamSpec,
+    text: &str,
+    bound: &HashMap<String, DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<ScalarValue> {
     let bad = |detail: String| Error::BadParam {
         metric: metric.name.clone(),
         detail,
     };
     if !spec.allowed.is_empty() && !spec.allowed.iter().any(|a| a == text) {
-        return Err(bad(format!("{} must be one of {}, not {text:?}", spec.name, spec.allowed.join(", "))));
+        return Err(bad(format!(
+            "{} must be one of {}, not {text:?}",
+            spec.name,
+            spec.allowed.join(", ")
+        )));
     }
     Ok(match spec.ty {
         ParamType::Timestamp => {
             let t = if text == "now" {
                 now
-            } else if let Some(args) = text.strip_prefix("month_start(").and_then(|r| r.strip_suffix(')')) {
+            } else if let Some(args) = text
+                .strip_prefix("month_start(")
+                .and_then(|r| r.strip_suffix(')'))
+            {
                 // month_start(other_param, offset): first day of that parameter's month, moved.
-                let (other, offset) = args.split_once(',').ok_or_else(|| bad(format!("bad default {text:?}")))?;
-                let base = bound.get(other.trim()).copied().ok_or_else(|| bad(format!("default of {} needs {other}", spec.name)))?;
-                month_start(base, offset.trim().parse().map_err(|_| bad(format!("bad default {text:?}")))?)
+                let (other, offset) = args
+                    .split_once(',')
+                    .ok_or_else(|| bad(format!("bad default {text:?}")))?;
+                let base = bound
+                    .get(other.trim())
+                    .copied()
+                    .ok_or_else(|| bad(format!("default of {} needs {other}", spec.name)))?;
+                month_start(
+                    base,
+                    offset
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(format!("bad default {text:?}")))?,
+                )
             } else {
                 parse_instant(text).ok_or_else(|| {
                     bad(format!("{} = {text:?} is not a timestamp; use e.g. 2025-01-01 or 2025-01-01T09:00:00Z", spec.name))
@@ -74,44 +98,78 @@ fn scalar(metric: &Metric, spec: &ParamSpec, text: &str, bound: &HashMap<String,
             let d = if text == "now" {
                 now.date_naive()
             } else {
-                NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                    .map_err(|_| bad(format!("{} = {text:?} is not a date (YYYY-MM-DD)", spec.name)))?
+                NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                    bad(format!(
+                        "{} = {text:?} is not a date (YYYY-MM-DD)",
+                        spec.name
+                    ))
+                })?
             };
-            ScalarValue::Date32(Some((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32))
+            ScalarValue::Date32(Some(
+                (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32,
+            ))
         }
-        ParamType::Int => ScalarValue::Int64(Some(
-            text.parse().map_err(|_| bad(format!("{} = {text:?} is not a whole number", spec.name)))?,
-        )),
+        ParamType::Int => {
+            ScalarValue::Int64(Some(text.parse().map_err(|_| {
+                bad(format!("{} = {text:?} is not a whole number", spec.name))
+            })?))
+        }
         ParamType::Text => ScalarValue::Utf8(Some(text.to_string())),
     })
 }
 
 /// Bind `args` (and defaults for the rest) to typed values. `now` is the snapshot's time.
-pub fn bind(metric: &Metric, args: &[(String, String)], now: DateTime<Utc>) -> Result<HashMap<String, ScalarValue>> {
+pub fn bind(
+    metric: &Metric,
+    args: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, ScalarValue>> {
     for (k, _) in args {
         if !metric.params.iter().any(|p| &p.name == k) {
-            let valid: Vec<String> = metric.params.iter().map(|p| format!("{} ({:?})", p.name, p.ty).to_lowercase()).collect();
+            let valid: Vec<String> = metric
+                .params
+                .iter()
+                .map(|p| format!("{} ({:?})", p.name, p.ty).to_lowercase())
+                .collect();
             return Err(Error::BadParam {
                 metric: metric.name.clone(),
-                detail: format!("unknown parameter {k:?}; valid parameters: {}", valid.join(", ")),
+                detail: format!(
+                    "unknown parameter {k:?}; valid parameters: {}",
+                    valid.join(", ")
+                ),
             });
         }
     }
     // Parameters given explicitly first, then defaults, so defaults may refer to given values
     // (`from` defaults relative to `to`).
-    let given = |name: &str| args.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let given = |name: &str| {
+        args.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
     let mut order: Vec<&ParamSpec> = metric.params.iter().collect();
-    order.sort_by_key(|p| (given(&p.name).is_none(), p.default.as_deref().is_some_and(|d| d.contains('('))));
+    order.sort_by_key(|p| {
+        (
+            given(&p.name).is_none(),
+            p.default.as_deref().is_some_and(|d| d.contains('(')),
+        )
+    });
     let mut out = HashMap::new();
     let mut instants = HashMap::new();
     for spec in order {
-        let text = given(&spec.name).or_else(|| spec.default.clone()).ok_or_else(|| Error::BadParam {
-            metric: metric.name.clone(),
-            detail: format!("parameter {} is required", spec.name),
-        })?;
+        let text = given(&spec.name)
+            .or_else(|| spec.default.clone())
+            .ok_or_else(|| Error::BadParam {
+                metric: metric.name.clone(),
+                detail: format!("parameter {} is required", spec.name),
+            })?;
         let v = scalar(metric, spec, &text, &instants, now)?;
         if let ScalarValue::TimestampMicrosecond(Some(us), _) = v {
-            instants.insert(spec.name.clone(), DateTime::from_timestamp_micros(us).expect("in range"));
+            instants.insert(
+                spec.name.clone(),
+                DateTime::from_timestamp_micros(us).expect("in range"),
+            );
         }
         out.insert(spec.name.clone(), v);
     }
@@ -129,12 +187,22 @@ mod tests {
         let m = c.get("revenue_by_month").expect("metric");
         let now = parse_instant("2026-11-29T10:00:00Z").expect("valid");
         let v = bind(m, &[], now).expect("binds");
-        let from = parse_instant("2025-11-01").expect("valid").timestamp_micros();
-        assert_eq!(v["from"], ScalarValue::TimestampMicrosecond(Some(from), Some("UTC".into())));
+        let from = parse_instant("2025-11-01")
+            .expect("valid")
+            .timestamp_micros();
+        assert_eq!(
+            v["from"],
+            ScalarValue::TimestampMicrosecond(Some(from), Some("UTC".into()))
+        );
         // and relative to an explicit `to`
         let v = bind(m, &[("to".into(), "2024-03-15".into())], now).expect("binds");
-        let from = parse_instant("2023-03-01").expect("valid").timestamp_micros();
-        assert_eq!(v["from"], ScalarValue::TimestampMicrosecond(Some(from), Some("UTC".into())));
+        let from = parse_instant("2023-03-01")
+            .expect("valid")
+            .timestamp_micros();
+        assert_eq!(
+            v["from"],
+            ScalarValue::TimestampMicrosecond(Some(from), Some("UTC".into()))
+        );
     }
 
     #[test]
@@ -142,11 +210,17 @@ mod tests {
         let c = Catalog::builtin().expect("catalog");
         let m = c.get("activity_by_manager").expect("metric");
         let now = Utc::now();
-        let e = bind(m, &[("frm".into(), "2025-01-01".into())], now).expect_err("unknown").to_string();
+        let e = bind(m, &[("frm".into(), "2025-01-01".into())], now)
+            .expect_err("unknown")
+            .to_string();
         assert!(e.contains("frm") && e.contains("from"), "{e}");
-        let e = bind(m, &[("grain".into(), "hour".into())], now).expect_err("not allowed").to_string();
+        let e = bind(m, &[("grain".into(), "hour".into())], now)
+            .expect_err("not allowed")
+            .to_string();
         assert!(e.contains("day, week"), "{e}");
-        let e = bind(m, &[("from".into(), "last tuesday".into())], now).expect_err("bad").to_string();
+        let e = bind(m, &[("from".into(), "last tuesday".into())], now)
+            .expect_err("bad")
+            .to_string();
         assert!(e.contains("not a timestamp"), "{e}");
     }
 }

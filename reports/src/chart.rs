@@ -50,7 +50,14 @@ pub struct BarChart {
 
 impl BarChart {
     /// Build from a result: `x` column as labels, `y` column as values.
-    pub fn from_batches(metric: &str, title: &str, batches: &[RecordBatch], x: &str, y: &str, unit: &str) -> Result<BarChart> {
+    pub fn from_batches(
+        metric: &str,
+        title: &str,
+        batches: &[RecordBatch],
+        x: &str,
+        y: &str,
+        unit: &str,
+    ) -> Result<BarChart> {
         let mut bars = Vec::new();
         let opts = FormatOptions::default();
         for b in batches {
@@ -61,13 +68,18 @@ impl BarChart {
                 })
             };
             let xs = col(x)?;
-            let ys = arrow::compute::cast(col(y)?, &arrow::datatypes::DataType::Float64)
-                .map_err(|e| Error::Shape {
+            let ys = arrow::compute::cast(col(y)?, &arrow::datatypes::DataType::Float64).map_err(
+                |e| Error::Shape {
                     metric: metric.into(),
                     detail: format!("column {y} is not numeric: {e}"),
-                })?;
-            let ys = ys.as_any().downcast_ref::<arrow::array::Float64Array>().expect("cast to Float64");
-            let fmt = ArrayFormatter::try_new(xs.as_ref(), &opts).map_err(|e| Error::Draw(e.to_string()))?;
+                },
+            )?;
+            let ys = ys
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .expect("cast to Float64");
+            let fmt = ArrayFormatter::try_new(xs.as_ref(), &opts)
+                .map_err(|e| Error::Draw(e.to_string()))?;
             for i in 0..b.num_rows() {
                 let v = if ys.is_null(i) { 0.0 } else { ys.value(i) };
                 bars.push((fmt.value(i).to_string(), v));
@@ -76,7 +88,11 @@ impl BarChart {
         Ok(BarChart {
             title: title.into(),
             x_label: x.into(),
-            y_label: if unit.is_empty() { y.into() } else { format!("{y}, {unit}") },
+            y_label: if unit.is_empty() {
+                y.into()
+            } else {
+                format!("{y}, {unit}")
+            },
             bars,
         })
     }
@@ -90,7 +106,10 @@ impl BarChart {
             root.fill(&WHITE).map_err(draw)?;
             if self.bars.is_empty() {
                 root.draw_text(
-                    &format!("{} — нет данных за период (no data for the period)", self.title),
+                    &format!(
+                        "{} — нет данных за период (no data for the period)",
+                        self.title
+                    ),
                     &(FAMILY, 20).into_text_style(&root),
                     (40, 260),
                 )
@@ -99,7 +118,13 @@ impl BarChart {
                 drop(root);
                 return Ok(svg);
             }
-            let max = self.bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1.0) * 1.1;
+            let max = self
+                .bars
+                .iter()
+                .map(|b| b.1)
+                .fold(0.0f64, f64::max)
+                .max(1.0)
+                * 1.1;
             let n = self.bars.len();
             let mut chart = ChartBuilder::on(&root)
                 .caption(&self.title, (FAMILY, 26))
@@ -128,7 +153,10 @@ impl BarChart {
             chart
                 .draw_series(self.bars.iter().enumerate().map(|(i, (_, v))| {
                     let mut bar = Rectangle::new(
-                        [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)],
+                        [
+                            (SegmentValue::Exact(i), 0.0),
+                            (SegmentValue::Exact(i + 1), *v),
+                        ],
                         colour.filled(),
                     );
                     bar.set_margin(0, 0, 4, 4);
@@ -162,13 +190,20 @@ mod tests {
             title: "Выручка по месяцам".into(),
             x_label: "месяц".into(),
             y_label: "выручка, ₽".into(),
-            bars: vec![("2025-01".into(), 1_500_000.0), ("2025-02".into(), 2_250_000.0)],
+            bars: vec![
+                ("2025-01".into(), 1_500_000.0),
+                ("2025-02".into(), 2_250_000.0),
+            ],
         };
         let svg = chart.to_svg().expect("renders");
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("Выручка по месяцам"));
         assert!(svg.contains("2025-02"));
-        assert_eq!(svg.matches("<rect").count() >= 3, true, "two bars plus background");
+        assert_eq!(
+            svg.matches("<rect").count() >= 3,
+            true,
+            "two bars plus background"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub fn money(kopecks: i64) -> String {
 /// The kartoteka binary.
 pub fn kartoteka() -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kartoteka"));
-    c.env_remove("KARTOTEKA_PASSPHRASE").env_remove("KARTOTEKA_FAILPOINT").env_remove("KARTOTEKA_HOME");
+    c.env_remove("KARTOTEKA_PASSPHRASE")
+        .env_remove("KARTOTEKA_FAILPOINT")
+        .env_remove("KARTOTEKA_HOME");
     c
 }

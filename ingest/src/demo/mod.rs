@@ -16,7 +16,9 @@ use std::path::Path;
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{QueryBuilder, Sqlite};
 
 use crate::error::{Error, Result};
@@ -129,8 +131,11 @@ impl Inserter {
         let per_stmt = 30_000 / self.columns.len();
         let mut tx = pool.begin().await?;
         for chunk in self.rows.chunks(per_stmt) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new(format!("INSERT INTO {} ({}) ", self.table, self.columns.join(", ")));
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+                "INSERT INTO {} ({}) ",
+                self.table,
+                self.columns.join(", ")
+            ));
             q.push_values(chunk, |mut b, row| {
                 for v in row {
                     match v {
@@ -214,8 +219,11 @@ impl Gen {
     }
     /// Seasonal demand factor for a day (summer and New-Year dips, spring and autumn peaks), with growth.
     fn demand(&self, t: NaiveDateTime) -> f64 {
-        const SEASON: [f64; 12] = [0.65, 0.9, 1.2, 1.2, 1.0, 0.8, 0.65, 0.7, 1.2, 1.3, 1.25, 0.95];
-        let progress = (t - self.start).num_days() as f64 / (self.end - self.start).num_days() as f64;
+        const SEASON: [f64; 12] = [
+            0.65, 0.9, 1.2, 1.2, 1.0, 0.8, 0.65, 0.7, 1.2, 1.3, 1.25, 0.95,
+        ];
+        let progress =
+            (t - self.start).num_days() as f64 / (self.end - self.start).num_days() as f64;
         SEASON[t.month0() as usize] * (0.8 + 0.5 * progress)
     }
     /// A client-creation instant drawn by the demand curve.
@@ -237,7 +245,8 @@ fn month_start(t: NaiveDate) -> NaiveDate {
 }
 
 fn add_months(d: NaiveDate, n: u32) -> NaiveDate {
-    d.checked_add_months(chrono::Months::new(n)).expect("date in range")
+    d.checked_add_months(chrono::Months::new(n))
+        .expect("date in range")
 }
 
 /// Pipelines: (funnel title, stages (title, status_type)); status_type 0 open, 1 won, 2 lost.
@@ -257,7 +266,13 @@ const PIPELINES: &[(&str, &[(&str, i64)])] = &[
     ),
     (
         "Тендеры",
-        &[("Заявка на тендер", 0), ("Подготовка документов", 0), ("Подача", 0), ("Тендер выигран", 1), ("Тендер проигран", 2)],
+        &[
+            ("Заявка на тендер", 0),
+            ("Подготовка документов", 0),
+            ("Подача", 0),
+            ("Тендер выигран", 1),
+            ("Тендер проигран", 2),
+        ],
     ),
 ];
 
@@ -277,7 +292,11 @@ pub async fn generate(path: &Path, config: DemoConfig) -> Result<DemoStats> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Off)
         .synchronous(SqliteSynchronous::Off);
-    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.map_err(db_err)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(db_err)?;
     sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(db_err)?;
     let stats = write_all(&pool, config).await.map_err(db_err)?;
     pool.close().await;
@@ -311,44 +330,159 @@ impl Tables {
         Tables {
             users: Inserter::new(
                 "users",
-                &["id", "full_name", "email", "job_title", "department", "hired_on", "fired_on", "successor_user_id", "modified_at"],
+                &[
+                    "id",
+                    "full_name",
+                    "email",
+                    "job_title",
+                    "department",
+                    "hired_on",
+                    "fired_on",
+                    "successor_user_id",
+                    "modified_at",
+                ],
             ),
             contacts: Inserter::new(
                 "contacts",
                 &[
-                    "id", "contact_type", "display_name", "phone", "email", "city", "country_code", "industry", "lead_source",
-                    "responsible_user_id", "created_at", "pd_consent_at", "modified_at",
+                    "id",
+                    "contact_type",
+                    "display_name",
+                    "phone",
+                    "email",
+                    "city",
+                    "country_code",
+                    "industry",
+                    "lead_source",
+                    "responsible_user_id",
+                    "created_at",
+                    "pd_consent_at",
+                    "modified_at",
                 ],
             ),
             funnels: Inserter::new("funnels", &["id", "title"]),
-            statuses: Inserter::new("funnel_statuses", &["id", "funnel_id", "title", "sort", "status_type"]),
+            statuses: Inserter::new(
+                "funnel_statuses",
+                &["id", "funnel_id", "title", "sort", "status_type"],
+            ),
             leads: Inserter::new(
                 "leads",
                 &[
-                    "id", "contact_id", "responsible_user_id", "funnel_id", "status_id", "price_kopecks", "product", "created_at",
-                    "closed_at", "closed_by_user_id", "expected_close_on", "loss_reason", "modified_at",
+                    "id",
+                    "contact_id",
+                    "responsible_user_id",
+                    "funnel_id",
+                    "status_id",
+                    "price_kopecks",
+                    "product",
+                    "created_at",
+                    "closed_at",
+                    "closed_by_user_id",
+                    "expected_close_on",
+                    "loss_reason",
+                    "modified_at",
                 ],
             ),
-            status_log: Inserter::new("lead_status_log", &["id", "lead_id", "old_status_id", "new_status_id", "changed_at", "user_id"]),
+            status_log: Inserter::new(
+                "lead_status_log",
+                &[
+                    "id",
+                    "lead_id",
+                    "old_status_id",
+                    "new_status_id",
+                    "changed_at",
+                    "user_id",
+                ],
+            ),
             calls: Inserter::new(
                 "calls",
-                &["id", "contact_id", "lead_id", "user_id", "direction", "started_at", "duration_sec", "result", "note"],
+                &[
+                    "id",
+                    "contact_id",
+                    "lead_id",
+                    "user_id",
+                    "direction",
+                    "started_at",
+                    "duration_sec",
+                    "result",
+                    "note",
+                ],
             ),
-            emails: Inserter::new("emails", &["id", "contact_id", "lead_id", "user_id", "direction", "sent_at", "subject"]),
+            emails: Inserter::new(
+                "emails",
+                &[
+                    "id",
+                    "contact_id",
+                    "lead_id",
+                    "user_id",
+                    "direction",
+                    "sent_at",
+                    "subject",
+                ],
+            ),
             chats: Inserter::new(
                 "chat_messages",
-                &["id", "contact_id", "lead_id", "user_id", "direction", "sent_at", "messenger", "body"],
+                &[
+                    "id",
+                    "contact_id",
+                    "lead_id",
+                    "user_id",
+                    "direction",
+                    "sent_at",
+                    "messenger",
+                    "body",
+                ],
             ),
-            meetings: Inserter::new("meetings", &["id", "contact_id", "lead_id", "user_id", "held_at", "duration_min", "summary"]),
+            meetings: Inserter::new(
+                "meetings",
+                &[
+                    "id",
+                    "contact_id",
+                    "lead_id",
+                    "user_id",
+                    "held_at",
+                    "duration_min",
+                    "summary",
+                ],
+            ),
             todo: Inserter::new(
                 "todo",
-                &["id", "assignee_id", "contact_id", "lead_id", "todo_type", "created_at", "deadline_at", "done_at", "modified_at"],
+                &[
+                    "id",
+                    "assignee_id",
+                    "contact_id",
+                    "lead_id",
+                    "todo_type",
+                    "created_at",
+                    "deadline_at",
+                    "done_at",
+                    "modified_at",
+                ],
             ),
             invoices: Inserter::new(
                 "invoices",
-                &["id", "contact_id", "lead_id", "total_kopecks", "status", "issued_at", "paid_at", "modified_at"],
+                &[
+                    "id",
+                    "contact_id",
+                    "lead_id",
+                    "total_kopecks",
+                    "status",
+                    "issued_at",
+                    "paid_at",
+                    "modified_at",
+                ],
             ),
-            responsible: Inserter::new("responsible_log", &["id", "contact_id", "old_user_id", "new_user_id", "changed_at", "reason"]),
+            responsible: Inserter::new(
+                "responsible_log",
+                &[
+                    "id",
+                    "contact_id",
+                    "old_user_id",
+                    "new_user_id",
+                    "changed_at",
+                    "reason",
+                ],
+            ),
             plan: Inserter::new("sales_plan", &["id", "month", "user_id", "plan_kopecks"]),
             budget: Inserter::new("ad_budget", &["id", "month", "channel", "spent_kopecks"]),
         }
@@ -509,7 +643,12 @@ struct Ownership(Vec<(NaiveDateTime, i64)>);
 
 impl Ownership {
     fn at(&self, t: NaiveDateTime) -> i64 {
-        self.0.iter().rev().find(|(from, _)| *from <= t).unwrap_or(&self.0[0]).1
+        self.0
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= t)
+            .unwrap_or(&self.0[0])
+            .1
     }
 }
 
@@ -533,11 +672,18 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
     let mut status_ids: Vec<Vec<i64>> = Vec::new();
     let mut sid = 0;
     for (fi, (title, stages)) in PIPELINES.iter().enumerate() {
-        t.funnels.push(vec![(fi as i64 + 1).into(), (*title).into()]);
+        t.funnels
+            .push(vec![(fi as i64 + 1).into(), (*title).into()]);
         let mut ids_here = Vec::new();
         for (pos, (stage, kind)) in stages.iter().enumerate() {
             sid += 1;
-            t.statuses.push(vec![sid.into(), (fi as i64 + 1).into(), (*stage).into(), (pos as i64 + 1).into(), (*kind).into()]);
+            t.statuses.push(vec![
+                sid.into(),
+                (fi as i64 + 1).into(),
+                (*stage).into(),
+                (pos as i64 + 1).into(),
+                (*kind).into(),
+            ]);
             ids_here.push(sid);
         }
         status_ids.push(ids_here);
@@ -561,7 +707,9 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         discipline: 0.9,
     });
     // Win rates spread evenly from 10 % to 40 %, then shuffled across people.
-    let mut rates: Vec<f64> = (0..sellers).map(|i| 0.10 + 0.30 * i as f64 / (sellers - 1) as f64).collect();
+    let mut rates: Vec<f64> = (0..sellers)
+        .map(|i| 0.10 + 0.30 * i as f64 / (sellers - 1) as f64)
+        .collect();
     for i in (1..rates.len()).rev() {
         let j = g.rng.random_range(0..=i);
         rates.swap(i, j);
@@ -583,7 +731,11 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             left: None,
             successor: None,
             win_rate: *rate,
-            response_mean_min: if slow { 60.0 * g.range(6, 30) as f64 } else { g.range(10, 90) as f64 },
+            response_mean_min: if slow {
+                60.0 * g.range(6, 30) as f64
+            } else {
+                g.range(10, 90) as f64
+            },
             discipline: 0.55 + 0.4 * g.unit(),
         });
     }
@@ -602,21 +754,38 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
     }
     // Leavers: about one manager in seven leaves, handing clients to a teammate who stays.
     let leavers = (sellers / 7).max(1);
-    let managers: Vec<usize> = (0..staff.len()).filter(|&i| staff[i].position == "manager").collect();
+    let managers: Vec<usize> = (0..staff.len())
+        .filter(|&i| staff[i].position == "manager")
+        .collect();
     for k in 0..leavers.min(managers.len().saturating_sub(1)) {
         let i = managers[(k * 3 + 1) % managers.len()];
         if staff[i].left.is_some() {
             continue;
         }
         let lo = staff[i].hired.max(start) + Duration::days(150);
-        let left = g.between(lo, end - Duration::days(45)).date().and_hms_opt(9, 0, 0).expect("valid");
+        let left = g
+            .between(lo, end - Duration::days(45))
+            .date()
+            .and_hms_opt(9, 0, 0)
+            .expect("valid");
         let team = staff[i].team;
         let successor = staff
             .iter()
-            .filter(|s| s.sells() && s.team == team && s.id != staff[i].id && s.left.is_none() && s.hired < left)
+            .filter(|s| {
+                s.sells()
+                    && s.team == team
+                    && s.id != staff[i].id
+                    && s.left.is_none()
+                    && s.hired < left
+            })
             .map(|s| s.id)
             .next()
-            .or_else(|| staff.iter().find(|s| s.position == "team_lead").map(|s| s.id));
+            .or_else(|| {
+                staff
+                    .iter()
+                    .find(|s| s.position == "team_lead")
+                    .map(|s| s.id)
+            });
         staff[i].left = Some(left);
         staff[i].successor = successor;
     }
@@ -624,7 +793,11 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         let female = g.chance(0.5);
         let (first, first_lat) = *g.pick(if female { FEMALE_FIRST } else { MALE_FIRST });
         let (last, last_lat) = *g.pick(SURNAMES);
-        let last = if female { format!("{last}а") } else { last.to_string() };
+        let last = if female {
+            format!("{last}а")
+        } else {
+            last.to_string()
+        };
         let name = format!("{first} {last}");
         let email = format!("{first_lat}.{last_lat}{}@kartoteka-demo.ru", s.id);
         let modified = s.left.unwrap_or(s.hired);
@@ -643,7 +816,11 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
     }
     let sellers_idx: Vec<usize> = (0..staff.len()).filter(|&i| staff[i].sells()).collect();
     let active_seller = |g: &mut Gen, at: NaiveDateTime| -> usize {
-        let active: Vec<usize> = sellers_idx.iter().copied().filter(|&i| staff[i].active_at(at)).collect();
+        let active: Vec<usize> = sellers_idx
+            .iter()
+            .copied()
+            .filter(|&i| staff[i].active_at(at))
+            .collect();
         if active.is_empty() {
             sellers_idx[0]
         } else {
@@ -665,19 +842,37 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             let female = g.chance(0.5);
             let (first, first_lat) = *g.pick(if female { FEMALE_FIRST } else { MALE_FIRST });
             let (last, last_lat) = *g.pick(SURNAMES);
-            let last = if female { format!("{last}а") } else { last.to_string() };
-            (format!("{last} {first}"), format!("{first_lat}.{last_lat}.{client}@mail-demo.ru"))
+            let last = if female {
+                format!("{last}а")
+            } else {
+                last.to_string()
+            };
+            (
+                format!("{last} {first}"),
+                format!("{first_lat}.{last_lat}.{client}@mail-demo.ru"),
+            )
         } else {
             let w1 = g.pick(COMPANY_WORDS);
             let w2 = g.pick(COMPANY_WORDS);
             let form = g.pick(COMPANY_FORMS);
-            (format!("{form} «{w1}{}»", w2.to_lowercase()), format!("info{client}@company-demo.ru"))
+            (
+                format!("{form} «{w1}{}»", w2.to_lowercase()),
+                format!("info{client}@company-demo.ru"),
+            )
         };
-        let phone = format!("+7 9{:02} {:03}-{:02}-{:02}", client % 100, (client / 100) % 1000, g.range(0, 99), g.range(0, 99));
+        let phone = format!(
+            "+7 9{:02} {:03}-{:02}-{:02}",
+            client % 100,
+            (client / 100) % 1000,
+            g.range(0, 99),
+            g.range(0, 99)
+        );
         let (country, city, _) = *g.weighted(&CITIES.iter().map(|c| (c, c.2)).collect::<Vec<_>>());
         let industry = *g.pick(INDUSTRIES);
         let source = *g.weighted(SOURCES);
-        let consent = g.chance(0.88).then(|| created_at + Duration::minutes(g.range(1, 30)));
+        let consent = g
+            .chance(0.88)
+            .then(|| created_at + Duration::minutes(g.range(1, 30)));
         let phone = (!g.chance(0.05)).then_some(phone);
         let email = (!g.chance(0.08)).then_some(email);
 
@@ -688,7 +883,15 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             let at = g.between(created_at, end);
             let to = staff[active_seller(&mut g, at)].id;
             if to != first_owner {
-                owners.push((at, to, if g.chance(0.5) { "rebalance" } else { "request" }));
+                owners.push((
+                    at,
+                    to,
+                    if g.chance(0.5) {
+                        "rebalance"
+                    } else {
+                        "request"
+                    },
+                ));
             }
         }
         let mut i = 0;
@@ -713,7 +916,14 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         owners.dedup_by(|b, a| a.1 == b.1);
         for w in owners.windows(2) {
             let id = next(&mut ids.responsible);
-            t.responsible.push(vec![id.into(), client.into(), w[0].1.into(), w[1].1.into(), w[1].0.into(), w[1].2.into()]);
+            t.responsible.push(vec![
+                id.into(),
+                client.into(),
+                w[0].1.into(),
+                w[1].1.into(),
+                w[1].0.into(),
+                w[1].2.into(),
+            ]);
         }
         let ownership = Ownership(owners.iter().map(|o| (o.0, o.1)).collect());
         let current_owner = ownership.at(end - Duration::seconds(1));
@@ -741,8 +951,25 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         };
         if first_contact < end {
             let staff_id = ownership.at(first_contact);
-            let channel = if g.chance(0.7) { Channel::Call } else { Channel::Email };
-            record_activity(&mut g, &mut t, &mut ids, Activity { client, deal: None, staff: staff_id, at: first_contact, inbound: false, channel, client_name: &name });
+            let channel = if g.chance(0.7) {
+                Channel::Call
+            } else {
+                Channel::Email
+            };
+            record_activity(
+                &mut g,
+                &mut t,
+                &mut ids,
+                Activity {
+                    client,
+                    deal: None,
+                    staff: staff_id,
+                    at: first_contact,
+                    inbound: false,
+                    channel,
+                    client_name: &name,
+                },
+            );
         }
         // A few contacts outside any deal over the client's life.
         for _ in 0..g.range(0, 4) {
@@ -750,26 +977,51 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             let staff_id = ownership.at(at);
             let inbound = g.chance(0.3);
             let channel = outbound_channel(&mut g, false);
-            record_activity(&mut g, &mut t, &mut ids, Activity { client, deal: None, staff: staff_id, at, inbound, channel, client_name: &name });
+            record_activity(
+                &mut g,
+                &mut t,
+                &mut ids,
+                Activity {
+                    client,
+                    deal: None,
+                    staff: staff_id,
+                    at,
+                    inbound,
+                    channel,
+                    client_name: &name,
+                },
+            );
         }
 
         // Deals: most clients get one within a month, many come back for more.
         let mut deal_at = created_at + g.exp_secs(7.0 * 86400.0);
         let mut won_any: Option<NaiveDateTime> = None;
-        let n_deals = if g.chance(0.9) { 1 + (-(2.0f64) * (1.0 - g.unit()).ln()).floor() as i64 } else { 0 };
+        let n_deals = if g.chance(0.9) {
+            1 + (-(2.0f64) * (1.0 - g.unit()).ln()).floor() as i64
+        } else {
+            0
+        };
         for _ in 0..n_deals {
             if deal_at >= end {
                 break;
             }
             deal_id += 1;
             let deal = deal_id;
-            let (fi, pipeline_stages) = if g.chance(0.85) { (0, PIPELINES[0].1) } else { (1, PIPELINES[1].1) };
+            let (fi, pipeline_stages) = if g.chance(0.85) {
+                (0, PIPELINES[0].1)
+            } else {
+                (1, PIPELINES[1].1)
+            };
             let open_stages = pipeline_stages.iter().filter(|s| s.1 == 0).count();
             let won_pos = open_stages; // 0-based index of the won stage
             let lost_pos = open_stages + 1;
             let owner = ownership.at(deal_at);
             let me = &staff[idx_of(owner)];
-            let p_win = if fi == 0 { me.win_rate } else { me.win_rate * 0.8 };
+            let p_win = if fi == 0 {
+                me.win_rate
+            } else {
+                me.win_rate * 0.8
+            };
             let will_win = g.chance(p_win);
             // Where a lost deal drops out.
             let lose_after = g.range(0, open_stages as i64 - 1) as usize;
@@ -778,9 +1030,21 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             let mut pos = 0usize;
             let mut at = deal_at;
             let sid_of = |p: usize| status_ids[fi][p];
-            let log = |t: &mut Tables, ids: &mut Ids, from: Option<usize>, to: usize, at: NaiveDateTime, by: i64| {
+            let log = |t: &mut Tables,
+                       ids: &mut Ids,
+                       from: Option<usize>,
+                       to: usize,
+                       at: NaiveDateTime,
+                       by: i64| {
                 let id = next(&mut ids.status_log);
-                t.status_log.push(vec![id.into(), deal.into(), from.map(sid_of).into(), sid_of(to).into(), at.into(), by.into()]);
+                t.status_log.push(vec![
+                    id.into(),
+                    deal.into(),
+                    from.map(sid_of).into(),
+                    sid_of(to).into(),
+                    at.into(),
+                    by.into(),
+                ]);
             };
             log(&mut t, &mut ids, None, 0, at, owner);
             let mut closed: Option<(NaiveDateTime, i64)> = None;
@@ -796,20 +1060,63 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     for _ in 0..g.range(1, 3) {
                         let when = g.between(at, horizon);
                         let channel = outbound_channel(&mut g, pos >= 2);
-                        record_activity(&mut g, &mut t, &mut ids, Activity { client, deal: Some(deal), staff: ownership.at(when), at: when, inbound: false, channel, client_name: &name });
+                        record_activity(
+                            &mut g,
+                            &mut t,
+                            &mut ids,
+                            Activity {
+                                client,
+                                deal: Some(deal),
+                                staff: ownership.at(when),
+                                at: when,
+                                inbound: false,
+                                channel,
+                                client_name: &name,
+                            },
+                        );
                     }
                 }
                 // The client writes in; someone answers after the manager's usual delay (or never).
                 if g.chance(0.35) {
                     let when = g.between(at, horizon);
-                    let channel = if g.chance(0.5) { Channel::Email } else { Channel::Chat };
+                    let channel = if g.chance(0.5) {
+                        Channel::Email
+                    } else {
+                        Channel::Chat
+                    };
                     let who = ownership.at(when);
-                    record_activity(&mut g, &mut t, &mut ids, Activity { client, deal: Some(deal), staff: who, at: when, inbound: true, channel, client_name: &name });
+                    record_activity(
+                        &mut g,
+                        &mut t,
+                        &mut ids,
+                        Activity {
+                            client,
+                            deal: Some(deal),
+                            staff: who,
+                            at: when,
+                            inbound: true,
+                            channel,
+                            client_name: &name,
+                        },
+                    );
                     if g.chance(0.93) {
                         let mean = staff[idx_of(who)].response_mean_min * 60.0;
                         let answer = when + g.exp_secs(mean);
                         if answer < end {
-                            record_activity(&mut g, &mut t, &mut ids, Activity { client, deal: Some(deal), staff: ownership.at(answer), at: answer, inbound: false, channel, client_name: &name });
+                            record_activity(
+                                &mut g,
+                                &mut t,
+                                &mut ids,
+                                Activity {
+                                    client,
+                                    deal: Some(deal),
+                                    staff: ownership.at(answer),
+                                    at: answer,
+                                    inbound: false,
+                                    channel,
+                                    client_name: &name,
+                                },
+                            );
                         }
                     }
                 }
@@ -830,8 +1137,15 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     let done = done.filter(|d| *d < end);
                     let kind = *g.pick(&["call", "email", "meeting", "follow_up"]);
                     t.todo.push(vec![
-                        tid.into(), who.into(), client.into(), deal.into(), kind.into(), created_t.into(), due.into(),
-                        done.into(), done.unwrap_or(created_t).into(),
+                        tid.into(),
+                        who.into(),
+                        client.into(),
+                        deal.into(),
+                        kind.into(),
+                        created_t.into(),
+                        due.into(),
+                        done.into(),
+                        done.unwrap_or(created_t).into(),
                     ]);
                 }
                 if next_at >= end {
@@ -847,7 +1161,11 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     break;
                 }
                 // Advance, skipping a step now and then.
-                let step = if pos + 2 < won_pos && g.chance(0.15) { 2 } else { 1 };
+                let step = if pos + 2 < won_pos && g.chance(0.15) {
+                    2
+                } else {
+                    1
+                };
                 let to = (pos + step).min(won_pos);
                 log(&mut t, &mut ids, Some(pos), to, at, by);
                 pos = to;
@@ -887,7 +1205,13 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                 && let (Some((won_at, _)), Some(total)) = (closed, amount)
             {
                 won_any.get_or_insert(won_at);
-                let parts = if g.chance(0.7) { 1 } else if g.chance(0.66) { 2 } else { 3 };
+                let parts = if g.chance(0.7) {
+                    1
+                } else if g.chance(0.66) {
+                    2
+                } else {
+                    3
+                };
                 let mut left = total;
                 let mut when = won_at + Duration::days(g.range(0, 20));
                 for k in 0..parts {
@@ -897,7 +1221,13 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     let paid = (when < end).then_some(when);
                     let status = if paid.is_some() { "paid" } else { "issued" };
                     t.invoices.push(vec![
-                        iid.into(), client.into(), deal.into(), part.into(), status.into(), won_at.into(), paid.into(),
+                        iid.into(),
+                        client.into(),
+                        deal.into(),
+                        part.into(),
+                        status.into(),
+                        won_at.into(),
+                        paid.into(),
                         paid.unwrap_or(won_at).into(),
                     ]);
                     when += Duration::days(30);
@@ -905,8 +1235,14 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                 if g.chance(0.03) {
                     let iid = next(&mut ids.invoice);
                     t.invoices.push(vec![
-                        iid.into(), client.into(), deal.into(), (total / 10).into(), "cancelled".into(), won_at.into(),
-                        V::Null, won_at.into(),
+                        iid.into(),
+                        client.into(),
+                        deal.into(),
+                        (total / 10).into(),
+                        "cancelled".into(),
+                        won_at.into(),
+                        V::Null,
+                        won_at.into(),
                     ]);
                 }
             }
@@ -921,7 +1257,14 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             while when < end && !g.chance(0.05) {
                 let iid = next(&mut ids.invoice);
                 t.invoices.push(vec![
-                    iid.into(), client.into(), V::Null, fee.into(), "paid".into(), when.into(), when.into(), when.into(),
+                    iid.into(),
+                    client.into(),
+                    V::Null,
+                    fee.into(),
+                    "paid".into(),
+                    when.into(),
+                    when.into(),
+                    when.into(),
                 ]);
                 when += Duration::days(30) + Duration::hours(g.range(-48, 48));
             }
@@ -942,13 +1285,25 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             if !s.active_at(m_at) || g.chance(0.03) {
                 continue;
             }
-            let plan = ((300_000.0 + 1_500_000.0 * s.win_rate) * season / 1000.0).round() as i64 * 1000 * 100;
+            let plan = ((300_000.0 + 1_500_000.0 * s.win_rate) * season / 1000.0).round() as i64
+                * 1000
+                * 100;
             company += plan;
             plan_id += 1;
-            t.plan.push(vec![plan_id.into(), month.format("%Y-%m").to_string().into(), s.id.into(), plan.into()]);
+            t.plan.push(vec![
+                plan_id.into(),
+                month.format("%Y-%m").to_string().into(),
+                s.id.into(),
+                plan.into(),
+            ]);
         }
         plan_id += 1;
-        t.plan.push(vec![plan_id.into(), month.format("%Y-%m").to_string().into(), V::Null, (company / 10 * 11).into()]);
+        t.plan.push(vec![
+            plan_id.into(),
+            month.format("%Y-%m").to_string().into(),
+            V::Null,
+            (company / 10 * 11).into(),
+        ]);
         month = add_months(month, 1);
     }
     // Marketing spend per channel and month; referrals cost nothing and have no rows.
@@ -958,8 +1313,14 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         let season = g.demand(month.and_hms_opt(0, 0, 0).expect("midnight"));
         let mut spend = |g: &mut Gen, channel: &str, lo: i64, hi: i64| {
             budget_id += 1;
-            let rub = (g.range(lo, hi) as f64 * scale_budget(config.scale) * season).round() as i64 * 100;
-            t.budget.push(vec![budget_id.into(), month.format("%Y-%m").to_string().into(), channel.into(), (rub * 100).into()]);
+            let rub =
+                (g.range(lo, hi) as f64 * scale_budget(config.scale) * season).round() as i64 * 100;
+            t.budget.push(vec![
+                budget_id.into(),
+                month.format("%Y-%m").to_string().into(),
+                channel.into(),
+                (rub * 100).into(),
+            ]);
         };
         spend(&mut g, "ads", 1_500, 4_000);
         spend(&mut g, "website", 500, 1_000);

@@ -2,10 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use futures::stream::BoxStream;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Column, Decode, Executor, Row, Sqlite, SqlSafeStr, Statement, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
+};
 
 use crate::batch::Value;
 use crate::error::{Error, Result};
@@ -34,7 +36,10 @@ impl SqliteSource {
             .await
             .map_err(unavailable)?;
         // Opening succeeds on any file; reading the schema proves it is a database.
-        sqlx::query("SELECT count(*) FROM sqlite_master").execute(&pool).await.map_err(unavailable)?;
+        sqlx::query("SELECT count(*) FROM sqlite_master")
+            .execute(&pool)
+            .await
+            .map_err(unavailable)?;
         Ok(SqliteSource {
             pool,
             path: path.to_path_buf(),
@@ -49,13 +54,21 @@ impl SqliteSource {
     /// Names of the columns `query` returns, without running it.
     pub async fn columns(&self, query: &str) -> Result<Vec<String>, sqlx::Error> {
         // Mapping queries are SQL written by the owner in their own config: trusted as SQL by design.
-        let stmt = (&self.pool).prepare(AssertSqlSafe(query).into_sql_str()).await?;
-        Ok(stmt.columns().iter().map(|c| c.name().to_string()).collect())
+        let stmt = (&self.pool)
+            .prepare(AssertSqlSafe(query).into_sql_str())
+            .await?;
+        Ok(stmt
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect())
     }
 
     /// Stream the rows of `query`.
     pub fn rows<'a>(&'a self, query: &'a str) -> BoxStream<'a, Result<SqliteRow, sqlx::Error>> {
-        sqlx::query(AssertSqlSafe(query.to_string())).fetch(&self.pool).boxed()
+        sqlx::query(AssertSqlSafe(query.to_string()))
+            .fetch(&self.pool)
+            .boxed()
     }
 
     /// The pool, for tests and oracles that ask the source its own questions.
