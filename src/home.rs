@@ -92,6 +92,17 @@ impl Config {
     }
 }
 
+/// Environment variables override the config file.
+fn env_override<T: std::str::FromStr>(name: &str, value: &mut T) -> Result<()> {
+    if let Ok(text) = std::env::var(name) {
+        *value = text
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={text:?} is not a valid number"))?;
+    }
+    Ok(())
+}
+
 /// An opened home directory.
 #[derive(Debug)]
 pub(crate) struct Home {
@@ -112,8 +123,16 @@ impl Home {
                 dir.display()
             )
         })?;
-        let config =
+        let mut config: Config =
             toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?;
+        env_override(
+            "KARTOTEKA_QUERY_TIMEOUT_SECONDS",
+            &mut config.query.timeout_seconds,
+        )?;
+        env_override(
+            "KARTOTEKA_MEMORY_LIMIT_MB",
+            &mut config.query.memory_limit_mb,
+        )?;
         Ok(Home {
             dir: dir.to_path_buf(),
             config,

@@ -354,7 +354,7 @@ impl QueryResult {
 
 /// Refuse anything but a single read-only query, naming what was refused.
 pub fn check_read_only(sql: &str) -> Result<()> {
-    let statements = DFParser::parse_sql(sql).map_err(|e| Error::DataFusion(e.into()))?;
+    let statements = DFParser::parse_sql(sql).map_err(Error::DataFusion)?;
     if statements.len() != 1 {
         return Err(Error::NotAQuery(format!(
             "expected exactly one statement, got {}",

@@ -67,9 +67,36 @@ impl std::fmt::Debug for BatchBuilder {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS` (or with `T`), the common case, parsed without chrono's format machinery.
+fn parse_plain_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b' ' || b[10] == b'T')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    Some(
+        date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?
+            .and_utc(),
+    )
+}
+
 /// Parse a timestamp written as text; without an offset it is taken as UTC.
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
+    if let Some(t) = parse_plain_timestamp(s) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -300,6 +327,23 @@ mod tests {
         let t = parse_timestamp("2025-03-01T17:05:00+03:00").expect("parses");
         assert_eq!(t.to_rfc3339(), "2025-03-01T14:05:00+00:00");
         assert!(parse_timestamp("yesterday").is_none());
+        assert!(
+            parse_timestamp("2025-02-30 10:00:00").is_none(),
+            "no 30 February"
+        );
+        assert!(parse_timestamp("2025-01-01 24:00:00").is_none());
+        assert_eq!(
+            parse_timestamp("2025-01-01T23:59:59")
+                .expect("parses")
+                .to_rfc3339(),
+            "2025-01-01T23:59:59+00:00"
+        );
+        assert_eq!(
+            parse_timestamp("2025-01-01 23:59:59.5")
+                .expect("parses")
+                .timestamp_subsec_millis(),
+            500
+        );
     }
 
     #[test]

@@ -993,6 +993,29 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             );
         }
 
+        // Follow-up tasks outside deals.
+        for _ in 0..g.range(0, 2) {
+            let created_t = g.between(created_at, end);
+            let due = created_t + Duration::hours(g.range(24, 240));
+            let who = ownership.at(created_t);
+            let done = g
+                .chance(staff[idx_of(who)].discipline)
+                .then(|| created_t + Duration::hours(g.range(1, 200)))
+                .filter(|d| *d < end);
+            let tid = next(&mut ids.todo);
+            t.todo.push(vec![
+                tid.into(),
+                who.into(),
+                client.into(),
+                V::Null,
+                "follow_up".into(),
+                created_t.into(),
+                due.into(),
+                done.into(),
+                done.unwrap_or(created_t).into(),
+            ]);
+        }
+
         // Deals: most clients get one within a month, many come back for more.
         let mut deal_at = created_at + g.exp_secs(7.0 * 86400.0);
         let mut won_any: Option<NaiveDateTime> = None;
@@ -1246,15 +1269,15 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     ]);
                 }
             }
-            deal_at += g.exp_secs(75.0 * 86400.0);
+            deal_at += g.exp_secs(45.0 * 86400.0);
         }
         // Repeat buyers: a subscription paid monthly until the client churns.
         if let Some(first_win) = won_any
-            && g.chance(0.6)
+            && g.chance(0.75)
         {
             let fee = g.range(50, 500) * 100 * 100;
             let mut when = first_win + Duration::days(g.range(25, 40));
-            while when < end && !g.chance(0.05) {
+            while when < end && !g.chance(0.035) {
                 let iid = next(&mut ids.invoice);
                 t.invoices.push(vec![
                     iid.into(),

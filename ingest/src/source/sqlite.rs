@@ -87,11 +87,24 @@ pub fn value(row: &SqliteRow, i: usize) -> Result<Value<'_>, sqlx::Error> {
         index: i.to_string(),
         source: e,
     };
-    let kind = raw.type_info().name().to_string();
-    Ok(match kind.as_str() {
-        "INTEGER" => Value::Int(<i64 as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
-        "REAL" => Value::Real(<f64 as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
-        "BLOB" => Value::Blob(<&[u8] as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
-        _ => Value::Text(<&str as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
+    #[derive(Clone, Copy)]
+    enum Storage {
+        Integer,
+        Real,
+        Blob,
+        Text,
+    }
+    // SQLite types values, not columns: decide by this value's storage class.
+    let storage = match raw.type_info().name() {
+        "INTEGER" => Storage::Integer,
+        "REAL" => Storage::Real,
+        "BLOB" => Storage::Blob,
+        _ => Storage::Text,
+    };
+    Ok(match storage {
+        Storage::Integer => Value::Int(<i64 as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
+        Storage::Real => Value::Real(<f64 as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
+        Storage::Blob => Value::Blob(<&[u8] as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
+        Storage::Text => Value::Text(<&str as Decode<Sqlite>>::decode(raw).map_err(decode_err)?),
     })
 }
