@@ -131,12 +131,14 @@ impl BarChart {
                 .margin(16)
                 .x_label_area_size(70)
                 .y_label_area_size(110)
-                .build_cartesian_2d((0..n).into_segmented(), 0f64..max)
+                // A segmented 0..k axis has k + 1 slots; n bars need 0..n-1.
+                .build_cartesian_2d((0..n.saturating_sub(1).max(1)).into_segmented(), 0f64..max)
                 .map_err(draw)?;
-            let labels: Vec<String> = self.bars.iter().map(|b| b.0.clone()).collect();
+            let labels: Vec<String> = self.bars.iter().map(|b| short_label(&b.0)).collect();
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .light_line_style(TRANSPARENT)
                 .x_desc(&self.x_label)
                 .y_desc(&self.y_label)
                 .x_labels(n.min(24))
@@ -166,6 +168,14 @@ impl BarChart {
             root.present().map_err(draw)?;
         }
         Ok(svg)
+    }
+}
+
+/// Month starts (`2025-11-01`) are shown as months (`2025-11`): the axis is about months.
+fn short_label(label: &str) -> String {
+    match label.strip_suffix("-01") {
+        Some(month) if label.len() == 10 && label.as_bytes()[4] == b'-' => month.to_string(),
+        _ => label.to_string(),
     }
 }
 
@@ -199,6 +209,8 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("Выручка по месяцам"));
         assert!(svg.contains("2025-02"));
+        assert_eq!(short_label("2025-02-01"), "2025-02");
+        assert_eq!(short_label("2025-02-03"), "2025-02-03");
         assert!(
             svg.matches("<rect").count() >= 3,
             "two bars plus background"

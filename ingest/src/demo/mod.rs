@@ -308,6 +308,7 @@ pub async fn generate(path: &Path, config: DemoConfig) -> Result<DemoStats> {
 }
 
 struct Tables {
+    ids: Ids,
     users: Inserter,
     contacts: Inserter,
     funnels: Inserter,
@@ -328,6 +329,7 @@ struct Tables {
 impl Tables {
     fn new() -> Tables {
         Tables {
+            ids: Ids::default(),
             users: Inserter::new(
                 "users",
                 &[
@@ -549,19 +551,26 @@ enum Channel {
     Meeting,
 }
 
-struct Activity<'a> {
-    client: i64,
+/// The client an activity is with, and who owned them when.
+struct ClientRef<'a> {
+    id: i64,
+    name: &'a str,
+    ownership: &'a Ownership,
+}
+
+/// Record one call, e-mail, message or meeting with `c`, handled by whoever owned the client at `at`.
+fn touch(
+    g: &mut Gen,
+    t: &mut Tables,
+    c: &ClientRef<'_>,
     deal: Option<i64>,
-    staff: i64,
     at: NaiveDateTime,
     inbound: bool,
     channel: Channel,
-    client_name: &'a str,
-}
-
-fn record_activity(g: &mut Gen, t: &mut Tables, ids: &mut Ids, a: Activity<'_>) {
-    let dir = if a.inbound { "in" } else { "out" };
-    match a.channel {
+) {
+    let dir = if inbound { "in" } else { "out" };
+    let staff = c.ownership.at(at);
+    match channel {
         Channel::Call => {
             let connected = g.chance(0.7);
             let (secs, result) = if connected {
@@ -569,57 +578,57 @@ fn record_activity(g: &mut Gen, t: &mut Tables, ids: &mut Ids, a: Activity<'_>) 
             } else {
                 (0, *g.pick(&["no_answer", "busy", "voicemail"]))
             };
-            let note = connected.then(|| format!("Разговор с клиентом {}", a.client_name));
-            let id = next(&mut ids.call);
+            let note = connected.then(|| format!("Разговор с клиентом {}", c.name));
+            let id = next(&mut t.ids.call);
             t.calls.push(vec![
                 id.into(),
-                a.client.into(),
-                a.deal.into(),
-                a.staff.into(),
+                c.id.into(),
+                deal.into(),
+                staff.into(),
                 dir.into(),
-                a.at.into(),
+                at.into(),
                 secs.into(),
                 result.into(),
                 note.into(),
             ]);
         }
         Channel::Email => {
-            let id = next(&mut ids.email);
-            let subject = format!("{}: {}", g.pick(EMAIL_SUBJECTS), a.client_name);
+            let id = next(&mut t.ids.email);
+            let subject = format!("{}: {}", g.pick(EMAIL_SUBJECTS), c.name);
             t.emails.push(vec![
                 id.into(),
-                a.client.into(),
-                a.deal.into(),
-                a.staff.into(),
+                c.id.into(),
+                deal.into(),
+                staff.into(),
                 dir.into(),
-                a.at.into(),
+                at.into(),
                 subject.into(),
             ]);
         }
         Channel::Chat => {
-            let id = next(&mut ids.chat);
+            let id = next(&mut t.ids.chat);
             let messenger = *g.pick(&["telegram", "whatsapp", "vk"]);
             t.chats.push(vec![
                 id.into(),
-                a.client.into(),
-                a.deal.into(),
-                a.staff.into(),
+                c.id.into(),
+                deal.into(),
+                staff.into(),
                 dir.into(),
-                a.at.into(),
+                at.into(),
                 messenger.into(),
                 (*g.pick(CHAT_TEXTS)).into(),
             ]);
         }
         Channel::Meeting => {
-            let id = next(&mut ids.meeting);
+            let id = next(&mut t.ids.meeting);
             t.meetings.push(vec![
                 id.into(),
-                a.client.into(),
-                a.deal.into(),
-                a.staff.into(),
-                a.at.into(),
+                c.id.into(),
+                deal.into(),
+                staff.into(),
+                at.into(),
                 g.range(30, 120).into(),
-                format!("Встреча с {}", a.client_name).into(),
+                format!("Встреча с {}", c.name).into(),
             ]);
         }
     }
@@ -666,7 +675,6 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         end,
     };
     let mut t = Tables::new();
-    let mut ids = Ids::default();
 
     // Pipelines.
     let mut status_ids: Vec<Vec<i64>> = Vec::new();
@@ -915,7 +923,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         }
         owners.dedup_by(|b, a| a.1 == b.1);
         for w in owners.windows(2) {
-            let id = next(&mut ids.responsible);
+            let id = next(&mut t.ids.responsible);
             t.responsible.push(vec![
                 id.into(),
                 client.into(),
@@ -926,6 +934,11 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             ]);
         }
         let ownership = Ownership(owners.iter().map(|o| (o.0, o.1)).collect());
+        let cl = ClientRef {
+            id: client,
+            name: &name,
+            ownership: &ownership,
+        };
         let current_owner = ownership.at(end - Duration::seconds(1));
         t.contacts.push(vec![
             client.into(),
@@ -950,47 +963,19 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             created_at + Duration::hours(g.range(25, 96))
         };
         if first_contact < end {
-            let staff_id = ownership.at(first_contact);
             let channel = if g.chance(0.7) {
                 Channel::Call
             } else {
                 Channel::Email
             };
-            record_activity(
-                &mut g,
-                &mut t,
-                &mut ids,
-                Activity {
-                    client,
-                    deal: None,
-                    staff: staff_id,
-                    at: first_contact,
-                    inbound: false,
-                    channel,
-                    client_name: &name,
-                },
-            );
+            touch(&mut g, &mut t, &cl, None, first_contact, false, channel);
         }
         // A few contacts outside any deal over the client's life.
         for _ in 0..g.range(0, 4) {
             let at = g.between(created_at, end);
-            let staff_id = ownership.at(at);
             let inbound = g.chance(0.3);
             let channel = outbound_channel(&mut g, false);
-            record_activity(
-                &mut g,
-                &mut t,
-                &mut ids,
-                Activity {
-                    client,
-                    deal: None,
-                    staff: staff_id,
-                    at,
-                    inbound,
-                    channel,
-                    client_name: &name,
-                },
-            );
+            touch(&mut g, &mut t, &cl, None, at, inbound, channel);
         }
 
         // Follow-up tasks outside deals.
@@ -1002,7 +987,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                 .chance(staff[idx_of(who)].discipline)
                 .then(|| created_t + Duration::hours(g.range(1, 200)))
                 .filter(|d| *d < end);
-            let tid = next(&mut ids.todo);
+            let tid = next(&mut t.ids.todo);
             t.todo.push(vec![
                 tid.into(),
                 who.into(),
@@ -1053,23 +1038,19 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             let mut pos = 0usize;
             let mut at = deal_at;
             let sid_of = |p: usize| status_ids[fi][p];
-            let log = |t: &mut Tables,
-                       ids: &mut Ids,
-                       from: Option<usize>,
-                       to: usize,
-                       at: NaiveDateTime,
-                       by: i64| {
-                let id = next(&mut ids.status_log);
-                t.status_log.push(vec![
-                    id.into(),
-                    deal.into(),
-                    from.map(sid_of).into(),
-                    sid_of(to).into(),
-                    at.into(),
-                    by.into(),
-                ]);
-            };
-            log(&mut t, &mut ids, None, 0, at, owner);
+            let log =
+                |t: &mut Tables, from: Option<usize>, to: usize, at: NaiveDateTime, by: i64| {
+                    let id = next(&mut t.ids.status_log);
+                    t.status_log.push(vec![
+                        id.into(),
+                        deal.into(),
+                        from.map(sid_of).into(),
+                        sid_of(to).into(),
+                        at.into(),
+                        by.into(),
+                    ]);
+                };
+            log(&mut t, None, 0, at, owner);
             let mut closed: Option<(NaiveDateTime, i64)> = None;
             let mut last_change = at;
             loop {
@@ -1083,20 +1064,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     for _ in 0..g.range(1, 3) {
                         let when = g.between(at, horizon);
                         let channel = outbound_channel(&mut g, pos >= 2);
-                        record_activity(
-                            &mut g,
-                            &mut t,
-                            &mut ids,
-                            Activity {
-                                client,
-                                deal: Some(deal),
-                                staff: ownership.at(when),
-                                at: when,
-                                inbound: false,
-                                channel,
-                                client_name: &name,
-                            },
-                        );
+                        touch(&mut g, &mut t, &cl, Some(deal), when, false, channel);
                     }
                 }
                 // The client writes in; someone answers after the manager's usual delay (or never).
@@ -1108,44 +1076,18 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                         Channel::Chat
                     };
                     let who = ownership.at(when);
-                    record_activity(
-                        &mut g,
-                        &mut t,
-                        &mut ids,
-                        Activity {
-                            client,
-                            deal: Some(deal),
-                            staff: who,
-                            at: when,
-                            inbound: true,
-                            channel,
-                            client_name: &name,
-                        },
-                    );
+                    touch(&mut g, &mut t, &cl, Some(deal), when, true, channel);
                     if g.chance(0.93) {
                         let mean = staff[idx_of(who)].response_mean_min * 60.0;
                         let answer = when + g.exp_secs(mean);
                         if answer < end {
-                            record_activity(
-                                &mut g,
-                                &mut t,
-                                &mut ids,
-                                Activity {
-                                    client,
-                                    deal: Some(deal),
-                                    staff: ownership.at(answer),
-                                    at: answer,
-                                    inbound: false,
-                                    channel,
-                                    client_name: &name,
-                                },
-                            );
+                            touch(&mut g, &mut t, &cl, Some(deal), answer, false, channel);
                         }
                     }
                 }
                 // A task per stage, mostly.
                 if g.chance(0.85) {
-                    let tid = next(&mut ids.todo);
+                    let tid = next(&mut t.ids.todo);
                     let created_t = g.between(at, horizon);
                     let due = created_t + Duration::hours(g.range(4, 96));
                     let who = ownership.at(created_t);
@@ -1177,7 +1119,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                 at = next_at;
                 let by = ownership.at(at);
                 if !will_win && pos == lose_after {
-                    log(&mut t, &mut ids, Some(pos), lost_pos, at, by);
+                    log(&mut t, Some(pos), lost_pos, at, by);
                     pos = lost_pos;
                     closed = Some((at, by));
                     last_change = at;
@@ -1190,7 +1132,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     1
                 };
                 let to = (pos + step).min(won_pos);
-                log(&mut t, &mut ids, Some(pos), to, at, by);
+                log(&mut t, Some(pos), to, at, by);
                 pos = to;
                 last_change = at;
                 if pos == won_pos {
@@ -1240,7 +1182,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                 for k in 0..parts {
                     let part = if k == parts - 1 { left } else { total / parts };
                     left -= part;
-                    let iid = next(&mut ids.invoice);
+                    let iid = next(&mut t.ids.invoice);
                     let paid = (when < end).then_some(when);
                     let status = if paid.is_some() { "paid" } else { "issued" };
                     t.invoices.push(vec![
@@ -1256,7 +1198,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                     when += Duration::days(30);
                 }
                 if g.chance(0.03) {
-                    let iid = next(&mut ids.invoice);
+                    let iid = next(&mut t.ids.invoice);
                     t.invoices.push(vec![
                         iid.into(),
                         client.into(),
@@ -1278,7 +1220,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             let fee = g.range(50, 500) * 100 * 100;
             let mut when = first_win + Duration::days(g.range(25, 40));
             while when < end && !g.chance(0.035) {
-                let iid = next(&mut ids.invoice);
+                let iid = next(&mut t.ids.invoice);
                 t.invoices.push(vec![
                     iid.into(),
                     client.into(),
