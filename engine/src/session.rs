@@ -430,8 +430,10 @@ impl QuerySession {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let run = async {
-            let mut df = self.ctx.sql_with_options(sql, options).await?;
+        let ctx = self.ctx.clone();
+        let sql = sql.to_string();
+        let run = async move {
+            let mut df = ctx.sql_with_options(&sql, options).await?;
             if !params.is_empty() {
                 df = df.with_param_values(ParamValues::Map(
                     params.into_iter().map(|(k, v)| (k, v.into())).collect(),
@@ -441,12 +443,23 @@ impl QuerySession {
             let batches = df.collect().await?;
             Ok::<_, Error>((schema, batches))
         };
-        let (schema, batches) = tokio::time::timeout(self.timeout, run)
-            .await
-            .map_err(|_| Error::Timeout {
-                seconds: self.timeout.as_secs(),
-            })?
-            .map_err(classify)?;
+        // The query runs as its own task so the caller's timer fires on time even while an operator
+        // is busy inside one poll; on timeout the task is aborted and stops at its next yield point.
+        let mut task = tokio::spawn(run);
+        let outcome = match tokio::time::timeout(self.timeout, &mut task).await {
+            Ok(joined) => joined.map_err(|e| {
+                Error::DataFusion(datafusion::error::DataFusionError::Execution(format!(
+                    "query task failed: {e}"
+                )))
+            })?,
+            Err(_) => {
+                task.abort();
+                return Err(Error::Timeout {
+                    seconds: self.timeout.as_secs(),
+                });
+            }
+        };
+        let (schema, batches) = outcome.map_err(classify)?;
         Ok(QueryResult {
             schema,
             batches,

@@ -339,6 +339,14 @@ async fn only_queries_may_run() {
         let err = session.sql(sql).await.expect_err(sql);
         assert!(matches!(err, Error::NotAQuery(_)), "{sql}: {err}");
     }
+    // No way to reach files outside the lake: no file-reading table functions, no URL tables.
+    for sql in [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+        "SELECT * FROM '/etc/passwd'",
+    ] {
+        assert!(session.sql(sql).await.is_err(), "{sql} must fail");
+    }
     assert!(
         session
             .sql("WITH s AS (SELECT * FROM staff) SELECT COUNT(*) FROM s")
@@ -346,6 +354,70 @@ async fn only_queries_may_run() {
             .is_ok()
     );
     assert!(session.sql("EXPLAIN SELECT * FROM staff").await.is_ok());
+}
+
+// Multi-threaded like the CLI and the server: a busy operator must not keep the timer from firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_time_limits_stop_runaway_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    write_staff(&lake, 0..1000).await;
+    let heavy = "SELECT a.email, b.email, a.staff_id * b.staff_id AS p FROM staff a, staff b ORDER BY p DESC, a.email";
+    let tight_memory = Engine::new(
+        Arc::clone(&lake),
+        EngineConfig {
+            memory_limit_bytes: 1 << 20,
+            ..EngineConfig::default()
+        },
+    )
+    .expect("engine");
+    let session = tight_memory
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    let err = session
+        .sql(heavy)
+        .await
+        .expect_err("1M sorted rows do not fit in 1 MiB");
+    assert!(
+        err.to_string()
+            .to_lowercase()
+            .contains("resources exhausted"),
+        "{err}"
+    );
+    // The same query within the default limit runs: it was the limit that stopped it.
+    let roomy = Engine::new(Arc::clone(&lake), EngineConfig::default()).expect("engine");
+    let session = roomy
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    assert_eq!(
+        session
+            .sql(heavy)
+            .await
+            .expect("fits in the default limit")
+            .rows(),
+        1_000_000
+    );
+
+    let tight_time = Engine::new(
+        lake,
+        EngineConfig {
+            query_timeout: Duration::from_millis(50),
+            ..EngineConfig::default()
+        },
+    )
+    .expect("engine");
+    let session = tight_time
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    let err = session
+        .sql("SELECT COUNT(*) FROM staff a, staff b, staff c WHERE a.staff_id * b.staff_id > c.staff_id * 997")
+        .await
+        .expect_err("a billion combinations take longer than 50 ms");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("time limit"), "{err}");
 }
 
 #[test]
