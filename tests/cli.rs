@@ -162,6 +162,21 @@ fn demo_runs_end_to_end_and_the_home_works_afterwards() {
     let e = fail(home, &["query", "SELEC 1"]);
     assert!(e.to_lowercase().contains("sql"), "{e}");
 
+    // A passphrase cannot open a lake sealed with a key file; the error says so and leaks nothing.
+    let out = kartoteka()
+        .arg("--dir")
+        .arg(home)
+        .args(["query", "SELECT 1"])
+        .env("KARTOTEKA_PASSPHRASE", "guess-guess-guess")
+        .output()
+        .expect("runs");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && e.contains("wrong master key"),
+        "{e}"
+    );
+    assert!(!e.contains("guess-guess-guess"), "{e}");
+
     // With the key file gone and no passphrase, the lake cannot be opened, and we are told why.
     let moved = home.join("master.key.bak");
     std::fs::rename(&key, &moved).expect("move key");

@@ -144,6 +144,47 @@ async fn commit_is_all_or_nothing_and_orphans_are_collected() {
 }
 
 #[tokio::test]
+async fn a_reader_keeps_its_snapshot_while_a_writer_commits_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    write_staff(&lake, 0..100).await;
+    let engine = Engine::new(Arc::clone(&lake), EngineConfig::default()).expect("engine");
+    let pinned = engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    let second = write_staff(&lake, 0..250).await;
+    assert_eq!(second.id, 2);
+    let n = |r: crate::QueryResult| {
+        r.batches[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64")
+            .value(0)
+    };
+    assert_eq!(
+        n(pinned
+            .sql("SELECT COUNT(*) FROM staff")
+            .await
+            .expect("query")),
+        100
+    );
+    assert_eq!(pinned.snapshot().id, 1);
+    let fresh = engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    assert_eq!(
+        n(fresh
+            .sql("SELECT COUNT(*) FROM staff")
+            .await
+            .expect("query")),
+        250
+    );
+}
+
+#[tokio::test]
 async fn one_writer_at_a_time_and_snapshot_numbers_are_never_reused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = new_lake(dir.path()).await;
