@@ -27,7 +27,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::parquet_encryption::{EncryptionFactory, EncryptionFactoryRegistry};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::sqlparser::ast::Statement as SqlStatement;
@@ -162,7 +162,12 @@ const FACTORY_ID: &str = "kartoteka";
 impl Engine {
     /// An engine over `lake`.
     pub fn new(lake: Arc<Lake>, config: EngineConfig) -> Result<Engine> {
-        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(config.memory_limit_bytes));
+        // Queries cannot spill (see below), so a fair-share pool would only fail them earlier than
+        // needed: first come, first served up to the limit, and errors name the biggest consumers.
+        let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(config.memory_limit_bytes),
+            std::num::NonZeroUsize::new(3).expect("3 is not zero"),
+        ));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool)
             // DataFusion's spill files are plaintext Arrow IPC: never spill CRM data to disk.
