@@ -45,7 +45,9 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
                 writeln!(
                     out,
                     "{}",
-                    arrow::util::pretty::pretty_format_batches(&shown)?
+                    arrow::util::pretty::pretty_format_batches(
+                        &shown.iter().map(round_floats).collect::<Result<Vec<_>>>()?
+                    )?
                 )?;
             }
             if let Some(n) = max_rows.filter(|n| total > *n) {
@@ -84,6 +86,35 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
         }
     }
     Ok(())
+}
+
+/// For people, ratios and minutes read better with four decimals; CSV and JSON keep full precision.
+fn round_floats(batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{Array, ArrayRef, Float64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match column.as_any().downcast_ref::<Float64Array>() {
+            Some(values) => {
+                let text: StringArray = values
+                    .iter()
+                    .map(|v| v.map(|v| format!("{v:.4}")))
+                    .collect();
+                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(Arc::new(text));
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(Arc::clone(column));
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 fn note_snapshot(result: &QueryResult) {
