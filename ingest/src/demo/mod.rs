@@ -1005,7 +1005,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         let mut deal_at = created_at + g.exp_secs(7.0 * 86400.0);
         let mut won_any: Option<NaiveDateTime> = None;
         let n_deals = if g.chance(0.9) {
-            1 + (-(2.0f64) * (1.0 - g.unit()).ln()).floor() as i64
+            1 + (-(3.2f64) * (1.0 - g.unit()).ln()).floor() as i64
         } else {
             0
         };
