@@ -12,6 +12,7 @@ pub mod lake;
 pub mod model;
 pub mod session;
 pub mod store;
+pub mod time;
 
 pub use error::{Error, Result};
 pub use keyring::MasterKeySource;

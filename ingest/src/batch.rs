@@ -7,8 +7,9 @@ use arrow::array::{
     ArrayRef, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder, RecordBatch,
     StringBuilder, TimestampMicrosecondBuilder,
 };
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::NaiveDate;
 use kartoteka_engine::model::{ColumnType, MONEY_PRECISION, MONEY_SCALE, Table};
+pub use kartoteka_engine::time::parse_timestamp;
 
 use crate::error::{Error, Result};
 use crate::mapping::MoneyIntegers;
@@ -65,58 +66,6 @@ impl std::fmt::Debug for BatchBuilder {
             .field("rows", &self.rows)
             .finish()
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` (or with `T`), the common case, parsed without chrono's format machinery.
-fn parse_plain_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    let b = s.as_bytes();
-    if b.len() != 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b' ' || b[10] == b'T')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-        })
-    };
-    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-    Some(
-        date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?
-            .and_utc(),
-    )
-}
-
-/// Parse a timestamp written as text; without an offset it is taken as UTC.
-pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Some(t) = parse_plain_timestamp(s) {
-        return Some(t);
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
-        if let Ok(t) = DateTime::parse_from_str(s, fmt) {
-            return Some(t.with_timezone(&Utc));
-        }
-    }
-    for fmt in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(t.and_utc());
-        }
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
 }
 
 /// Parse exact decimal text into minor units (scale 2). More than two decimals is refused, not rounded.

@@ -20,20 +20,7 @@ pub fn parse_assignments(items: &[String]) -> Result<Vec<(String, String)>, Stri
         .collect()
 }
 
-fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
-        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(t.and_utc());
-        }
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-}
+use kartoteka_engine::time::parse_timestamp as parse_instant;
 
 fn month_start(t: DateTime<Utc>, offset: i32) -> DateTime<Utc> {
     let first = NaiveDate::from_ymd_opt(t.year(), t.month(), 1).expect("first of month exists");
