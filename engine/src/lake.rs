@@ -248,8 +248,11 @@ impl Lake {
                 referenced.extend(t.files.iter().map(|f| f.path.clone()));
             }
         }
-        let cutoff =
-            Utc::now() - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        // A grace longer than the calendar can express means "nothing is old enough" (no panic).
+        let cutoff = chrono::Duration::from_std(grace)
+            .ok()
+            .and_then(|g| Utc::now().checked_sub_signed(g))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut report = GcReport::default();
         for meta in self.store.list(TABLES_DIR).await? {
             let path = meta.location.to_string();

@@ -132,6 +132,11 @@ async fn commit_is_all_or_nothing_and_orphans_are_collected() {
     );
 
     // GC within the grace period keeps it; with no grace it deletes exactly the orphan.
+    let report = lake
+        .gc(Duration::MAX)
+        .await
+        .expect("an endless grace is no error");
+    assert_eq!((report.deleted.len(), report.too_young), (0, 1));
     let report = lake.gc(Duration::from_secs(3600)).await.expect("gc");
     assert_eq!(
         (report.kept, report.deleted.len(), report.too_young),
