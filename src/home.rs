@@ -1,11 +1,13 @@
-//! The Kartoteka home: one directory holding the config, the lake, the key file, and (with later
-//! steps) the control database and the audit log.
+//! The Kartoteka home: one directory holding the config, the lake, the key file, the control
+//! database (`control.sqlite`: users) and the audit log (`audit/`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use kartoteka_engine::audit::{AuditConfig, AuditLog, Sink};
+use kartoteka_engine::control::ControlPlane;
 use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -14,6 +16,13 @@ use zeroize::Zeroizing;
 pub(crate) const CONFIG_FILE: &str = "kartoteka.toml";
 /// Name of the demo key file inside the home.
 pub(crate) const KEY_FILE: &str = "master.key";
+/// The audit log's directory inside the home.
+pub(crate) const AUDIT_DIR: &str = "audit";
+/// The control-plane database inside the home.
+pub(crate) const CONTROL_FILE: &str = "control.sqlite";
+
+/// The audit log this process opened, signed off when the command ends.
+pub(crate) static OPEN_AUDIT: std::sync::OnceLock<Arc<AuditLog>> = std::sync::OnceLock::new();
 
 /// The config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +38,44 @@ pub(crate) struct Config {
     /// Sources by name.
     #[serde(default)]
     pub(crate) sources: std::collections::BTreeMap<String, SourceConfig>,
+    /// Audit checkpoints.
+    #[serde(default)]
+    pub(crate) audit: AuditSettings,
+    /// Ingest choices.
+    #[serde(default)]
+    pub(crate) ingest: IngestSettings,
+}
+
+/// When audit checkpoints are signed and where they are shipped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditSettings {
+    /// Sign a checkpoint after this many entries …
+    pub(crate) checkpoint_every: u64,
+    /// … or when the last one is this many minutes old (and always when a command ends).
+    pub(crate) checkpoint_minutes: u64,
+    /// Second locations for checkpoints, out of the administrator's reach: file paths or
+    /// `http://` webhooks.
+    pub(crate) sinks: Vec<String>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            checkpoint_every: 100,
+            checkpoint_minutes: 10,
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// Ingest choices.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IngestSettings {
+    /// Store no personal data of clients without recorded consent (152-FZ).
+    #[serde(default)]
+    pub(crate) refuse_pii_without_consent: bool,
 }
 
 /// Where the lake lives.
@@ -88,6 +135,8 @@ impl Config {
             query: QueryConfig::default(),
             default_source: None,
             sources: Default::default(),
+            audit: AuditSettings::default(),
+            ingest: IngestSettings::default(),
         }
     }
 }
@@ -212,7 +261,7 @@ impl Home {
         Ok(Arc::new(Lake::open(store, &key).await?))
     }
 
-    /// The engine over this home's lake.
+    /// The engine over this home's lake, auditing into the home's log.
     pub(crate) fn engine(&self, lake: Arc<Lake>) -> Result<Engine> {
         Ok(Engine::new(
             lake,
@@ -221,6 +270,35 @@ impl Home {
                 query_timeout: Duration::from_secs(self.config.query.timeout_seconds),
                 ..EngineConfig::default()
             },
-        )?)
+        )?
+        .with_audit(self.audit()?))
+    }
+
+    /// The home's audit log (opened once per process; the CLI signs a checkpoint when it ends).
+    pub(crate) fn audit(&self) -> Result<Arc<AuditLog>> {
+        if let Some(log) = OPEN_AUDIT.get() {
+            return Ok(Arc::clone(log));
+        }
+        let sinks = self
+            .config
+            .audit
+            .sinks
+            .iter()
+            .map(|s| Sink::parse(s))
+            .collect::<kartoteka_engine::Result<Vec<_>>>()?;
+        let log = Arc::new(AuditLog::open(
+            &self.dir.join(AUDIT_DIR),
+            AuditConfig {
+                checkpoint_every: self.config.audit.checkpoint_every.max(1),
+                checkpoint_interval: Duration::from_secs(self.config.audit.checkpoint_minutes * 60),
+                sinks,
+            },
+        )?);
+        Ok(Arc::clone(OPEN_AUDIT.get_or_init(|| log)))
+    }
+
+    /// The home's identity store.
+    pub(crate) async fn control(&self) -> Result<ControlPlane> {
+        Ok(ControlPlane::open(&self.dir.join(CONTROL_FILE), Some(self.audit()?)).await?)
     }
 }

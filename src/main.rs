@@ -1,6 +1,7 @@
 //! `kartoteka`: the command line. One subcommand per job; every command works on a Kartoteka home
 //! (`--dir`, env `KARTOTEKA_HOME`) and acts as the local owner — whoever holds the lake's key.
 
+mod admin;
 mod home;
 mod output;
 mod progress;
@@ -68,6 +69,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Run under this user's policy: see exactly what they see (audited as the owner's preview).
+        #[arg(long = "as", value_name = "LOGIN")]
+        as_user: Option<String>,
     },
     /// Run a catalog metric (`kartoteka metric list` lists them).
     Metric {
@@ -82,6 +86,29 @@ enum Command {
         /// Also draw the metric's chart to this SVG file.
         #[arg(long)]
         chart: Option<PathBuf>,
+        /// Run under this user's policy (a manager gets their own rows).
+        #[arg(long = "as", value_name = "LOGIN")]
+        as_user: Option<String>,
+    },
+    /// Manage users: logins, system roles, staff links, status.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Inspect and verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Rotate and list the lake's keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Residency and consent.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
     },
     /// List the lake's snapshots.
     Snapshots,
@@ -90,6 +117,92 @@ enum Command {
         /// Only files older than this many seconds.
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user; their random initial password is printed once.
+    Add {
+        /// Login (a-z, 0-9, '.', '_', '-').
+        login: String,
+        /// System role: owner, manager, team_lead, analyst, admin.
+        #[arg(long)]
+        role: String,
+        /// The CRM staff record this user is (required for managers and team leads).
+        #[arg(long)]
+        staff_id: Option<i64>,
+        /// Team (a team lead sees the rows of every staff member in it).
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// List users.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Disable a user.
+    Disable {
+        /// Login.
+        login: String,
+    },
+    /// Change a user's system role.
+    SetRole {
+        /// Login.
+        login: String,
+        /// New role.
+        role: String,
+    },
+    /// Issue a new random password (printed once; must be changed at next login).
+    Reset {
+        /// Login.
+        login: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain, check checkpoint signatures, name the first broken entry.
+    Verify {
+        /// The log file (default: the home's).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Checkpoint files to check against (default: the home's and the configured file sinks).
+        #[arg(long = "checkpoints")]
+        checkpoints: Vec<PathBuf>,
+        /// The checkpoint public key file (default: the home's `audit/checkpoint.pub`).
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Print the newest entries.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// New master key (re-wraps data keys, no data rewritten); with --data, new data keys and every
+    /// file rewritten.
+    Rotate {
+        /// Also issue new data keys and rewrite all data files with them.
+        #[arg(long)]
+        data: bool,
+    },
+    /// List data keys (ids and versions, never key material).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum PrivacyCommand {
+    /// Where personal data is stored, and which clients have no recorded consent.
+    Report {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
 }
 
@@ -103,7 +216,14 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime can be built");
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(run(cli));
+    // Sign off what this command appended, so truncating the log's end is detectable.
+    if let Some(audit) = home::OPEN_AUDIT.get()
+        && let Err(e) = audit.checkpoint_now()
+    {
+        eprintln!("warning: the audit checkpoint could not be written: {e}");
+    }
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -163,10 +283,15 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Query { sql, format } => {
+        Command::Query {
+            sql,
+            format,
+            as_user,
+        } => {
             let home = Home::open(&cli.dir)?;
             let engine = home.engine(home.lake().await?)?;
-            let session = engine.session(&Principal::local_owner()).await?;
+            let principal = principal(&home, &engine, as_user.as_deref()).await?;
+            let session = engine.session(&principal).await?;
             let result = session.sql(&sql).await?;
             output::print(&result, format, None)
         }
@@ -175,6 +300,7 @@ async fn run(cli: Cli) -> Result<()> {
             params,
             format,
             chart,
+            as_user,
         } => {
             let catalog = Catalog::builtin()?;
             if name == "list" {
@@ -184,7 +310,8 @@ async fn run(cli: Cli) -> Result<()> {
             let args = kartoteka_queries::parse_assignments(&params).map_err(anyhow::Error::msg)?;
             let home = Home::open(&cli.dir)?;
             let engine = home.engine(home.lake().await?)?;
-            let session = engine.session(&Principal::local_owner()).await?;
+            let principal = principal(&home, &engine, as_user.as_deref()).await?;
+            let session = engine.session(&principal).await?;
             let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
             output::print(&result, format, None)?;
             if let Some(path) = chart {
@@ -209,6 +336,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Users { command } => admin::users(&Home::open(&cli.dir)?, command).await,
+        Command::Audit { command } => admin::audit(&cli.dir, command),
+        Command::Keys { command } => admin::keys(&Home::open(&cli.dir)?, command).await,
+        Command::Privacy { command } => admin::privacy(&Home::open(&cli.dir)?, command).await,
         Command::Gc { grace_seconds } => {
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
@@ -220,9 +351,33 @@ async fn run(cli: Cli) -> Result<()> {
                 report.bytes_freed,
                 report.too_young
             );
+            if !report.keys_removed.is_empty() {
+                println!(
+                    "gc: data keys no snapshot uses any more were forgotten: {}",
+                    report.keys_removed.join(", ")
+                );
+            }
             Ok(())
         }
     }
+}
+
+/// The principal a command runs as: the local owner, or the user named by `--as` (an active user;
+/// a team lead with their team's staff ids), previewed by the owner.
+async fn principal(
+    home: &Home,
+    engine: &kartoteka_engine::Engine,
+    as_user: Option<&str>,
+) -> Result<Principal> {
+    let Some(login) = as_user else {
+        return Ok(Principal::local_owner());
+    };
+    let control = home.control().await?;
+    let mut principal = control.principal(login, Some("owner")).await?;
+    if let Some(team) = control.user(login).await?.and_then(|u| u.team) {
+        principal.team = engine.team_members(&team).await?;
+    }
+    Ok(principal)
 }
 
 async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::sync::Arc<Lake>> {
@@ -253,14 +408,39 @@ async fn ingest(
         mapping.name
     );
     let bars = progress::IngestBars::default();
-    let report = kartoteka_ingest::ingest_sqlite(
+    let options = kartoteka_ingest::IngestOptions {
+        refuse_pii_without_consent: home.config.ingest.refuse_pii_without_consent,
+    };
+    let outcome = kartoteka_ingest::ingest_sqlite_with(
         lake,
         &db,
         &mapping,
         &format!("ingest {name} (full)"),
         &bars,
+        options,
     )
-    .await?;
+    .await;
+    home.audit()?.append(kartoteka_engine::audit::Event {
+        actor: "owner".into(),
+        action: "ingest".into(),
+        target: name.into(),
+        details: match &outcome {
+            Ok(r) => serde_json::json!({
+                "snapshot": r.snapshot_id,
+                "mode": "full",
+                "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
+                "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),
+                "seconds": r.seconds.round() as u64,
+            }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        },
+        outcome: if outcome.is_ok() {
+            kartoteka_engine::audit::Outcome::Ok
+        } else {
+            kartoteka_engine::audit::Outcome::Error
+        },
+    })?;
+    let report = outcome?;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
     eprintln!(
@@ -381,9 +561,22 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
             println!("chart: {}", chart.display());
         }
     }
+    let control = home.control().await?;
+    let created = admin::demo_users(&control, &engine).await?;
+    let example = created
+        .iter()
+        .find(|(_, role, _)| *role == kartoteka_engine::Role::Manager)
+        .map_or("manager-2".to_string(), |(login, _, _)| login.clone());
+    if !created.is_empty() {
+        println!("\ndemo users (initial passwords, shown once):");
+        for (login, role, password) in &created {
+            println!("  {login:<12} {:<10} {password}", role.as_str());
+        }
+    }
     println!(
-        "\ndemo finished in {:.1} s. Home: {}\nTry: kartoteka --dir {} query \"SELECT status, COUNT(*) FROM deals GROUP BY status\"",
+        "\ndemo finished in {:.1} s. Home: {}\nTry: kartoteka --dir {} query \"SELECT status, COUNT(*) FROM deals GROUP BY status\"\n     kartoteka --dir {} metric funnel_conversion --as {example}   (that manager's own funnel)",
         started.elapsed().as_secs_f64(),
+        home.dir.display(),
         home.dir.display(),
         home.dir.display()
     );

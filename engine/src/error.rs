@@ -110,6 +110,22 @@ pub enum Error {
     #[error("access denied: {0}")]
     Denied(String),
 
+    /// A per-role limit was reached (rows, memory).
+    #[error("limit reached: {0}")]
+    LimitExceeded(String),
+
+    /// The identity store refused or failed.
+    #[error("{0}")]
+    Control(String),
+
+    /// The audit log or its checkpoints are damaged or cannot be written.
+    #[error("audit log: {0}")]
+    Audit(String),
+
+    /// A query failed while running (message already fit for the principal who asked).
+    #[error("query failed: {0}")]
+    Execution(String),
+
     /// Error from DataFusion (planning or execution).
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),

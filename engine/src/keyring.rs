@@ -159,6 +159,9 @@ struct KeyringFile {
     /// base64(nonce || AES-256-GCM(CHECK_PLAINTEXT)) — proves the master key is right before any data is read.
     kek_check: String,
     keys: Vec<WrappedKey>,
+    /// base64(nonce || AES-256-GCM(token secret, aad = "token-secret")): the HMAC key of pii tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_secret: Option<String>,
 }
 
 /// The unwrapped keyring of one lake.
@@ -166,6 +169,26 @@ pub struct Keyring {
     file: KeyringFile,
     kek: SecretKey,
     deks: BTreeMap<String, SecretKey>,
+    token_secret: SecretKey,
+}
+
+const TOKEN_AAD: &[u8] = b"token-secret";
+
+/// A data key's id and when it was made, for listings (no key material).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// `<table>.<class>.v<version>`
+    pub id: String,
+    /// Table the key encrypts.
+    pub table: String,
+    /// Sensitivity class.
+    pub class: Class,
+    /// Version (the highest is current).
+    pub version: u32,
+    /// Whether new files are written with it.
+    pub current: bool,
+    /// When it was created.
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl fmt::Debug for Keyring {
@@ -205,6 +228,22 @@ fn open(key: &SecretKey, sealed: &str, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>>
         .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
         .ok()
         .map(Zeroizing::new)
+}
+
+fn new_kek_spec(source: &MasterKeySource) -> KekSpec {
+    match source {
+        MasterKeySource::Passphrase(_) => {
+            let mut salt = [0u8; 16];
+            rand::rng().fill_bytes(&mut salt);
+            KekSpec::Passphrase {
+                salt: B64.encode(salt),
+                m_kib: ARGON_M_KIB,
+                t: ARGON_T,
+                p: 1,
+            }
+        }
+        MasterKeySource::KeyFile(_) => KekSpec::KeyFile,
+    }
 }
 
 fn derive_kek(spec: &KekSpec, source: &MasterKeySource) -> Result<SecretKey> {
@@ -248,30 +287,21 @@ impl Keyring {
 
     /// Create the keyring of a new lake, protected by `source`.
     pub async fn create(store: &LakeStore, source: &MasterKeySource) -> Result<Keyring> {
-        let kek_spec = match source {
-            MasterKeySource::Passphrase(_) => {
-                let mut salt = [0u8; 16];
-                rand::rng().fill_bytes(&mut salt);
-                KekSpec::Passphrase {
-                    salt: B64.encode(salt),
-                    m_kib: ARGON_M_KIB,
-                    t: ARGON_T,
-                    p: 1,
-                }
-            }
-            MasterKeySource::KeyFile(_) => KekSpec::KeyFile,
-        };
+        let kek_spec = new_kek_spec(source);
         let kek = derive_kek(&kek_spec, source)?;
+        let token_secret = SecretKey::random();
         let file = KeyringFile {
             format: 1,
             kek_check: seal(&kek, CHECK_PLAINTEXT, CHECK_AAD),
             kek: kek_spec,
             keys: Vec::new(),
+            token_secret: Some(seal(&kek, token_secret.bytes(), TOKEN_AAD)),
         };
         let ring = Keyring {
             file,
             kek,
             deks: BTreeMap::new(),
+            token_secret,
         };
         ring.save(store).await?;
         Ok(ring)
@@ -302,7 +332,138 @@ impl Keyring {
                 .ok_or_else(|| Error::KeyringCorrupt { what: k.id.clone() })?;
             deks.insert(k.id.clone(), key);
         }
-        Ok(Keyring { file, kek, deks })
+        let (token_secret, save) = match &file.token_secret {
+            Some(sealed) => {
+                let raw = open(&kek, sealed, TOKEN_AAD).ok_or_else(|| Error::KeyringCorrupt {
+                    what: "token secret".into(),
+                })?;
+                let key = SecretKey::from_slice(&raw).ok_or_else(|| Error::KeyringCorrupt {
+                    what: "token secret".into(),
+                })?;
+                (key, false)
+            }
+            // Keyrings made before tokens existed get their secret on first open.
+            None => (SecretKey::random(), true),
+        };
+        let mut ring = Keyring {
+            file,
+            kek,
+            deks,
+            token_secret,
+        };
+        if save {
+            ring.file.token_secret = Some(seal(&ring.kek, ring.token_secret.bytes(), TOKEN_AAD));
+            ring.save(store).await?;
+        }
+        Ok(ring)
+    }
+
+    /// Re-wrap every data key and the token secret under a new master key from `source`, without
+    /// touching data files. Afterwards only the new master key opens the lake.
+    pub async fn rotate_master(
+        &mut self,
+        store: &LakeStore,
+        source: &MasterKeySource,
+    ) -> Result<()> {
+        let spec = new_kek_spec(source);
+        let kek = derive_kek(&spec, source)?;
+        let mut file = self.file.clone();
+        file.kek = spec;
+        file.kek_check = seal(&kek, CHECK_PLAINTEXT, CHECK_AAD);
+        for k in &mut file.keys {
+            k.wrapped = seal(&kek, self.deks[&k.id].bytes(), k.id.as_bytes());
+        }
+        file.token_secret = Some(seal(&kek, self.token_secret.bytes(), TOKEN_AAD));
+        let json = serde_json::to_vec_pretty(&file).expect("keyring file serialises");
+        store.put_durable(KEYRING_PATH, json).await?;
+        self.file = file;
+        self.kek = kek;
+        Ok(())
+    }
+
+    /// Issue a new version of every data key; files written from now on use the new versions.
+    /// Returns the new key ids. Old versions stay until no live file uses them (see [`Self::prune`]).
+    pub async fn rotate_data_keys(&mut self, store: &LakeStore) -> Result<Vec<String>> {
+        let mut current: BTreeMap<(String, Class), u32> = BTreeMap::new();
+        for k in &self.file.keys {
+            let v = current.entry((k.table.clone(), k.class)).or_default();
+            *v = (*v).max(k.version);
+        }
+        let mut new_ids = Vec::new();
+        for ((table, class), version) in current {
+            let version = version + 1;
+            let id = format!("{table}.{class}.v{version}");
+            let dek = SecretKey::random();
+            self.file.keys.push(WrappedKey {
+                id: id.clone(),
+                table,
+                class,
+                version,
+                wrapped: seal(&self.kek, dek.bytes(), id.as_bytes()),
+                created_at: chrono::Utc::now(),
+            });
+            self.deks.insert(id.clone(), dek);
+            new_ids.push(id);
+        }
+        self.save(store).await?;
+        Ok(new_ids)
+    }
+
+    /// Forget data keys that are not current and that no file in `used` needs any more.
+    /// Returns the ids removed.
+    pub async fn prune(
+        &mut self,
+        store: &LakeStore,
+        used: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>> {
+        let current: Vec<String> = self
+            .file
+            .keys
+            .iter()
+            .filter_map(|k| self.current_key_id(&k.table, k.class).map(str::to_string))
+            .collect();
+        let removed: Vec<String> = self
+            .file
+            .keys
+            .iter()
+            .filter(|k| !used.contains(&k.id) && !current.contains(&k.id))
+            .map(|k| k.id.clone())
+            .collect();
+        if !removed.is_empty() {
+            self.file.keys.retain(|k| !removed.contains(&k.id));
+            for id in &removed {
+                self.deks.remove(id);
+            }
+            self.save(store).await?;
+        }
+        Ok(removed)
+    }
+
+    /// The data keys, without key material.
+    pub fn list(&self) -> Vec<KeyInfo> {
+        self.file
+            .keys
+            .iter()
+            .map(|k| KeyInfo {
+                id: k.id.clone(),
+                table: k.table.clone(),
+                class: k.class,
+                version: k.version,
+                current: self.current_key_id(&k.table, k.class) == Some(k.id.as_str()),
+                created_at: k.created_at,
+            })
+            .collect()
+    }
+
+    /// The keyed-hash token of a pii value: `tok_` and 20 hex digits of HMAC-SHA256 under the lake's
+    /// token secret. Equal values give equal tokens, so people can be counted without being seen.
+    pub fn tokenize(&self, value: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.token_secret.bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(value.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        format!("tok_{}", &hex::encode(digest)[..20])
     }
 
     async fn save(&self, store: &LakeStore) -> Result<()> {
@@ -368,10 +529,21 @@ impl Keyring {
             .with_aad_prefix(path.as_bytes().to_vec())
             .with_aad_prefix_storage(false);
         let mut used = vec![footer_id.to_string()];
-        for c in &table.columns {
-            let (id, k) = key(c.class)?;
+        // Every stored column, token columns included, gets its class's key: a column without a key
+        // would be written in plaintext.
+        let stored = table.stored_schema();
+        for field in stored.fields() {
+            let class = field
+                .metadata()
+                .get(crate::model::CLASS_KEY)
+                .and_then(|c| Class::parse(c))
+                .ok_or_else(|| Error::MissingKey {
+                    key_id: format!("{}.{}", table.name, field.name()),
+                    reason: "the column has no sensitivity class",
+                })?;
+            let (id, k) = key(class)?;
             builder = builder.with_column_key_and_metadata(
-                c.name,
+                field.name(),
                 k.bytes().to_vec(),
                 id.as_bytes().to_vec(),
             );
@@ -426,6 +598,11 @@ impl KeyRetriever for SessionKeys {
 }
 
 impl SessionKeys {
+    /// Ids of the keys held (no key material).
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.keys().cloned().collect()
+    }
+
     /// Decryption properties for the file at `path` (the path is the AAD prefix the writer used).
     pub fn decryption_properties(
         self: &Arc<Self>,

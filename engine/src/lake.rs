@@ -40,7 +40,8 @@ const TABLES_DIR: &str = "tables";
 /// Snapshot manifest format version.
 pub const SNAPSHOT_FORMAT: u32 = 1;
 /// Current schema version of the canonical tables.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+// Version 2 added a token column (`<pii column>__tok`) beside each pii column.
 
 /// One data file of a table in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,14 +239,32 @@ impl Lake {
         }
     }
 
+    /// Re-wrap the data keys under a new master key (no data file changes). Takes the writer lock so
+    /// no writer adds keys meanwhile.
+    pub async fn rotate_master(&self, source: &MasterKeySource) -> Result<()> {
+        let _lock = self.lock()?;
+        self.keyring
+            .write()
+            .await
+            .rotate_master(&self.store, source)
+            .await
+    }
+
+    /// The data keys (ids, versions, no key material).
+    pub async fn keys(&self) -> Vec<crate::keyring::KeyInfo> {
+        self.keyring.read().await.list()
+    }
+
     /// Garbage collection: delete data files that no snapshot references and that are older than
     /// `grace`. Takes the writer lock, so a running writer's uncommitted files are never touched.
     pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
         let _lock = self.lock()?;
         let mut referenced = BTreeSet::new();
+        let mut used_keys = BTreeSet::new();
         for id in self.snapshot_ids().await? {
             for t in self.snapshot(id).await?.tables.values() {
                 referenced.extend(t.files.iter().map(|f| f.path.clone()));
+                used_keys.extend(t.files.iter().flat_map(|f| f.key_ids.iter().cloned()));
             }
         }
         // A grace longer than the calendar can express means "nothing is old enough" (no panic).
@@ -266,8 +285,32 @@ impl Lake {
                 report.too_young += 1;
             }
         }
+        // Old data-key versions stay while any snapshot's file needs them, and go after.
+        report.keys_removed = self
+            .keyring
+            .write()
+            .await
+            .prune(&self.store, &used_keys)
+            .await?;
         Ok(report)
     }
+}
+
+/// The token column of a text column: `tok_…` per value, NULL stays NULL.
+fn tokens(keyring: &Keyring, values: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef> {
+    use arrow::array::{Array, StringArray};
+    let values = values
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| Error::SchemaMismatch {
+            table: "pii column".into(),
+            detail: format!("pii columns are text, got {}", values.data_type()),
+        })?;
+    let out: StringArray = values
+        .iter()
+        .map(|v| v.map(|v| keyring.tokenize(v)))
+        .collect();
+    Ok(Arc::new(out))
 }
 
 /// What a garbage collection did.
@@ -281,6 +324,8 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Unreferenced files younger than the grace period, left for now.
     pub too_young: usize,
+    /// Data-key versions no longer used by any snapshot, forgotten.
+    pub keys_removed: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -420,24 +465,34 @@ impl TableWriter<'_> {
         self.table
     }
 
-    /// Append one batch. Its columns must have the table's names and types, in order.
+    /// Append one batch. Its columns must have the table's canonical names and types, in order (the
+    /// writer adds the pii tokens), or be the stored layout with the tokens already there (rewrites).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let schema = self.table.schema();
         let fields = batch.schema();
-        if fields.fields().len() != schema.fields().len()
-            || fields
-                .fields()
-                .iter()
-                .zip(schema.fields())
-                .any(|(a, b)| a.name() != b.name() || a.data_type() != b.data_type())
-        {
+        let same = |schema: &arrow::datatypes::Schema| {
+            fields.fields().len() == schema.fields().len()
+                && fields
+                    .fields()
+                    .iter()
+                    .zip(schema.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type())
+        };
+        let stored = self.table.stored_schema();
+        let mut columns = batch.columns().to_vec();
+        if same(&self.table.schema()) {
+            let keyring = self.lake.keyring.read().await;
+            for c in self.table.pii_columns() {
+                let index = self.table.schema().index_of(c.name)?;
+                columns.push(tokens(&keyring, &columns[index])?);
+            }
+        } else if !same(&stored) {
             return Err(Error::SchemaMismatch {
                 table: self.table.name.into(),
                 detail: format!("got {fields:?}"),
             });
         }
-        // Re-attach the table schema (with class metadata) so every file carries it.
-        let batch = RecordBatch::try_new(schema, batch.columns().to_vec())?;
+        // Re-attach the stored schema (with class metadata) so every file carries it.
+        let batch = RecordBatch::try_new(stored, columns)?;
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.current.is_none() {
@@ -472,7 +527,7 @@ impl TableWriter<'_> {
         let sink = BufWriter::new(self.lake.store.object_store(), Path::from(path.as_str()));
         let writer = AsyncArrowWriter::try_new(
             sink,
-            self.table.schema(),
+            self.table.stored_schema(),
             Some(writer_properties(encryption)),
         )?;
         Ok(OpenFile {

@@ -5,11 +5,15 @@
 //! [`lake::TableWriter`] and read only through [`session::Engine::session`], which builds a session for
 //! one principal. It must never know about HTTP, schedules or sources, and never log or print a key.
 
+pub mod audit;
+pub mod control;
 pub mod error;
 pub mod failpoint;
 pub mod keyring;
 pub mod lake;
+mod limits;
 pub mod model;
+pub mod policy;
 pub mod session;
 pub mod store;
 pub mod time;
@@ -17,7 +21,7 @@ pub mod time;
 pub use error::{Error, Result};
 pub use keyring::MasterKeySource;
 pub use lake::{DataFile, Lake, Snapshot, TableWriter, WriteTxn};
-pub use session::{Engine, EngineConfig, Principal, QueryResult, QuerySession, Role};
+pub use session::{Engine, EngineConfig, Limits, Principal, QueryResult, QuerySession, Role};
 pub use store::LakeStore;
 
 #[cfg(test)]

@@ -13,6 +13,17 @@ use serde::{Deserialize, Serialize};
 /// Field-metadata key holding a column's sensitivity class.
 pub const CLASS_KEY: &str = "kartoteka.class";
 
+/// Field-metadata key marking a stored token column, naming the pii column it tokenizes.
+pub const TOKEN_OF_KEY: &str = "kartoteka.token_of";
+
+/// Suffix of the stored token column beside each pii column (`email` → `email__tok`).
+pub const TOKEN_SUFFIX: &str = "__tok";
+
+/// Name of the token column stored beside pii column `column`.
+pub fn token_column(column: &str) -> String {
+    format!("{column}{TOKEN_SUFFIX}")
+}
+
 /// Sensitivity class of a column: decides which data key encrypts it and who may read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,6 +132,7 @@ pub struct Table {
     /// Cursor column for incremental sync, if the table has one.
     pub cursor: Option<&'static str>,
     schema: SchemaRef,
+    stored: SchemaRef,
 }
 
 impl Table {
@@ -147,6 +159,19 @@ impl Table {
                 )]))
             })
             .collect();
+        // Beside each pii column, its keyed-hash token (an internal column): analysts count and
+        // de-duplicate people by token without their sessions ever holding the pii key.
+        let mut stored_fields = fields.clone();
+        for c in columns.iter().filter(|c| c.class == Class::Pii) {
+            stored_fields.push(
+                Field::new(token_column(c.name), DataType::Utf8, true).with_metadata(
+                    HashMap::from([
+                        (CLASS_KEY.to_string(), Class::Internal.as_str().to_string()),
+                        (TOKEN_OF_KEY.to_string(), c.name.to_string()),
+                    ]),
+                ),
+            );
+        }
         let cursor = columns
             .iter()
             .any(|c| c.name == "updated_at")
@@ -156,6 +181,7 @@ impl Table {
             key: key.to_vec(),
             cursor,
             schema: Arc::new(Schema::new(fields)),
+            stored: Arc::new(Schema::new(stored_fields)),
             columns,
         }
     }
@@ -163,6 +189,16 @@ impl Table {
     /// The Arrow schema, with each field's class in its metadata.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// The schema of the stored files: the canonical columns, then one token column per pii column.
+    pub fn stored_schema(&self) -> SchemaRef {
+        Arc::clone(&self.stored)
+    }
+
+    /// The pii columns of this table, in order.
+    pub fn pii_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.class == Class::Pii)
     }
 
     /// Class of a column, or `None` when the column is unknown.

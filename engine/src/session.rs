@@ -1,14 +1,16 @@
 //! Query sessions: a DataFusion `SessionContext` over one pinned snapshot, built for one principal.
 //!
 //! Every path to the data (CLI, metrics, reports, the future web API) builds its session here, so the
-//! principal's clearance decides which data keys the session receives: a session not cleared for
-//! personal data never holds the pii key, and its reads of pii columns fail to decrypt. Row filters and
-//! column masks per role arrive with the access-control step and hang off [`Principal`] here.
+//! principal's role decides everything the session can reach: each table is wrapped in the role's
+//! policy ([`crate::policy`]) so row filters and column masks are part of every plan; the session
+//! receives only the data keys of the classes the policy shows in the clear (an analyst's session never
+//! holds the pii key); per-role limits cap rows, memory and time; and every statement — answered or
+//! refused — is written to the audit log.
 //!
 //! One [`RuntimeEnv`] is shared by all sessions (one memory pool, spilling disabled because DataFusion's
 //! spill files are plaintext); each session gets its own encryption-factory registry holding its keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,16 +35,20 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::sqlparser::ast::Statement as SqlStatement;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
+use futures::StreamExt;
 use object_store::path::Path;
 use parquet::encryption::decrypt::FileDecryptionProperties;
 use parquet::encryption::encrypt::FileEncryptionProperties;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::audit::{AUDIT_TABLE, AuditLog, AuditTable, Event, Outcome};
 use crate::error::{Error, Result};
 use crate::keyring::SessionKeys;
 use crate::lake::{Lake, Snapshot};
+use crate::limits::CappedPool;
 use crate::model::{self, Class};
+use crate::policy::{Barrier, ColumnRule, Policy, PolicyTable, Scope};
 use crate::store::LAKE_URL;
 
 /// System roles (not job titles): see shared/design/security.md.
@@ -95,8 +101,11 @@ pub struct Principal {
     pub role: Role,
     /// The CRM staff record this user is, if any.
     pub staff_id: Option<i64>,
-    /// Staff ids of the team (team leads).
+    /// Staff ids of the team (team leads; includes the lead).
     pub team: Vec<i64>,
+    /// The owner previewing this user's view (`--as`), who is the actor in the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_by: Option<String>,
 }
 
 impl Principal {
@@ -107,15 +116,78 @@ impl Principal {
             role: Role::Owner,
             staff_id: None,
             team: Vec::new(),
+            preview_by: None,
         }
     }
 
-    /// Sensitivity classes whose keys this principal's sessions receive.
-    pub fn cleared_classes(&self) -> Vec<Class> {
-        match self.role {
-            Role::Owner | Role::Manager | Role::TeamLead => vec![Class::Internal, Class::Pii],
-            Role::Analyst => vec![Class::Internal],
-            Role::Admin => vec![],
+    /// Who acts: the previewing owner, or the user.
+    pub fn actor(&self) -> &str {
+        self.preview_by.as_deref().unwrap_or(&self.user)
+    }
+
+    /// Staff ids whose rows a manager or team lead owns.
+    pub fn staff_scope(&self) -> Vec<i64> {
+        let mut staff = match self.role {
+            Role::TeamLead if !self.team.is_empty() => self.team.clone(),
+            _ => self.staff_id.into_iter().collect(),
+        };
+        if let Some(me) = self.staff_id {
+            staff.push(me);
+        }
+        staff.sort_unstable();
+        staff.dedup();
+        staff
+    }
+}
+
+/// Per-role limits on one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most result rows a statement may return; more is an error, not a silent cut.
+    pub max_rows: usize,
+    /// Memory one statement may hold (within the engine's shared pool).
+    pub memory_bytes: usize,
+    /// Wall-clock limit.
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_secs(u64::deserialize(d)?))
+    }
+}
+
+impl Limits {
+    /// Defaults: the owner is bounded only by the engine; others get less, managers least.
+    pub fn default_for(role: Role, config: &EngineConfig) -> Limits {
+        let (rows, mem_share, timeout) = match role {
+            Role::Owner => (10_000_000, 1, config.query_timeout),
+            Role::Analyst => (
+                1_000_000,
+                2,
+                config.query_timeout.min(Duration::from_secs(120)),
+            ),
+            Role::TeamLead => (
+                200_000,
+                4,
+                config.query_timeout.min(Duration::from_secs(60)),
+            ),
+            Role::Manager | Role::Admin => (
+                100_000,
+                4,
+                config.query_timeout.min(Duration::from_secs(60)),
+            ),
+        };
+        Limits {
+            max_rows: rows,
+            memory_bytes: config.memory_limit_bytes / mem_share,
+            timeout,
         }
     }
 }
@@ -129,6 +201,8 @@ pub struct EngineConfig {
     pub query_timeout: Duration,
     /// Parallelism of one query.
     pub target_partitions: usize,
+    /// Limits per role that differ from [`Limits::default_for`].
+    pub role_limits: HashMap<Role, Limits>,
 }
 
 impl Default for EngineConfig {
@@ -137,7 +211,18 @@ impl Default for EngineConfig {
             memory_limit_bytes: 2 << 30,
             query_timeout: Duration::from_secs(300),
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            role_limits: HashMap::new(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// The limits of `role`.
+    pub fn limits(&self, role: Role) -> Limits {
+        self.role_limits
+            .get(&role)
+            .copied()
+            .unwrap_or_else(|| Limits::default_for(role, self))
     }
 }
 
@@ -146,6 +231,9 @@ pub struct Engine {
     lake: Arc<Lake>,
     runtime: Arc<RuntimeEnv>,
     config: EngineConfig,
+    audit: Option<Arc<AuditLog>>,
+    /// Resolved scopes per (snapshot, staff ids): a manager's visible clients and deals.
+    scopes: std::sync::Mutex<HashMap<(u64, Vec<i64>), Arc<Scope>>>,
 }
 
 impl fmt::Debug for Engine {
@@ -181,7 +269,25 @@ impl Engine {
             lake,
             runtime,
             config,
+            audit: None,
+            scopes: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Record every statement and refusal of this engine's sessions in `audit`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Engine {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log this engine writes, if any.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     /// The lake this engine reads.
@@ -189,7 +295,7 @@ impl Engine {
         &self.lake
     }
 
-    /// A session for `principal` over the current snapshot.
+    /// A session for `principal` over the current snapshot, under the principal's role policy.
     pub async fn session(&self, principal: &Principal) -> Result<QuerySession> {
         let snapshot = self.lake.current().await?;
         self.session_at(principal, snapshot).await
@@ -201,33 +307,112 @@ impl Engine {
         principal: &Principal,
         snapshot: Snapshot,
     ) -> Result<QuerySession> {
-        match principal.role {
-            Role::Owner => {}
-            Role::Admin => {
-                return Err(Error::Denied(format!(
-                    "user {} has the admin role, which reads no CRM data",
-                    principal.user
-                )));
-            }
-            // Row filters and column masks for these roles come with the access-control step; until then
-            // no session is built for them rather than one that shows too much.
-            other => {
-                return Err(Error::Denied(format!(
-                    "role {} has no row and column policy in this version; only the owner may query",
-                    other.as_str()
-                )));
+        self.session_with_policy(
+            principal,
+            snapshot,
+            &Policy::for_role(principal.role),
+            Barrier::On,
+        )
+        .await
+    }
+
+    /// A session under an explicit policy. The one function every path goes through; the public
+    /// entry points pass the role's built-in policy and the barrier on. Tests pass weakened policies to
+    /// prove the security suite notices.
+    #[doc(hidden)]
+    pub async fn session_with_policy(
+        &self,
+        principal: &Principal,
+        snapshot: Snapshot,
+        policy: &Policy,
+        barrier: Barrier,
+    ) -> Result<QuerySession> {
+        let refused = |reason: String| -> Result<QuerySession> {
+            self.record(
+                principal,
+                "session",
+                "lake",
+                serde_json::json!({ "role": principal.role.as_str(), "reason": &reason }),
+                Outcome::Denied,
+            )?;
+            Err(Error::Denied(reason))
+        };
+        if model::tables()
+            .iter()
+            .all(|t| policy.table(t.name).is_none())
+        {
+            return refused(format!(
+                "user {} has the {} role, which reads no CRM data",
+                principal.user,
+                principal.role.as_str()
+            ));
+        }
+        let scope = if policy.needs_scope() {
+            self.scope(principal, &snapshot).await?
+        } else {
+            Arc::new(Scope::default())
+        };
+        // Keys only for the classes some table shows in the clear (visible, or visible where a
+        // condition holds): a masked class is read from its internal-class tokens.
+        let mut classes = vec![Class::Internal];
+        for t in model::tables() {
+            if let Some(p) = policy.table(t.name) {
+                for (class, rule) in &p.columns {
+                    if matches!(rule, ColumnRule::Visible | ColumnRule::VisibleIf(_))
+                        && !classes.contains(class)
+                    {
+                        classes.push(*class);
+                    }
+                }
             }
         }
-        let keys = self
-            .lake
-            .keyring()
-            .read()
-            .await
-            .session_keys(&principal.cleared_classes());
+        let keys = self.lake.keyring().read().await.session_keys(&classes);
+        let key_ids = keys.ids();
+        let limits = self.config.limits(principal.role);
+        let ctx = self.context(keys, Some(limits.memory_bytes));
+        for table in model::tables() {
+            let Some(table_policy) = policy.table(table.name) else {
+                continue;
+            };
+            let raw = raw_provider(table, &snapshot, &classes)?;
+            let wrapped = PolicyTable::new(table, raw, table_policy, &scope, barrier)?;
+            ctx.register_table(table.name, Arc::new(wrapped))?;
+        }
+        if let Some(audit) = &self.audit {
+            let own = match principal.role {
+                Role::Owner => Some(None),
+                Role::Manager | Role::TeamLead => Some(Some(principal.user.clone())),
+                Role::Analyst | Role::Admin => None,
+            };
+            if let Some(actor) = own {
+                ctx.register_table(
+                    AUDIT_TABLE,
+                    Arc::new(AuditTable::new(Arc::clone(audit), actor)),
+                )?;
+            }
+        }
+        Ok(QuerySession {
+            ctx,
+            snapshot: Arc::new(snapshot),
+            principal: principal.clone(),
+            limits,
+            audit: self.audit.clone(),
+            key_ids,
+        })
+    }
+
+    /// A DataFusion context over the shared runtime with its own key registry and, optionally, its
+    /// own memory cap inside the shared pool.
+    fn context(&self, keys: Arc<SessionKeys>, memory_cap: Option<usize>) -> SessionContext {
         let registry = EncryptionFactoryRegistry::default();
         registry.register_factory(FACTORY_ID, Arc::new(SessionDecryption { keys }));
+        let memory_pool = match memory_cap {
+            Some(cap) => Arc::new(CappedPool::new(Arc::clone(&self.runtime.memory_pool), cap))
+                as Arc<dyn MemoryPool>,
+            None => Arc::clone(&self.runtime.memory_pool),
+        };
         let runtime = Arc::new(RuntimeEnv {
-            memory_pool: Arc::clone(&self.runtime.memory_pool),
+            memory_pool,
             disk_manager: Arc::clone(&self.runtime.disk_manager),
             cache_manager: Arc::clone(&self.runtime.cache_manager),
             object_store_registry: Arc::clone(&self.runtime.object_store_registry),
@@ -237,37 +422,194 @@ impl Engine {
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions)
             .with_default_catalog_and_schema("kartoteka", "crm");
-        // Statistics gathered from file footers could answer COUNT(*) past future row filters.
+        // Statistics gathered from file footers could answer COUNT(*) past row filters; the policy
+        // barrier hides them too, this keeps them from being gathered at all.
         config.options_mut().execution.collect_statistics = false;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        SessionContext::new_with_config_rt(config, runtime)
+    }
+
+    /// An unrestricted context over the raw stored tables of `snapshot` with the keys of `classes`:
+    /// for the engine's own work (scopes, rewrites), never handed to a user.
+    pub(crate) async fn raw_context(
+        &self,
+        snapshot: &Snapshot,
+        classes: &[Class],
+    ) -> Result<SessionContext> {
+        let keys = self.lake.keyring().read().await.session_keys(classes);
+        let ctx = self.context(keys, None);
         for table in model::tables() {
-            let provider = table_provider(
-                table,
-                snapshot
-                    .table(table.name)
-                    .map(|t| t.files.as_slice())
-                    .unwrap_or(&[]),
-            )?;
-            ctx.register_table(table.name, provider)?;
+            ctx.register_table(table.name, raw_provider(table, snapshot, classes)?)?;
         }
-        Ok(QuerySession {
-            ctx,
-            snapshot: Arc::new(snapshot),
-            principal: principal.clone(),
-            timeout: self.config.query_timeout,
-        })
+        Ok(ctx)
+    }
+
+    /// Staff ids of the members of `team` in the current snapshot (a team lead's scope).
+    pub async fn team_members(&self, team: &str) -> Result<Vec<i64>> {
+        let snapshot = self.lake.current().await?;
+        let ctx = self.raw_context(&snapshot, &[Class::Internal]).await?;
+        let batches = ctx
+            .table("staff")
+            .await?
+            .filter(datafusion::prelude::col("team").eq(datafusion::prelude::lit(team)))?
+            .select_columns(&["staff_id"])?
+            .collect()
+            .await?;
+        let mut ids = Vec::new();
+        for b in &batches {
+            if let Some(a) = b
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+            {
+                ids.extend(a.iter().flatten());
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Issue new data keys and rewrite every file of the current snapshot with them, in one commit.
+    /// Old key versions stay in the keyring until garbage collection finds no snapshot using them.
+    pub async fn rotate_data_keys(&self) -> Result<(Vec<String>, Snapshot)> {
+        let mut txn = self.lake.begin_write().await?;
+        let base = txn.base().clone();
+        // Read with every key the lake has (old versions included), write with the new ones.
+        let ctx = self
+            .raw_context(&base, &[Class::Internal, Class::Pii])
+            .await?;
+        let new_ids = self
+            .lake
+            .keyring()
+            .write()
+            .await
+            .rotate_data_keys(self.lake.store())
+            .await?;
+        for (name, state) in &base.tables {
+            let mut writer = txn.table_writer(name).await?;
+            let mut stream = ctx.table(name.as_str()).await?.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?).await?;
+            }
+            let files = writer.finish().await?;
+            txn.replace_table(name, files, state.cursor.clone())?;
+        }
+        let snapshot = txn.commit("keys rotate --data").await?;
+        Ok((new_ids, snapshot))
+    }
+
+    /// The clients and deals a manager or team lead may see in `snapshot`, cached per snapshot.
+    async fn scope(&self, principal: &Principal, snapshot: &Snapshot) -> Result<Arc<Scope>> {
+        let staff = principal.staff_scope();
+        let key = (snapshot.id, staff.clone());
+        if let Some(s) = self.scopes.lock().expect("scope cache lock").get(&key) {
+            return Ok(Arc::clone(s));
+        }
+        let ctx = self.raw_context(snapshot, &[Class::Internal]).await?;
+        let ids = |table: &'static str, id: &'static str| {
+            let ctx = ctx.clone();
+            let staff = staff.clone();
+            async move {
+                if staff.is_empty() {
+                    return Ok::<_, Error>(Vec::new());
+                }
+                let filter = datafusion::prelude::col("owner_id").in_list(
+                    staff.iter().map(|&s| datafusion::prelude::lit(s)).collect(),
+                    false,
+                );
+                let batches = ctx
+                    .table(table)
+                    .await?
+                    .filter(filter)?
+                    .select_columns(&[id])?
+                    .collect()
+                    .await?;
+                let mut out = Vec::new();
+                for b in &batches {
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<arrow::array::Int64Array>()
+                        .ok_or_else(|| Error::Denied(format!("{table}.{id} is not BIGINT")))?;
+                    out.extend(a.iter().flatten());
+                }
+                out.sort_unstable();
+                out.dedup();
+                Ok(out)
+            }
+        };
+        let scope = Arc::new(Scope {
+            clients: ids("clients", "client_id").await?,
+            deals: ids("deals", "deal_id").await?,
+            staff,
+        });
+        let mut cache = self.scopes.lock().expect("scope cache lock");
+        cache.retain(|(id, _), _| *id == snapshot.id);
+        cache.insert(key, Arc::clone(&scope));
+        Ok(scope)
+    }
+
+    fn record(
+        &self,
+        principal: &Principal,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+        outcome: Outcome,
+    ) -> Result<()> {
+        record(
+            self.audit.as_deref(),
+            principal,
+            action,
+            target,
+            details,
+            outcome,
+        )
     }
 }
 
-fn table_provider(
-    table: &model::Table,
-    files: &[crate::lake::DataFile],
+fn record(
+    audit: Option<&AuditLog>,
+    principal: &Principal,
+    action: &str,
+    target: &str,
+    mut details: serde_json::Value,
+    outcome: Outcome,
+) -> Result<()> {
+    let Some(audit) = audit else { return Ok(()) };
+    if principal.preview_by.is_some()
+        && let Some(map) = details.as_object_mut()
+    {
+        map.insert("as".into(), principal.user.clone().into());
+    }
+    audit.append(Event {
+        actor: principal.actor().to_string(),
+        action: action.to_string(),
+        target: target.to_string(),
+        details,
+        outcome,
+    })?;
+    Ok(())
+}
+
+/// The raw provider of `table` in `snapshot`: its stored schema (tokens included), no policy.
+fn raw_provider(
+    table: &'static model::Table,
+    snapshot: &Snapshot,
+    classes: &[Class],
 ) -> Result<Arc<dyn TableProvider>> {
+    let files = snapshot
+        .table(table.name)
+        .map(|t| t.files.as_slice())
+        .unwrap_or(&[]);
     if files.is_empty() {
-        return Ok(Arc::new(EmptyTable::new(table.schema())));
+        return Ok(Arc::new(EmptyTable::new(table.stored_schema())));
     }
     let mut options = TableParquetOptions::default();
     options.crypto.factory_id = Some(FACTORY_ID.to_string());
+    // The page index of every column is read with the footer, and each column's page index is
+    // encrypted with that column's key: a session without some class's key must not ask for it
+    // (it keeps row-group pruning, which uses statistics of the columns it can decrypt).
+    options.global.enable_page_index = table.classes().iter().all(|c| classes.contains(c));
     let format = ParquetFormat::default().with_options(options);
     let urls = files
         .iter()
@@ -275,7 +617,7 @@ fn table_provider(
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
-        .with_schema(table.schema());
+        .with_schema(table.stored_schema());
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
@@ -323,7 +665,9 @@ pub struct QuerySession {
     ctx: SessionContext,
     snapshot: Arc<Snapshot>,
     principal: Principal,
-    timeout: Duration,
+    limits: Limits,
+    audit: Option<Arc<AuditLog>>,
+    key_ids: Vec<String>,
 }
 
 impl fmt::Debug for QuerySession {
@@ -331,6 +675,7 @@ impl fmt::Debug for QuerySession {
         f.debug_struct("QuerySession")
             .field("snapshot", &self.snapshot.id)
             .field("principal", &self.principal)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -355,10 +700,20 @@ impl QueryResult {
     pub fn rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
+
+    /// Bytes of the result in memory.
+    pub fn bytes(&self) -> usize {
+        self.batches.iter().map(|b| b.get_array_memory_size()).sum()
+    }
 }
 
 /// Refuse anything but a single read-only query, naming what was refused.
 pub fn check_read_only(sql: &str) -> Result<()> {
+    parse_query(sql).map(|_| ())
+}
+
+/// Parse one read-only statement; `Ok(true)` when it is `EXPLAIN ANALYZE`.
+fn parse_query(sql: &str) -> Result<bool> {
     let statements = DFParser::parse_sql(sql).map_err(Error::DataFusion)?;
     if statements.len() != 1 {
         return Err(Error::NotAQuery(format!(
@@ -369,21 +724,70 @@ pub fn check_read_only(sql: &str) -> Result<()> {
     let refuse = |what: String| Err(Error::NotAQuery(format!("{what} is refused")));
     match &statements[0] {
         DfStatement::Statement(s) => match s.as_ref() {
-            SqlStatement::Query(_) => Ok(()),
-            SqlStatement::Explain { statement, .. }
-                if matches!(statement.as_ref(), SqlStatement::Query(_)) =>
-            {
-                Ok(())
-            }
+            SqlStatement::Query(_) => Ok(false),
+            SqlStatement::Explain {
+                statement, analyze, ..
+            } if matches!(statement.as_ref(), SqlStatement::Query(_)) => Ok(*analyze),
             other => refuse(statement_kind(&other.to_string())),
         },
         DfStatement::Explain(e) if matches!(e.statement.as_ref(), DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_))) => {
-            Ok(())
+            Ok(e.options.analyze)
         }
         DfStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE".into()),
         DfStatement::CopyTo(_) => refuse("COPY".into()),
         DfStatement::Reset(_) => refuse("RESET".into()),
         DfStatement::Explain(_) => refuse("EXPLAIN of a non-query".into()),
+    }
+}
+
+/// Functions whose output size is set by an argument and which allocate outside the memory pool
+/// (security.md: `repeat('x', 2000000000)` aborts the process): that argument must be a literal no
+/// larger than [`MAX_GENERATED_LEN`].
+const SIZED_FUNCTIONS: &[(&str, usize)] = &[
+    ("repeat", 1),
+    ("lpad", 1),
+    ("rpad", 1),
+    ("array_repeat", 1),
+    ("overlay", 2),
+];
+/// Largest length a sized function may be asked to produce.
+pub const MAX_GENERATED_LEN: i64 = 100_000;
+
+fn check_sized_functions(plan: &datafusion::logical_expr::LogicalPlan) -> Result<()> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut problem: Option<String> = None;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && let Some((name, arg)) = SIZED_FUNCTIONS.iter().find(|(n, _)| *n == f.name())
+                    && let Some(a) = f.args.get(*arg)
+                {
+                    let ok = match a {
+                        Expr::Literal(v, _) => {
+                            match v.cast_to(&arrow::datatypes::DataType::Int64) {
+                                Ok(ScalarValue::Int64(Some(n))) => n <= MAX_GENERATED_LEN,
+                                Ok(ScalarValue::Int64(None)) => true,
+                                _ => false,
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        problem = Some(format!(
+                            "{name}() needs a literal length of at most {MAX_GENERATED_LEN} here"
+                        ));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    match problem {
+        Some(p) => Err(Error::LimitExceeded(p)),
+        None => Ok(()),
     }
 }
 
@@ -396,6 +800,29 @@ fn classify(e: Error) -> Error {
     } else {
         e
     }
+}
+
+/// An execution error as a non-owner may see it: quoted values (DataFusion quotes the offending
+/// value in cast and parse errors) replaced by `'…'`.
+fn redact_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for ch in text.chars() {
+        if ch == '\'' {
+            if inside {
+                out.push_str("…'");
+            } else {
+                out.push('\'');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(ch);
+        }
+    }
+    if inside {
+        out.push('…');
+    }
+    out
 }
 
 fn statement_kind(text: &str) -> String {
@@ -417,26 +844,87 @@ impl QuerySession {
         &self.principal
     }
 
+    /// Ids of the data keys this session holds (never the keys themselves).
+    pub fn key_ids(&self) -> &[String] {
+        &self.key_ids
+    }
+
+    /// The limits this session's statements run under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
     /// Run one read-only statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         self.sql_with_params(sql, HashMap::new()).await
     }
 
     /// Run one read-only statement with named parameters (`$name`), bound as typed values — never
-    /// spliced into the text.
+    /// spliced into the text. The statement and its outcome are written to the audit log.
     pub async fn sql_with_params(
         &self,
         sql: &str,
         params: HashMap<String, ScalarValue>,
     ) -> Result<QueryResult> {
-        check_read_only(sql)?;
         let start = Instant::now();
+        let param_text: BTreeMap<String, String> = params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        let outcome = self.run(sql, params).await;
+        let mut details = serde_json::json!({
+            "sql": sql,
+            "role": self.principal.role.as_str(),
+            "snapshot": self.snapshot.id,
+            "duration_ms": start.elapsed().as_millis() as u64,
+        });
+        if !param_text.is_empty() {
+            details["params"] = serde_json::to_value(&param_text).unwrap_or_default();
+        }
+        let verdict = match &outcome {
+            Ok(r) => {
+                details["rows"] = (r.rows() as u64).into();
+                details["bytes"] = (r.bytes() as u64).into();
+                Outcome::Ok
+            }
+            Err(e) => {
+                details["error"] = e.to_string().into();
+                match e {
+                    Error::Denied(_) | Error::NotAQuery(_) | Error::LimitExceeded(_) => {
+                        Outcome::Denied
+                    }
+                    _ => Outcome::Error,
+                }
+            }
+        };
+        record(
+            self.audit.as_deref(),
+            &self.principal,
+            "query",
+            "lake",
+            details,
+            verdict,
+        )?;
+        outcome
+    }
+
+    async fn run(&self, sql: &str, params: HashMap<String, ScalarValue>) -> Result<QueryResult> {
+        let start = Instant::now();
+        let owner = self.principal.role == Role::Owner;
+        if parse_query(sql)? && !owner {
+            // EXPLAIN ANALYZE shows how many rows each operator saw, before the policy filter too.
+            return Err(Error::Denied(
+                "EXPLAIN ANALYZE is for the owner only".into(),
+            ));
+        }
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
         let ctx = self.ctx.clone();
         let sql = sql.to_string();
+        let max_rows = self.limits.max_rows;
+        let role = self.principal.role;
         let run = async move {
             let mut df = ctx.sql_with_options(&sql, options).await?;
             if !params.is_empty() {
@@ -444,14 +932,34 @@ impl QuerySession {
                     params.into_iter().map(|(k, v)| (k, v.into())).collect(),
                 ))?;
             }
+            check_sized_functions(df.logical_plan())?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await?;
+            let mut stream = df.execute_stream().await?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| {
+                    if owner {
+                        Error::DataFusion(e)
+                    } else {
+                        classify_text(Error::DataFusion(e), redact_values)
+                    }
+                })?;
+                rows += batch.num_rows();
+                if rows > max_rows {
+                    return Err(Error::LimitExceeded(format!(
+                        "the result has more than {max_rows} rows, the most the {} role may receive in one answer; aggregate, filter or add LIMIT",
+                        role.as_str()
+                    )));
+                }
+                batches.push(batch);
+            }
             Ok::<_, Error>((schema, batches))
         };
         // The query runs as its own task so the caller's timer fires on time even while an operator
         // is busy inside one poll; on timeout the task is aborted and stops at its next yield point.
         let mut task = tokio::spawn(run);
-        let outcome = match tokio::time::timeout(self.timeout, &mut task).await {
+        let outcome = match tokio::time::timeout(self.limits.timeout, &mut task).await {
             Ok(joined) => joined.map_err(|e| {
                 Error::DataFusion(datafusion::error::DataFusionError::Execution(format!(
                     "query task failed: {e}"
@@ -460,7 +968,7 @@ impl QuerySession {
             Err(_) => {
                 task.abort();
                 return Err(Error::Timeout {
-                    seconds: self.timeout.as_secs(),
+                    seconds: self.limits.timeout.as_secs(),
                 });
             }
         };
@@ -472,5 +980,13 @@ impl QuerySession {
             snapshot_time: self.snapshot.committed_at,
             elapsed: start.elapsed(),
         })
+    }
+}
+
+/// An execution error with its text passed through `redact` (integrity failures keep their class).
+fn classify_text(e: Error, redact: fn(&str) -> String) -> Error {
+    match classify(e) {
+        Error::Integrity(t) => Error::Integrity(redact(&t)),
+        other => Error::Execution(redact(&other.to_string())),
     }
 }

@@ -13,5 +13,7 @@ pub mod source;
 
 pub use error::{Error, Result};
 pub use mapping::Mapping;
-pub use run::{IngestReport, NoProgress, Progress, ingest_sqlite};
+pub use run::{
+    IngestOptions, IngestReport, NoProgress, Progress, ingest_sqlite, ingest_sqlite_with,
+};
 pub use source::sqlite::SqliteSource;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use kartoteka_engine::lake::{DataFile, Lake};
 use kartoteka_engine::model::{self, Table};
@@ -44,6 +45,79 @@ pub struct TableReport {
     pub bytes: u64,
     /// Seconds spent.
     pub seconds: f64,
+    /// Rows whose personal data was refused (no consent recorded) and stored as NULL.
+    pub pii_refused: u64,
+}
+
+/// Choices of an ingest run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestOptions {
+    /// Store no personal data of clients without a recorded consent (`clients.consent_at` NULL):
+    /// their pii columns — and the pii of rows about them in other tables — are written as NULL.
+    pub refuse_pii_without_consent: bool,
+}
+
+/// Clients without consent, learnt from the clients table and applied to the tables after it.
+#[derive(Debug, Default)]
+struct Consent {
+    enabled: bool,
+    without: std::collections::HashSet<i64>,
+}
+
+impl Consent {
+    /// Null the pii of non-consenting clients in `batch`; returns the batch and the rows touched.
+    fn apply(&mut self, table: &Table, batch: RecordBatch) -> Result<(RecordBatch, u64)> {
+        use arrow::array::{Array, BooleanArray, Int64Array, TimestampMicrosecondArray};
+        if !self.enabled || table.pii_columns().next().is_none() {
+            return Ok((batch, 0));
+        }
+        let schema = batch.schema();
+        let mask: BooleanArray = if table.name == "clients" {
+            let consent = batch
+                .column(schema.index_of("consent_at")?)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .expect("clients.consent_at is a timestamp")
+                .clone();
+            let ids = batch
+                .column(schema.index_of("client_id")?)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("clients.client_id is BIGINT")
+                .clone();
+            (0..batch.num_rows())
+                .map(|i| {
+                    let refuse = consent.is_null(i);
+                    if refuse {
+                        self.without.insert(ids.value(i));
+                    }
+                    Some(refuse)
+                })
+                .collect()
+        } else if let Ok(i) = schema.index_of("client_id") {
+            let ids = batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("client_id columns are BIGINT");
+            ids.iter()
+                .map(|id| Some(id.is_some_and(|id| self.without.contains(&id))))
+                .collect()
+        } else {
+            // Personal data not about clients (staff): consent to employment records is not ours.
+            return Ok((batch, 0));
+        };
+        let touched = mask.true_count() as u64;
+        if touched == 0 {
+            return Ok((batch, 0));
+        }
+        let mut columns = batch.columns().to_vec();
+        for c in table.pii_columns() {
+            let i = schema.index_of(c.name)?;
+            columns[i] = arrow::compute::nullif(&columns[i], &mask)?;
+        }
+        Ok((RecordBatch::try_new(schema, columns)?, touched))
+    }
 }
 
 /// What an ingest run did.
@@ -127,15 +201,40 @@ pub async fn ingest_sqlite(
     operation: &str,
     progress: &dyn Progress,
 ) -> Result<IngestReport> {
+    ingest_sqlite_with(
+        lake,
+        source,
+        mapping,
+        operation,
+        progress,
+        IngestOptions::default(),
+    )
+    .await
+}
+
+/// [`ingest_sqlite`] with options.
+pub async fn ingest_sqlite_with(
+    lake: &Lake,
+    source: &SqliteSource,
+    mapping: &Mapping,
+    operation: &str,
+    progress: &dyn Progress,
+    options: IngestOptions,
+) -> Result<IngestReport> {
     let start = Instant::now();
     let plans = plan(source, mapping).await?;
+    let mut consent = Consent {
+        enabled: options.refuse_pii_without_consent,
+        ..Consent::default()
+    };
     let outcome = async {
         let mut txn = lake.begin_write().await?;
         let mut reports = Vec::new();
         for (table, index) in &plans {
             let t0 = Instant::now();
             progress.table_started(table.name);
-            let files = load_table(&txn, source, mapping, table, index, progress).await?;
+            let (files, pii_refused) =
+                load_table(&txn, source, mapping, table, index, progress, &mut consent).await?;
             let rows = files.iter().map(|f| f.rows).sum();
             progress.table_done(table.name, rows);
             reports.push(TableReport {
@@ -144,6 +243,7 @@ pub async fn ingest_sqlite(
                 files: files.len(),
                 bytes: files.iter().map(|f| f.bytes).sum(),
                 seconds: t0.elapsed().as_secs_f64(),
+                pii_refused,
             });
             txn.replace_table(table.name, files, None)?;
         }
@@ -170,11 +270,13 @@ async fn load_table(
     table: &'static Table,
     index: &[usize],
     progress: &dyn Progress,
-) -> Result<Vec<DataFile>> {
+    consent: &mut Consent,
+) -> Result<(Vec<DataFile>, u64)> {
     let query = &mapping.tables[table.name].query;
     let mut writer = txn.table_writer(table.name).await?;
     let mut builder = BatchBuilder::new(table, mapping.money_integers());
     let mut rows = source.rows(query);
+    let mut refused = 0u64;
     let query_err = |cause| Error::SourceQuery {
         table: table.name.into(),
         cause,
@@ -188,12 +290,16 @@ async fn load_table(
         builder.end_row();
         if builder.len() >= BATCH_ROWS {
             progress.rows(builder.len() as u64);
-            writer.write(&builder.finish()?).await?;
+            let (batch, n) = consent.apply(table, builder.finish()?)?;
+            refused += n;
+            writer.write(&batch).await?;
         }
     }
     if !builder.is_empty() {
         progress.rows(builder.len() as u64);
-        writer.write(&builder.finish()?).await?;
+        let (batch, n) = consent.apply(table, builder.finish()?)?;
+        refused += n;
+        writer.write(&batch).await?;
     }
-    Ok(writer.finish().await?)
+    Ok((writer.finish().await?, refused))
 }

@@ -1,0 +1,946 @@
+//! The audit log: an append-only, hash-chained file of JSON lines with ed25519-signed checkpoints.
+//!
+//! `audit/audit.jsonl` in the Kartoteka home holds one entry per line:
+//! `{seq, ts, actor, action, target, details, outcome, prev_hash, hash}`, where
+//! `hash = sha256(prev_hash ‖ "\n" ‖ the entry's JSON without its hash)`. Changing, removing or
+//! reordering any entry breaks the chain from that entry on. Removing entries from the *end* leaves a
+//! valid chain, so every N entries, every T minutes and at the end of every CLI command a checkpoint
+//! `{seq, hash, ts, signature}` signed with the log's ed25519 key is appended to
+//! `audit/checkpoints.jsonl` and to every configured sink (a file path or an HTTP webhook the
+//! administrator does not control). Verification needs only the public key: it recomputes the chain,
+//! checks each checkpoint's signature and that the log still holds the checkpointed entry.
+//!
+//! One writer at a time: an OS lock (`audit/audit.lock`) serialises CLI, server and jobs, so the chain
+//! never forks and lines are never torn. Every entry is fsynced before `append` returns.
+//! Nothing secret enters an entry: callers pass logins, roles, query text and counts, never a password
+//! or key.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Name of the audit log table in query sessions.
+pub const AUDIT_TABLE: &str = "audit_log";
+const LOG_FILE: &str = "audit.jsonl";
+const CHECKPOINT_FILE: &str = "checkpoints.jsonl";
+const LOCK_FILE: &str = "audit.lock";
+const SIGNING_KEY_FILE: &str = "checkpoint.key";
+/// File holding the checkpoint public key (hex), to be copied wherever checkpoints are verified.
+pub const PUBLIC_KEY_FILE: &str = "checkpoint.pub";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How an audited action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Refused by a policy, a limit or a rule.
+    Denied,
+    /// Failed.
+    Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What a caller records.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Who acted (a login, or `owner` for the local CLI).
+    pub actor: String,
+    /// What was done (`query`, `users.add`, `keys.rotate`, `ingest`, …).
+    pub action: String,
+    /// What it was done to (a login, a table, `lake`).
+    pub target: String,
+    /// Details: no secret ever.
+    pub details: serde_json::Value,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// 1-based, dense.
+    pub seq: u64,
+    /// UTC, microseconds, RFC 3339.
+    pub ts: String,
+    /// Who acted.
+    pub actor: String,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub target: String,
+    /// Details.
+    pub details: serde_json::Value,
+    /// `ok`, `denied` or `error`.
+    pub outcome: Outcome,
+    /// Hash of the previous entry (64 zeros for the first).
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    ts: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    details: &'a serde_json::Value,
+    outcome: Outcome,
+    prev_hash: &'a str,
+}
+
+impl Entry {
+    fn compute_hash(&self) -> String {
+        let body = Body {
+            seq: self.seq,
+            ts: &self.ts,
+            actor: &self.actor,
+            action: &self.action,
+            target: &self.target,
+            details: &self.details,
+            outcome: self.outcome,
+            prev_hash: &self.prev_hash,
+        };
+        let json = serde_json::to_string(&body).expect("audit entry serialises");
+        let mut h = Sha256::new();
+        h.update(self.prev_hash.as_bytes());
+        h.update(b"\n");
+        h.update(json.as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// A signed statement "the log's entry `seq` has hash `hash`".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// Sequence number of the last entry covered.
+    pub seq: u64,
+    /// That entry's hash.
+    pub hash: String,
+    /// When the checkpoint was made.
+    pub ts: String,
+    /// ed25519 signature (hex) over [`Checkpoint::message`].
+    pub signature: String,
+}
+
+impl Checkpoint {
+    fn message(seq: u64, hash: &str, ts: &str) -> String {
+        format!("kartoteka audit checkpoint\n{seq}\n{hash}\n{ts}")
+    }
+
+    /// Check the signature with `key`.
+    pub fn verify(&self, key: &VerifyingKey) -> bool {
+        let Ok(bytes) = hex::decode(&self.signature) else {
+            return false;
+        };
+        let Ok(sig) = Signature::from_slice(&bytes) else {
+            return false;
+        };
+        key.verify(
+            Self::message(self.seq, &self.hash, &self.ts).as_bytes(),
+            &sig,
+        )
+        .is_ok()
+    }
+}
+
+/// Where checkpoints are shipped besides the local file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// Appended to a file (e.g. on a mount the administrator cannot write).
+    File(PathBuf),
+    /// POSTed as JSON to an `http://host:port/path` webhook.
+    Http(String),
+}
+
+impl Sink {
+    /// Parse `file:/path`, a bare path, or `http://…`.
+    pub fn parse(s: &str) -> Result<Sink> {
+        if let Some(rest) = s.strip_prefix("http://") {
+            if rest.is_empty() {
+                return Err(Error::Audit(format!("checkpoint sink {s:?} has no host")));
+            }
+            Ok(Sink::Http(s.to_string()))
+        } else if s.starts_with("https://") {
+            Err(Error::Audit(format!(
+                "checkpoint sink {s:?}: https webhooks arrive with the server's TLS step; use http:// \
+                 to a collector on a trusted network, or a file path"
+            )))
+        } else {
+            Ok(Sink::File(PathBuf::from(
+                s.strip_prefix("file:").unwrap_or(s),
+            )))
+        }
+    }
+
+    fn ship(&self, line: &str) -> std::io::Result<()> {
+        match self {
+            Sink::File(path) => {
+                let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+                f.write_all(line.as_bytes())?;
+                f.write_all(b"\n")?;
+                f.sync_all()
+            }
+            Sink::Http(url) => post_json(url, line),
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST (no redirects, no TLS), enough for a checkpoint collector.
+fn post_json(url: &str, body: &str) -> std::io::Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let target = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {authority}")))?;
+    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "webhook answered {:?}",
+            response.lines().next().unwrap_or("")
+        )))
+    }
+}
+
+/// When checkpoints are made and where they go.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// A checkpoint after this many entries…
+    pub checkpoint_every: u64,
+    /// …or when the last one is this old.
+    pub checkpoint_interval: Duration,
+    /// Second locations for checkpoints.
+    pub sinks: Vec<Sink>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(600),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// The audit log of one Kartoteka home.
+pub struct AuditLog {
+    dir: PathBuf,
+    signing: SigningKey,
+    config: AuditConfig,
+    /// Serialises this process's threads; the OS lock serialises processes.
+    local: Mutex<()>,
+    /// Entries this process appended since its last checkpoint.
+    unsigned: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ts() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    Error::io(action, path)
+}
+
+/// The last complete line of `file` (`None` for an empty file), read backwards in chunks.
+fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut end = len;
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let start = end.saturating_sub(8192);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        // Skip the final newline, find the one before it.
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if let Some(pos) = body.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(String::from_utf8_lossy(&body[pos + 1..]).into_owned()));
+        }
+        if start == 0 {
+            return Ok(Some(String::from_utf8_lossy(body).into_owned()));
+        }
+        end = start;
+    }
+}
+
+impl AuditLog {
+    /// Open (creating on first use) the audit log in `dir`, with its checkpoint signing key.
+    pub fn open(dir: &Path, config: AuditConfig) -> Result<AuditLog> {
+        std::fs::create_dir_all(dir).map_err(io("cannot create audit directory", dir))?;
+        let key_path = dir.join(SIGNING_KEY_FILE);
+        let signing = if key_path.exists() {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&key_path).map_err(io("cannot read", &key_path))?,
+            );
+            let bytes = zeroize::Zeroizing::new(hex::decode(text.trim()).map_err(|_| {
+                Error::Audit(format!("{} is not a hex ed25519 key", key_path.display()))
+            })?);
+            let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                Error::Audit(format!("{} is not a 32-byte key", key_path.display()))
+            })?;
+            SigningKey::from_bytes(&arr)
+        } else {
+            use rand::RngCore;
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            rand::rng().fill_bytes(seed.as_mut());
+            let key = SigningKey::from_bytes(&seed);
+            write_private(&key_path, &hex::encode(seed.as_ref()))?;
+            let pub_path = dir.join(PUBLIC_KEY_FILE);
+            std::fs::write(
+                &pub_path,
+                format!("{}\n", hex::encode(key.verifying_key().to_bytes())),
+            )
+            .map_err(io("cannot write", &pub_path))?;
+            key
+        };
+        Ok(AuditLog {
+            dir: dir.to_path_buf(),
+            signing,
+            config,
+            local: Mutex::new(()),
+            unsigned: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Path of the log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+
+    /// Path of the local checkpoint file.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.dir.join(CHECKPOINT_FILE)
+    }
+
+    /// The checkpoint verification key.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    fn lock(&self) -> Result<(std::sync::MutexGuard<'_, ()>, File)> {
+        let guard = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.dir.join(LOCK_FILE);
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        f.lock().map_err(io("cannot lock", &path))?;
+        Ok((guard, f))
+    }
+
+    /// Append one entry (fsynced), and a checkpoint when one is due.
+    pub fn append(&self, event: Event) -> Result<Entry> {
+        let (_guard, _lock) = self.lock()?;
+        let path = self.log_path();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        let (seq, prev_hash) = match last_line(&mut file).map_err(io("cannot read", &path))? {
+            None => (1, GENESIS.to_string()),
+            Some(line) => {
+                let last: Entry = serde_json::from_str(&line).map_err(|e| {
+                    Error::Audit(format!(
+                        "the last entry of {} is damaged ({e}); run `kartoteka audit verify`",
+                        path.display()
+                    ))
+                })?;
+                (last.seq + 1, last.hash)
+            }
+        };
+        let mut entry = Entry {
+            seq,
+            ts: now_ts(),
+            actor: event.actor,
+            action: event.action,
+            target: event.target,
+            details: event.details,
+            outcome: event.outcome,
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        let mut line = serde_json::to_string(&entry).expect("audit entry serialises");
+        line.push('\n');
+        file.write_all(line.as_bytes())
+            .map_err(io("cannot append to", &path))?;
+        file.sync_data().map_err(io("cannot sync", &path))?;
+        self.unsigned
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.checkpoint_due(seq)? {
+            self.write_checkpoint(seq, &entry.hash)?;
+        }
+        Ok(entry)
+    }
+
+    fn last_checkpoint(&self) -> Result<Option<Checkpoint>> {
+        let path = self.checkpoint_path();
+        let Ok(mut f) = File::open(&path) else {
+            return Ok(None);
+        };
+        match last_line(&mut f).map_err(io("cannot read", &path))? {
+            None => Ok(None),
+            Some(line) => Ok(serde_json::from_str(&line).ok()),
+        }
+    }
+
+    fn checkpoint_due(&self, seq: u64) -> Result<bool> {
+        let Some(last) = self.last_checkpoint()? else {
+            return Ok(seq >= self.config.checkpoint_every);
+        };
+        let age = DateTime::parse_from_rfc3339(&last.ts)
+            .map(|t| Utc::now().signed_duration_since(t))
+            .ok()
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or(Duration::MAX);
+        Ok(
+            seq >= last.seq + self.config.checkpoint_every
+                || age >= self.config.checkpoint_interval,
+        )
+    }
+
+    fn write_checkpoint(&self, seq: u64, hash: &str) -> Result<Checkpoint> {
+        let ts = now_ts();
+        let signature = self
+            .signing
+            .sign(Checkpoint::message(seq, hash, &ts).as_bytes());
+        let cp = Checkpoint {
+            seq,
+            hash: hash.to_string(),
+            ts,
+            signature: hex::encode(signature.to_bytes()),
+        };
+        let line = serde_json::to_string(&cp).expect("checkpoint serialises");
+        let local = Sink::File(self.checkpoint_path());
+        local
+            .ship(&line)
+            .map_err(io("cannot write checkpoint to", &self.checkpoint_path()))?;
+        for sink in &self.config.sinks {
+            // The local checkpoint is written; a sink that is down must not stop the work being
+            // audited. It is reported, and the next checkpoint covers everything before it.
+            if let Err(e) = sink.ship(&line) {
+                tracing::warn!(?sink, error = %e, "audit checkpoint not shipped");
+                eprintln!("warning: audit checkpoint {seq} not shipped to {sink:?}: {e}");
+            }
+        }
+        self.unsigned.store(0, std::sync::atomic::Ordering::Relaxed);
+        Ok(cp)
+    }
+
+    /// Sign a checkpoint of the newest entry now, if this process appended entries since its last
+    /// one. The CLI calls it before it exits, so the log's end is always covered.
+    pub fn checkpoint_now(&self) -> Result<Option<Checkpoint>> {
+        if self.unsigned.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Ok(None);
+        }
+        let (_guard, _lock) = self.lock()?;
+        let path = self.log_path();
+        let mut file = File::open(&path).map_err(io("cannot open", &path))?;
+        let Some(line) = last_line(&mut file).map_err(io("cannot read", &path))? else {
+            return Ok(None);
+        };
+        let last: Entry = serde_json::from_str(&line)
+            .map_err(|e| Error::Audit(format!("the last audit entry is damaged: {e}")))?;
+        self.write_checkpoint(last.seq, &last.hash).map(Some)
+    }
+
+    /// All entries, in order (for `audit tail` and the audit table). Damaged lines are an error.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let path = self.log_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("cannot read", &path)(e)),
+        };
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| {
+                    Error::Audit(format!(
+                        "audit line {} is damaged ({e}); run `kartoteka audit verify`",
+                        i + 1
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io("cannot create", path))?;
+    f.write_all(text.as_bytes())
+        .map_err(io("cannot write", path))?;
+    f.sync_all().map_err(io("cannot sync", path))
+}
+
+/// Read a public key file (hex).
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey> {
+    let text = std::fs::read_to_string(path).map_err(io("cannot read", path))?;
+    let bytes = hex::decode(text.trim())
+        .map_err(|_| Error::Audit(format!("{} is not a hex public key", path.display())))?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Audit(format!("{} is not a 32-byte key", path.display())))?;
+    VerifyingKey::from_bytes(&arr)
+        .map_err(|_| Error::Audit(format!("{} is not an ed25519 public key", path.display())))
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Entries read and found intact (up to the first problem).
+    pub entries: u64,
+    /// Checkpoints whose signature and entry matched.
+    pub checkpoints: u64,
+    /// The newest checkpointed sequence number.
+    pub newest_checkpoint: Option<u64>,
+    /// The first problem: (line of the log or checkpoint file, explanation).
+    pub broken: Option<String>,
+}
+
+impl VerifyReport {
+    /// No problem found.
+    pub fn ok(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+/// Verify the log at `log` against the checkpoint files `checkpoints` with `key` alone.
+pub fn verify(log: &Path, checkpoints: &[PathBuf], key: &VerifyingKey) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let bytes = match std::fs::read(log) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io("cannot read", log)(e)),
+    };
+    let mut hashes: Vec<String> = Vec::new();
+    let mut prev = GENESIS.to_string();
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        report.broken = Some(format!(
+            "{}: the last line is incomplete (torn or truncated write)",
+            log.display()
+        ));
+    }
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        if report.broken.is_some() {
+            break;
+        }
+        if raw.is_empty() && i == bytes.split(|&b| b == b'\n').count() - 1 {
+            break;
+        }
+        let line = i + 1;
+        let expected_seq = hashes.len() as u64 + 1;
+        let entry: Entry = match std::str::from_utf8(raw)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(t).map_err(|e| e.to_string()))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                report.broken = Some(format!(
+                    "line {line} (entry {expected_seq}): unreadable: {e}"
+                ));
+                break;
+            }
+        };
+        let problem = if entry.seq != expected_seq {
+            Some(format!(
+                "has seq {} where {expected_seq} belongs: entries were removed or reordered",
+                entry.seq
+            ))
+        } else if entry.prev_hash != prev {
+            Some(
+                "does not link to the entry before it: an entry before it was changed or removed"
+                    .to_string(),
+            )
+        } else if entry.hash != entry.compute_hash() {
+            Some("its content does not match its hash: it was edited".to_string())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            report.broken = Some(format!("line {line} (entry {expected_seq}) {p}"));
+            break;
+        }
+        prev = entry.hash.clone();
+        hashes.push(entry.hash);
+        report.entries += 1;
+    }
+    for path in checkpoints {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("cannot read", path)(e)),
+        };
+        for (i, l) in text.lines().enumerate() {
+            let at = format!("{} line {}", path.display(), i + 1);
+            let cp: Checkpoint = match serde_json::from_str(l) {
+                Ok(c) => c,
+                Err(e) => {
+                    report
+                        .broken
+                        .get_or_insert(format!("{at}: unreadable checkpoint: {e}"));
+                    continue;
+                }
+            };
+            if !cp.verify(key) {
+                report
+                    .broken
+                    .get_or_insert(format!("{at}: checkpoint signature is invalid"));
+                continue;
+            }
+            report.newest_checkpoint = report.newest_checkpoint.max(Some(cp.seq));
+            match hashes.get(cp.seq.saturating_sub(1) as usize) {
+                Some(h) if *h == cp.hash && cp.seq > 0 => report.checkpoints += 1,
+                Some(_) => {
+                    report.broken.get_or_insert(format!(
+                        "{at}: the signed checkpoint of entry {} does not match the log: the log was rewritten",
+                        cp.seq
+                    ));
+                }
+                None => {
+                    report.broken.get_or_insert(format!(
+                        "{at}: a signed checkpoint covers entry {} but the log (intact) ends at entry {}: the log was truncated",
+                        cp.seq,
+                        hashes.len()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The audit log as a read-only table (`audit_log`), optionally restricted to one actor's entries.
+pub(crate) struct AuditTable {
+    log: Arc<AuditLog>,
+    actor: Option<String>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for AuditTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditTable")
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditTable {
+    pub(crate) fn new(log: Arc<AuditLog>, actor: Option<String>) -> AuditTable {
+        let text = |n: &str| Field::new(n, DataType::Utf8, false);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("seq", DataType::Int64, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            text("actor"),
+            text("action"),
+            text("target"),
+            text("outcome"),
+            text("details"),
+            text("prev_hash"),
+            text("hash"),
+        ]));
+        AuditTable { log, actor, schema }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let entries: Vec<Entry> = self
+            .log
+            .entries()?
+            .into_iter()
+            .filter(|e| self.actor.as_ref().is_none_or(|a| *a == e.actor))
+            .collect();
+        let strings = |f: &dyn Fn(&Entry) -> String| -> ArrayRef {
+            Arc::new(entries.iter().map(|e| Some(f(e))).collect::<StringArray>())
+        };
+        let ts: TimestampMicrosecondArray = entries
+            .iter()
+            .map(|e| crate::time::parse_timestamp(&e.ts).map(|t| t.timestamp_micros()))
+            .collect::<TimestampMicrosecondArray>()
+            .with_timezone("UTC");
+        Ok(RecordBatch::try_new(
+            Arc::clone(&self.schema),
+            vec![
+                Arc::new(entries.iter().map(|e| e.seq as i64).collect::<Int64Array>()),
+                Arc::new(ts),
+                strings(&|e| e.actor.clone()),
+                strings(&|e| e.action.clone()),
+                strings(&|e| e.target.clone()),
+                strings(&|e| e.outcome.as_str().to_string()),
+                strings(&|e| e.details.to_string()),
+                strings(&|e| e.prev_hash.clone()),
+                strings(&|e| e.hash.clone()),
+            ],
+        )?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for AuditTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batch = self
+            .batch()
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: usize) -> Event {
+        Event {
+            actor: format!("user{}", i % 3),
+            action: "query".into(),
+            target: "lake".into(),
+            details: serde_json::json!({ "sql": format!("SELECT {i} — «досье»"), "rows": i }),
+            outcome: if i % 4 == 0 {
+                Outcome::Denied
+            } else {
+                Outcome::Ok
+            },
+        }
+    }
+
+    /// A log of 7 entries with checkpoints every 3 entries and one at the end.
+    fn sample() -> (tempfile::TempDir, AuditLog) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(
+            dir.path(),
+            AuditConfig {
+                checkpoint_every: 3,
+                checkpoint_interval: Duration::from_secs(3600),
+                sinks: vec![Sink::File(dir.path().join("shipped.jsonl"))],
+            },
+        )
+        .expect("open");
+        for i in 1..=7 {
+            log.append(event(i)).expect("append");
+        }
+        log.checkpoint_now().expect("checkpoint");
+        (dir, log)
+    }
+
+    fn check(log: &AuditLog) -> VerifyReport {
+        verify(&log.log_path(), &[log.checkpoint_path()], &log.public_key()).expect("verify runs")
+    }
+
+    #[test]
+    fn an_untouched_log_verifies_with_the_public_key_alone() {
+        let (dir, log) = sample();
+        let report = check(&log);
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.entries, 7);
+        assert_eq!(report.newest_checkpoint, Some(7));
+        assert_eq!(report.checkpoints, 3, "after 3, 6 and at the end");
+        // Elsewhere, with only the public key file and copies of the log and the shipped checkpoints.
+        let other = tempfile::tempdir().expect("tempdir");
+        for f in [LOG_FILE, PUBLIC_KEY_FILE, "shipped.jsonl"] {
+            std::fs::copy(dir.path().join(f), other.path().join(f)).expect("copy");
+        }
+        let key = read_public_key(&other.path().join(PUBLIC_KEY_FILE)).expect("key");
+        let report = verify(
+            &other.path().join(LOG_FILE),
+            &[other.path().join("shipped.jsonl")],
+            &key,
+        )
+        .expect("verify");
+        assert!(report.ok(), "{report:?}");
+        assert_eq!(report.checkpoints, 3);
+        // A different key does not verify these checkpoints.
+        let stranger = SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+        let report = verify(&log.log_path(), &[log.checkpoint_path()], &stranger).expect("verify");
+        assert!(
+            report
+                .broken
+                .expect("broken")
+                .contains("signature is invalid")
+        );
+    }
+
+    #[test]
+    fn flipping_any_byte_of_the_log_is_detected() {
+        let (_dir, log) = sample();
+        let original = std::fs::read(log.log_path()).expect("read");
+        for i in 0..original.len() {
+            let mut bytes = original.clone();
+            bytes[i] ^= 0x01;
+            std::fs::write(log.log_path(), &bytes).expect("write");
+            let report = check(&log);
+            assert!(
+                !report.ok(),
+                "flipping byte {i} ({:?}) went unnoticed",
+                original[i] as char
+            );
+        }
+        std::fs::write(log.log_path(), &original).expect("restore");
+        assert!(check(&log).ok());
+    }
+
+    #[test]
+    fn deleting_reordering_or_truncating_entries_is_detected() {
+        let (_dir, log) = sample();
+        let original = std::fs::read_to_string(log.log_path()).expect("read");
+        let lines: Vec<&str> = original.lines().collect();
+        let write = |ls: &[&str]| {
+            let mut text = ls.join("\n");
+            if !ls.is_empty() {
+                text.push('\n');
+            }
+            std::fs::write(log.log_path(), text).expect("write");
+        };
+        for i in 0..lines.len() {
+            let mut ls = lines.clone();
+            ls.remove(i);
+            write(&ls);
+            let report = check(&log);
+            assert!(!report.ok(), "deleting entry {} went unnoticed", i + 1);
+        }
+        for i in 0..lines.len() - 1 {
+            let mut ls = lines.clone();
+            ls.swap(i, i + 1);
+            write(&ls);
+            let report = check(&log);
+            let broken = report.broken.expect("swap detected");
+            assert!(broken.contains(&format!("line {}", i + 1)), "{broken}");
+        }
+        for keep in 0..lines.len() {
+            write(&lines[..keep]);
+            let report = check(&log);
+            assert!(
+                report
+                    .broken
+                    .as_deref()
+                    .is_some_and(|b| b.contains("truncated")),
+                "truncating to {keep} entries went unnoticed: {report:?}"
+            );
+        }
+        // A torn last line.
+        std::fs::write(log.log_path(), &original[..original.len() - 10]).expect("write");
+        assert!(!check(&log).ok());
+        // The first broken entry is named: editing entry 5's details.
+        let edited = original.replacen("SELECT 5", "SELECT 6", 1);
+        std::fs::write(log.log_path(), edited).expect("write");
+        let broken = check(&log).broken.expect("edit detected");
+        assert!(
+            broken.contains("entry 5") && broken.contains("edited"),
+            "{broken}"
+        );
+    }
+
+    #[test]
+    fn appends_continue_the_chain_across_opens() {
+        let (dir, log) = sample();
+        drop(log);
+        let log = AuditLog::open(dir.path(), AuditConfig::default()).expect("reopen");
+        let e = log.append(event(8)).expect("append");
+        assert_eq!(e.seq, 8);
+        log.checkpoint_now().expect("checkpoint");
+        assert!(check(&log).ok());
+        assert_eq!(log.entries().expect("entries").len(), 8);
+    }
+}

@@ -1,0 +1,517 @@
+//! Administrative commands: users, audit, keys, privacy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow::array::{Array, Int64Array, StringArray};
+use kartoteka_engine::audit::{self, Event, Outcome, PUBLIC_KEY_FILE, Sink};
+use kartoteka_engine::control::{ControlPlane, NewUser, User};
+use kartoteka_engine::model::{self, Class};
+use kartoteka_engine::{Engine, MasterKeySource, Principal, Role};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::home::{self, Home};
+use crate::output::Format;
+use crate::{AuditCommand, KeysCommand, PrivacyCommand, UsersCommand};
+
+/// The local CLI acts as the owner.
+const CLI_ACTOR: &str = "owner";
+
+fn parse_role(s: &str) -> Result<Role> {
+    Role::parse(s).with_context(|| {
+        format!("unknown role {s:?}; the roles are owner, manager, team_lead, analyst, admin")
+    })
+}
+
+fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
+    let values: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .map(|r| match serde_json::to_value(r) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            _ => bail!("records print as objects"),
+        })
+        .collect::<Result<_>>()?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&values)?),
+        Format::Csv | Format::Table => {
+            let Some(first) = values.first() else {
+                println!("(none)");
+                return Ok(());
+            };
+            let headers: Vec<&String> = first.keys().collect();
+            let cell = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            let table: Vec<Vec<String>> = values
+                .iter()
+                .map(|m| headers.iter().map(|h| cell(&m[*h])).collect())
+                .collect();
+            if format == Format::Csv {
+                println!(
+                    "{}",
+                    headers
+                        .iter()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                );
+                for row in &table {
+                    let quoted: Vec<String> = row
+                        .iter()
+                        .map(|c| {
+                            if c.contains([',', '"', '\n']) {
+                                format!("\"{}\"", c.replace('"', "\"\""))
+                            } else {
+                                c.clone()
+                            }
+                        })
+                        .collect();
+                    println!("{}", quoted.join(","));
+                }
+            } else {
+                let widths: Vec<usize> = headers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| {
+                        table
+                            .iter()
+                            .map(|r| r[i].chars().count())
+                            .max()
+                            .unwrap_or(0)
+                            .max(h.chars().count())
+                    })
+                    .collect();
+                let line = |cells: Vec<&str>| {
+                    cells
+                        .iter()
+                        .zip(&widths)
+                        .map(|(c, w)| format!("{c:<w$}"))
+                        .collect::<Vec<_>>()
+                        .join("  ")
+                };
+                println!("{}", line(headers.iter().map(|h| h.as_str()).collect()));
+                for row in &table {
+                    println!("{}", line(row.iter().map(String::as_str).collect()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
+    let control = home.control().await?;
+    match command {
+        UsersCommand::Add {
+            login,
+            role,
+            staff_id,
+            team,
+        } => {
+            let (user, password) = control
+                .add_user(
+                    NewUser {
+                        login,
+                        role: parse_role(&role)?,
+                        staff_id,
+                        team,
+                    },
+                    CLI_ACTOR,
+                )
+                .await?;
+            println!(
+                "user {} ({}) created. Initial password, shown once — hand it to the user, who must change it at first login:\n{}",
+                user.login,
+                user.role.as_str(),
+                password.expose()
+            );
+        }
+        UsersCommand::List { format } => print_records(&control.list_users().await?, format)?,
+        UsersCommand::Disable { login } => {
+            let u = control.disable(&login, CLI_ACTOR).await?;
+            println!("user {} is {}", u.login, u.status);
+        }
+        UsersCommand::SetRole { login, role } => {
+            let u = control
+                .set_role(&login, parse_role(&role)?, CLI_ACTOR)
+                .await?;
+            println!("user {} now has the role {}", u.login, u.role.as_str());
+        }
+        UsersCommand::Reset { login } => {
+            let password = control.reset_password(&login, CLI_ACTOR).await?;
+            println!(
+                "new password for {login}, shown once — hand it to the user, who must change it at first login:\n{}",
+                password.expose()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn audit(dir: &Path, command: AuditCommand) -> Result<()> {
+    match command {
+        AuditCommand::Verify {
+            log,
+            checkpoints,
+            public_key,
+        } => {
+            // Verification needs no master key and no lake: the public key and the files suffice.
+            let home = Home::open(dir).ok();
+            let audit_dir = dir.join(home::AUDIT_DIR);
+            let log = log.unwrap_or_else(|| audit_dir.join("audit.jsonl"));
+            let key_path = public_key.unwrap_or_else(|| audit_dir.join(PUBLIC_KEY_FILE));
+            let key = audit::read_public_key(&key_path)?;
+            let mut files: Vec<PathBuf> = checkpoints;
+            if files.is_empty() {
+                files.push(audit_dir.join("checkpoints.jsonl"));
+                for s in home.iter().flat_map(|h| h.config.audit.sinks.iter()) {
+                    if let Ok(Sink::File(p)) = Sink::parse(s) {
+                        files.push(p);
+                    }
+                }
+            }
+            let report = audit::verify(&log, &files, &key)?;
+            match &report.broken {
+                None => {
+                    println!(
+                        "audit log intact: {} entries, {} signed checkpoints verified (newest covers entry {})",
+                        report.entries,
+                        report.checkpoints,
+                        report
+                            .newest_checkpoint
+                            .map_or("none".to_string(), |n| n.to_string())
+                    );
+                    Ok(())
+                }
+                Some(problem) => bail!(
+                    "audit log BROKEN: {problem}\n{} entries before it are intact. Keep the damaged file \
+                     for investigation and tell the owner.",
+                    report.entries
+                ),
+            }
+        }
+        AuditCommand::Tail { lines } => {
+            let home = Home::open(dir)?;
+            let log = home.audit()?;
+            let entries = log.entries()?;
+            for e in entries.iter().skip(entries.len().saturating_sub(lines)) {
+                println!("{}", serde_json::to_string(e)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn record(home: &Home, action: &str, details: serde_json::Value, outcome: Outcome) -> Result<()> {
+    home.audit()?.append(Event {
+        actor: CLI_ACTOR.into(),
+        action: action.into(),
+        target: "keyring".into(),
+        details,
+        outcome,
+    })?;
+    Ok(())
+}
+
+pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
+    let lake = home.lake().await?;
+    match command {
+        KeysCommand::List => {
+            print_records(&lake.keys().await, Format::Table)?;
+        }
+        KeysCommand::Rotate { data } => {
+            let new_source = new_master_key(home)?;
+            let outcome = lake.rotate_master(&new_source.source).await;
+            record(
+                home,
+                "keys.rotate-master",
+                serde_json::json!({ "kind": new_source.kind }),
+                if outcome.is_ok() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Error
+                },
+            )?;
+            outcome?;
+            new_source.install()?;
+            println!(
+                "master key rotated ({}): data keys re-wrapped, no data rewritten",
+                new_source.kind
+            );
+            if data {
+                let engine = home.engine(Arc::clone(&lake))?;
+                let outcome = engine.rotate_data_keys().await;
+                record(
+                    home,
+                    "keys.rotate-data",
+                    match &outcome {
+                        Ok((ids, snap)) => {
+                            serde_json::json!({ "new_keys": ids, "snapshot": snap.id })
+                        }
+                        Err(e) => serde_json::json!({ "error": e.to_string() }),
+                    },
+                    if outcome.is_ok() {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Error
+                    },
+                )?;
+                let (ids, snapshot) = outcome?;
+                println!(
+                    "data keys rotated: {} new keys, every file rewritten in snapshot {}. Old key versions \
+                     are forgotten by `kartoteka gc` once no snapshot uses them.",
+                    ids.len(),
+                    snapshot.id
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next master key: a new passphrase from `KARTOTEKA_NEW_PASSPHRASE` when the lake is sealed with
+/// one, else a new key file that replaces the old one once the keyring is re-wrapped.
+struct NewMaster {
+    source: MasterKeySource,
+    kind: &'static str,
+    staged: Option<(PathBuf, PathBuf)>,
+}
+
+impl NewMaster {
+    fn install(&self) -> Result<()> {
+        if let Some((staged, live)) = &self.staged {
+            std::fs::rename(staged, live).with_context(|| {
+                format!("cannot move {} to {}", staged.display(), live.display())
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn new_master_key(home: &Home) -> Result<NewMaster> {
+    if std::env::var_os("KARTOTEKA_PASSPHRASE").is_some() {
+        let p = std::env::var("KARTOTEKA_NEW_PASSPHRASE").context(
+            "this lake is opened with a passphrase: set KARTOTEKA_NEW_PASSPHRASE to the new one",
+        )?;
+        if p.chars().count() < 15 {
+            bail!("the new passphrase must have at least 15 characters");
+        }
+        return Ok(NewMaster {
+            source: MasterKeySource::Passphrase(Zeroizing::new(p)),
+            kind: "passphrase",
+            staged: None,
+        });
+    }
+    let live = home.dir.join(home::KEY_FILE);
+    let staged = home.dir.join(format!("{}.new", home::KEY_FILE));
+    // A staged key from an interrupted rotation is unusable (the keyring was not re-wrapped with it,
+    // or was: then it is the only key that opens the lake). Refuse to guess.
+    if staged.exists() {
+        bail!(
+            "{} exists from an interrupted rotation: if the lake opens with {}, delete the .new file; \
+             otherwise move it over {} and retry",
+            staged.display(),
+            live.display(),
+            live.display()
+        );
+    }
+    let source = MasterKeySource::create_key_file(&staged)?;
+    Ok(NewMaster {
+        source,
+        kind: "key file",
+        staged: Some((staged, live)),
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct PiiColumn {
+    table: &'static str,
+    column: &'static str,
+    stored_in: String,
+    jurisdiction: String,
+    encrypted_with: String,
+    files: usize,
+    rows: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct PrivacyReport {
+    jurisdiction: String,
+    lake: String,
+    pii_columns: Vec<PiiColumn>,
+    clients: u64,
+    clients_without_consent: u64,
+    client_ids_without_consent: Vec<i64>,
+}
+
+pub(crate) async fn privacy(home: &Home, command: PrivacyCommand) -> Result<()> {
+    let PrivacyCommand::Report { format } = command;
+    let lake = home.lake().await?;
+    let snapshot = lake.current().await?;
+    let lake_dir = std::path::absolute(home.path(&home.config.lake.path))
+        .unwrap_or_else(|_| home.path(&home.config.lake.path));
+    let keys = lake.keys().await;
+    let jurisdiction = home.config.lake.jurisdiction.clone();
+    let mut pii_columns = Vec::new();
+    for t in model::tables() {
+        for c in t.pii_columns() {
+            let state = snapshot.table(t.name);
+            pii_columns.push(PiiColumn {
+                table: t.name,
+                column: c.name,
+                stored_in: lake_dir.join("tables").join(t.name).display().to_string(),
+                jurisdiction: jurisdiction.clone(),
+                encrypted_with: keys
+                    .iter()
+                    .find(|k| k.table == t.name && k.class == Class::Pii && k.current)
+                    .map_or("-".into(), |k| k.id.clone()),
+                files: state.map_or(0, |s| s.files.len()),
+                rows: state.map_or(0, |s| s.rows()),
+            });
+        }
+    }
+    let engine: Engine = home.engine(Arc::clone(&lake))?;
+    let session = engine.session(&Principal::local_owner()).await?;
+    let result = session
+        .sql("SELECT client_id, consent_at IS NULL AS missing FROM clients ORDER BY client_id")
+        .await?;
+    let mut without = Vec::new();
+    let mut clients = 0u64;
+    for b in &result.batches {
+        let ids = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("client_id is BIGINT")?;
+        let missing = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .context("a boolean")?;
+        for i in 0..b.num_rows() {
+            clients += 1;
+            if missing.value(i) {
+                without.push(ids.value(i));
+            }
+        }
+    }
+    let report = PrivacyReport {
+        jurisdiction,
+        lake: lake_dir.display().to_string(),
+        clients,
+        clients_without_consent: without.len() as u64,
+        client_ids_without_consent: without,
+        pii_columns,
+    };
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "Personal data of this lake is declared as kept in jurisdiction {} (lake: {}).",
+        report.jurisdiction, report.lake
+    );
+    print_records(&report.pii_columns, format)?;
+    println!(
+        "\n{} of {} clients have no recorded consent{}",
+        report.clients_without_consent,
+        report.clients,
+        if report.client_ids_without_consent.is_empty() {
+            ".".to_string()
+        } else {
+            format!(
+                " (client ids: {}{})",
+                report
+                    .client_ids_without_consent
+                    .iter()
+                    .take(50)
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if report.client_ids_without_consent.len() > 50 {
+                    ", …; --format json lists all"
+                } else {
+                    ""
+                }
+            )
+        }
+    );
+    Ok(())
+}
+
+/// Demo users: `owner`, `admin`, `analyst`, and one login per demo manager and team lead
+/// (`manager-<staff id>`, `lead-<staff id>`). Existing users are kept. Returns (login, role, password)
+/// of the users created.
+pub(crate) async fn demo_users(
+    control: &ControlPlane,
+    engine: &Engine,
+) -> Result<Vec<(String, Role, String)>> {
+    let session = engine.session(&Principal::local_owner()).await?;
+    let staff = session
+        .sql(
+            "SELECT staff_id, position, team FROM staff \
+             WHERE position IN ('manager', 'team_lead') ORDER BY staff_id",
+        )
+        .await?;
+    let mut wanted: Vec<NewUser> = vec![
+        NewUser {
+            login: "owner".into(),
+            role: Role::Owner,
+            staff_id: None,
+            team: None,
+        },
+        NewUser {
+            login: "admin".into(),
+            role: Role::Admin,
+            staff_id: None,
+            team: None,
+        },
+        NewUser {
+            login: "analyst".into(),
+            role: Role::Analyst,
+            staff_id: None,
+            team: None,
+        },
+    ];
+    for b in &staff.batches {
+        let ids = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("staff_id")?;
+        let pos = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("position")?;
+        let team = b
+            .column(2)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .context("team")?;
+        for i in 0..b.num_rows() {
+            let lead = pos.value(i) == "team_lead";
+            wanted.push(NewUser {
+                login: format!("{}-{}", if lead { "lead" } else { "manager" }, ids.value(i)),
+                role: if lead { Role::TeamLead } else { Role::Manager },
+                staff_id: Some(ids.value(i)),
+                team: (!team.is_null(i)).then(|| team.value(i).to_string()),
+            });
+        }
+    }
+    let existing: Vec<User> = control.list_users().await?;
+    let mut created = Vec::new();
+    for u in wanted {
+        if existing.iter().any(|e| e.login == u.login) {
+            continue;
+        }
+        let role = u.role;
+        let (user, password) = control.add_user(u, CLI_ACTOR).await?;
+        created.push((user.login, role, password.expose().to_string()));
+    }
+    Ok(created)
+}
