@@ -473,3 +473,53 @@ fn debug_output_never_shows_keys() {
     let source = passphrase("hunter2-hunter2");
     assert!(!format!("{source:?}").contains("hunter2"));
 }
+
+#[tokio::test]
+async fn even_a_masking_bug_cannot_decrypt_pii_in_an_analysts_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    let snapshot = write_staff(&lake, 0..20).await;
+    let engine = Engine::new(Arc::clone(&lake), EngineConfig::default()).expect("engine");
+    let analyst = Principal {
+        user: "analyst".into(),
+        role: crate::Role::Analyst,
+        staff_id: None,
+        team: vec![],
+        preview_by: None,
+    };
+    let session = engine.session(&analyst).await.expect("session");
+    assert!(session.key_ids().iter().all(|k| !k.contains(".pii.")));
+    // The masked view: tokens, equal for equal values, never the value.
+    let r = session
+        .sql("SELECT full_name, email FROM staff ORDER BY staff_id")
+        .await
+        .expect("masked");
+    let names = r.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("text");
+    assert!(names.iter().flatten().all(|v| v.starts_with("tok_")));
+    // Simulate a masking bug: a plan over the raw table with the analyst's keys reaches the raw
+    // column. It fails to decrypt, cleanly, naming the missing clearance.
+    let raw = engine
+        .raw_context(&snapshot, &[Class::Internal])
+        .await
+        .expect("raw");
+    let err = raw
+        .sql("SELECT full_name FROM staff")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect_err("the pii column cannot be decrypted without the pii key");
+    assert!(err.to_string().contains("not cleared"), "{err}");
+    let ok = raw
+        .sql("SELECT COUNT(full_name__tok) FROM staff")
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("tokens are internal");
+    assert_eq!(ok[0].num_rows(), 1);
+}
