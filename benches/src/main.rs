@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal};
+use kartoteka_engine::audit::{AuditConfig, AuditLog, Event, Outcome};
+use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal, Role};
 use kartoteka_ingest::demo::{self, DemoConfig};
 use kartoteka_ingest::{Mapping, NoProgress, SqliteSource};
 use kartoteka_queries::Catalog;
@@ -26,6 +27,33 @@ struct Args {
     /// Times each metric is run (the best and the median are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Audit entries appended for the audit throughput figure.
+    #[arg(long, default_value_t = 2_000)]
+    audit_entries: usize,
+}
+
+/// Append `n` query-sized entries to a fresh audit log: every entry is fsynced before `append`
+/// returns (the log's only policy), with the default checkpoint cadence (every 100 entries).
+fn audit_throughput(dir: &std::path::Path, n: usize) -> Result<serde_json::Value> {
+    let log = AuditLog::open(&dir.join("audit"), AuditConfig::default())?;
+    let t = Instant::now();
+    for i in 0..n {
+        log.append(Event {
+            actor: "analyst".into(),
+            action: "query".into(),
+            target: "lake".into(),
+            details: json!({
+                "sql": "SELECT stage, COUNT(*) FROM deals WHERE created_at >= $from GROUP BY stage",
+                "rows": i, "bytes": 4096, "duration_ms": 12, "snapshot": 1,
+            }),
+            outcome: Outcome::Ok,
+        })?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(json!({
+        "entries": n, "seconds": secs, "entries_per_second": n as f64 / secs,
+        "fsync": "every entry (fdatasync before append returns)", "checkpoint_every": 100,
+    }))
 }
 
 fn reset_peak() {
@@ -79,30 +107,77 @@ async fn main() -> Result<()> {
 
     let engine = Engine::new(Arc::clone(&lake), EngineConfig::default())?;
     let catalog = Catalog::builtin()?;
+    // The manager with the most clients: the heaviest manager's view.
+    let owner = engine.session(&Principal::local_owner()).await?;
+    let top = owner
+        .sql("SELECT owner_id FROM clients WHERE owner_id IS NOT NULL GROUP BY owner_id ORDER BY COUNT(*) DESC LIMIT 1")
+        .await?;
+    let staff_id = top.batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .context("owner_id")?
+        .value(0);
+    let manager = Principal {
+        user: format!("manager-{staff_id}"),
+        role: Role::Manager,
+        staff_id: Some(staff_id),
+        team: vec![],
+        preview_by: None,
+    };
+    let t = Instant::now();
+    engine.session(&manager).await?;
+    let manager_first_session = t.elapsed().as_secs_f64();
     let mut metrics = Vec::new();
+    let (mut log_owner, mut log_manager) = (0.0, 0.0);
     for metric in catalog.metrics() {
         reset_peak();
-        let mut times = Vec::new();
-        let mut result_rows = 0;
-        for _ in 0..args.runs.max(1) {
-            let session = engine.session(&Principal::local_owner()).await?;
-            let t = Instant::now();
-            let r = kartoteka_queries::run_metric(
-                &session,
-                metric,
-                &[("from".into(), "2000-01-01".into())],
-            )
-            .await
-            .with_context(|| metric.name.clone())?;
-            times.push(t.elapsed().as_secs_f64());
-            result_rows = r.rows();
+        let mut entry = serde_json::Map::new();
+        entry.insert("metric".into(), metric.name.clone().into());
+        for who in ["unwrapped", "owner", "manager"] {
+            let mut times = Vec::new();
+            let mut result_rows = 0;
+            for _ in 0..args.runs.max(1) {
+                // Session set-up is timed with the query: the policy is resolved per session.
+                let t = Instant::now();
+                let session = match who {
+                    "unwrapped" => engine.unwrapped_session_for_benchmarks().await?,
+                    "owner" => engine.session(&Principal::local_owner()).await?,
+                    _ => engine.session(&manager).await?,
+                };
+                let r = kartoteka_queries::run_metric(
+                    &session,
+                    metric,
+                    &[("from".into(), "2000-01-01".into())],
+                )
+                .await
+                .with_context(|| metric.name.clone())?;
+                times.push(t.elapsed().as_secs_f64());
+                result_rows = r.rows();
+            }
+            times.sort_by(f64::total_cmp);
+            entry.insert(
+                who.into(),
+                json!({"result_rows": result_rows, "best_seconds": times[0], "median_seconds": times[times.len() / 2]}),
+            );
         }
-        times.sort_by(f64::total_cmp);
-        metrics.push(json!({
-            "metric": metric.name, "result_rows": result_rows, "best_seconds": times[0],
-            "median_seconds": times[times.len() / 2], "peak_rss_mb": peak_rss_mb(),
-        }));
+        let best = |who: &str| entry[who]["best_seconds"].as_f64().unwrap_or(f64::NAN);
+        let (base, owner_t, manager_t) = (best("unwrapped"), best("owner"), best("manager"));
+        log_owner += (owner_t / base).ln();
+        log_manager += (manager_t / base).ln();
+        entry.insert("owner_over_unwrapped".into(), (owner_t / base).into());
+        entry.insert("manager_over_unwrapped".into(), (manager_t / base).into());
+        entry.insert("peak_rss_mb".into(), peak_rss_mb().into());
+        metrics.push(serde_json::Value::Object(entry));
     }
+    let n = metrics.len().max(1) as f64;
+    let policy = json!({
+        "geomean_owner_over_unwrapped": (log_owner / n).exp(),
+        "geomean_manager_over_unwrapped": (log_manager / n).exp(),
+        "manager": manager.user,
+        "manager_first_session_seconds": manager_first_session,
+    });
+    let audit = audit_throughput(dir.path(), args.audit_entries)?;
     let out = json!({
         "benchmark": "kartoteka-demo",
         "scale": args.scale,
@@ -112,6 +187,8 @@ async fn main() -> Result<()> {
         "generate": generate,
         "ingest": ingest,
         "metrics": metrics,
+        "policy_overhead": policy,
+        "audit": audit,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

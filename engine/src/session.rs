@@ -401,6 +401,24 @@ impl Engine {
         })
     }
 
+    /// A session without any policy wrapper, holding every key: only for measuring what the wrapper
+    /// costs (`kartoteka-bench`). Nothing in the product calls it; it is not audited.
+    #[doc(hidden)]
+    pub async fn unwrapped_session_for_benchmarks(&self) -> Result<QuerySession> {
+        let snapshot = self.lake.current().await?;
+        let classes = [Class::Internal, Class::Pii];
+        let ctx = self.raw_context(&snapshot, &classes).await?;
+        let key_ids = self.lake.keyring().read().await.session_keys(&classes).ids();
+        Ok(QuerySession {
+            ctx,
+            snapshot: Arc::new(snapshot),
+            principal: Principal::local_owner(),
+            limits: self.config.limits(Role::Owner),
+            audit: None,
+            key_ids,
+        })
+    }
+
     /// A DataFusion context over the shared runtime with its own key registry and, optionally, its
     /// own memory cap inside the shared pool.
     fn context(&self, keys: Arc<SessionKeys>, memory_cap: Option<usize>) -> SessionContext {
