@@ -206,11 +206,26 @@ pub(crate) fn audit(dir: &Path, command: AuditCommand) -> Result<()> {
     }
 }
 
-fn record(home: &Home, action: &str, details: serde_json::Value, outcome: Outcome) -> Result<()> {
+/// Record the owner's `action` on `target` with the outcome of `result`: `details` of the success, or
+/// the error's text.
+pub(crate) fn record<T, E: std::fmt::Display>(
+    home: &Home,
+    action: &str,
+    target: &str,
+    result: &std::result::Result<T, E>,
+    details: impl FnOnce(&T) -> serde_json::Value,
+) -> Result<()> {
+    let (details, outcome) = match result {
+        Ok(v) => (details(v), Outcome::Ok),
+        Err(e) => (
+            serde_json::json!({ "error": e.to_string() }),
+            Outcome::Error,
+        ),
+    };
     home.audit()?.append(Event {
         actor: CLI_ACTOR.into(),
         action: action.into(),
-        target: "keyring".into(),
+        target: target.into(),
         details,
         outcome,
     })?;
@@ -229,12 +244,9 @@ pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
             record(
                 home,
                 "keys.rotate-master",
-                serde_json::json!({ "kind": new_source.kind }),
-                if outcome.is_ok() {
-                    Outcome::Ok
-                } else {
-                    Outcome::Error
-                },
+                "keyring",
+                &outcome,
+                |_| serde_json::json!({ "kind": new_source.kind }),
             )?;
             outcome?;
             new_source.install()?;
@@ -248,17 +260,9 @@ pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
                 record(
                     home,
                     "keys.rotate-data",
-                    match &outcome {
-                        Ok((ids, snap)) => {
-                            serde_json::json!({ "new_keys": ids, "snapshot": snap.id })
-                        }
-                        Err(e) => serde_json::json!({ "error": e.to_string() }),
-                    },
-                    if outcome.is_ok() {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Error
-                    },
+                    "keyring",
+                    &outcome,
+                    |(ids, snap)| serde_json::json!({ "new_keys": ids, "snapshot": snap.id }),
                 )?;
                 let (ids, snapshot) = outcome?;
                 println!(

@@ -343,7 +343,15 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Gc { grace_seconds } => {
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
-            let report = lake.gc(Duration::from_secs(grace_seconds)).await?;
+            let outcome = lake.gc(Duration::from_secs(grace_seconds)).await;
+            admin::record(&home, "gc", "lake", &outcome, |r| {
+                serde_json::json!({
+                    "files_deleted": r.deleted.len(),
+                    "bytes_freed": r.bytes_freed,
+                    "keys_removed": r.keys_removed,
+                })
+            })?;
+            let report = outcome?;
             println!(
                 "gc: {} referenced files kept, {} unreferenced files deleted ({} bytes), {} too young to delete",
                 report.kept,
@@ -420,25 +428,14 @@ async fn ingest(
         options,
     )
     .await;
-    home.audit()?.append(kartoteka_engine::audit::Event {
-        actor: "owner".into(),
-        action: "ingest".into(),
-        target: name.into(),
-        details: match &outcome {
-            Ok(r) => serde_json::json!({
-                "snapshot": r.snapshot_id,
-                "mode": "full",
-                "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
-                "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),
-                "seconds": r.seconds.round() as u64,
-            }),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
-        },
-        outcome: if outcome.is_ok() {
-            kartoteka_engine::audit::Outcome::Ok
-        } else {
-            kartoteka_engine::audit::Outcome::Error
-        },
+    admin::record(home, "ingest", name, &outcome, |r| {
+        serde_json::json!({
+            "snapshot": r.snapshot_id,
+            "mode": "full",
+            "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
+            "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),
+            "seconds": r.seconds.round() as u64,
+        })
     })?;
     let report = outcome?;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();

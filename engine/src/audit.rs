@@ -798,7 +798,7 @@ mod tests {
             action: "query".into(),
             target: "lake".into(),
             details: serde_json::json!({ "sql": format!("SELECT {i} — «досье»"), "rows": i }),
-            outcome: if i % 4 == 0 {
+            outcome: if i.is_multiple_of(4) {
                 Outcome::Denied
             } else {
                 Outcome::Ok

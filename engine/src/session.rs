@@ -226,6 +226,9 @@ impl EngineConfig {
     }
 }
 
+/// A resolved scope's cache key: snapshot id and the principal's staff ids.
+type ScopeKey = (u64, Vec<i64>);
+
 /// The query engine over one lake.
 pub struct Engine {
     lake: Arc<Lake>,
@@ -233,7 +236,7 @@ pub struct Engine {
     config: EngineConfig,
     audit: Option<Arc<AuditLog>>,
     /// Resolved scopes per (snapshot, staff ids): a manager's visible clients and deals.
-    scopes: std::sync::Mutex<HashMap<(u64, Vec<i64>), Arc<Scope>>>,
+    scopes: std::sync::Mutex<HashMap<ScopeKey, Arc<Scope>>>,
 }
 
 impl fmt::Debug for Engine {
@@ -408,7 +411,13 @@ impl Engine {
         let snapshot = self.lake.current().await?;
         let classes = [Class::Internal, Class::Pii];
         let ctx = self.raw_context(&snapshot, &classes).await?;
-        let key_ids = self.lake.keyring().read().await.session_keys(&classes).ids();
+        let key_ids = self
+            .lake
+            .keyring()
+            .read()
+            .await
+            .session_keys(&classes)
+            .ids();
         Ok(QuerySession {
             ctx,
             snapshot: Arc::new(snapshot),
