@@ -944,3 +944,113 @@ mod tests {
         assert_eq!(log.entries().expect("entries").len(), 8);
     }
 }
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// A one-request HTTP collector on loopback: returns the body it received.
+    fn collector(status: &'static str) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/checkpoints",
+            listener.local_addr().expect("addr")
+        );
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).expect("request line");
+            assert!(
+                request_line.starts_with("POST /checkpoints "),
+                "{request_line}"
+            );
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("header");
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().expect("length");
+                }
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).expect("body");
+            let mut stream = stream;
+            write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").expect("respond");
+            String::from_utf8(body).expect("utf-8")
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn checkpoints_reach_an_http_webhook_and_verify_there() {
+        let (url, handle) = collector("200 OK");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(
+            dir.path(),
+            AuditConfig {
+                checkpoint_every: 1000,
+                checkpoint_interval: Duration::from_secs(3600),
+                sinks: vec![Sink::parse(&url).expect("sink")],
+            },
+        )
+        .expect("open");
+        for i in 0..3 {
+            log.append(Event {
+                actor: "owner".into(),
+                action: "query".into(),
+                target: "lake".into(),
+                details: serde_json::json!({ "i": i }),
+                outcome: Outcome::Ok,
+            })
+            .expect("append");
+        }
+        let cp = log
+            .checkpoint_now()
+            .expect("checkpoint")
+            .expect("one was due");
+        let received: Checkpoint =
+            serde_json::from_str(&handle.join().expect("collector")).expect("json");
+        assert_eq!(received, cp);
+        assert_eq!(received.seq, 3);
+        assert!(received.verify(&log.public_key()));
+        // Nothing new since: no second checkpoint.
+        assert!(log.checkpoint_now().expect("no-op").is_none());
+    }
+
+    #[test]
+    fn a_failing_webhook_does_not_stop_the_audited_work() {
+        let (url, handle) = collector("500 Internal Server Error");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = AuditLog::open(
+            dir.path(),
+            AuditConfig {
+                checkpoint_every: 1,
+                checkpoint_interval: Duration::from_secs(3600),
+                sinks: vec![Sink::parse(&url).expect("sink")],
+            },
+        )
+        .expect("open");
+        log.append(Event {
+            actor: "owner".into(),
+            action: "query".into(),
+            target: "lake".into(),
+            details: serde_json::json!({}),
+            outcome: Outcome::Ok,
+        })
+        .expect("the entry is written although the webhook refused the checkpoint");
+        handle.join().expect("collector");
+        let report =
+            verify(&log.log_path(), &[log.checkpoint_path()], &log.public_key()).expect("verify");
+        assert!(report.ok() && report.checkpoints == 1, "{report:?}");
+        assert!(
+            Sink::parse("https://example.org/x").is_err(),
+            "https is refused with a reason"
+        );
+    }
+}
