@@ -545,7 +545,11 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     let catalog = Catalog::builtin()?;
     for metric in catalog.metrics() {
         // The demo company's "today" is the end of its history, so metrics are asked as of then.
-        let mut args = vec![("to".to_string(), end.to_string())];
+        let mut args: Vec<(String, String)> = ["to", "as_of"]
+            .into_iter()
+            .filter(|p| metric.has_param(p))
+            .map(|p| (p.to_string(), end.to_string()))
+            .collect();
         if metric.name == "activity_by_manager" {
             args.push(("grain".into(), "week".into()));
         }

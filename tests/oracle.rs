@@ -283,6 +283,384 @@ async fn check_cohorts(f: &Fixture) {
     }
 }
 
+const AS_OF: &str = TO;
+/// `AS_OF` minus 14 days, the default quiet window of stalled_deals.
+const QUIET_FROM: &str = "2025-05-18 00:00:00";
+
+/// SQL over the demo CRM's own schema: leads with their status type (0 open, 1 won, 2 lost).
+const LEADS: &str = "SELECT l.*, s.status_type AS st, s.title AS stage, s.sort AS sort, f.title AS pipeline
+                     FROM leads l JOIN funnel_statuses s ON s.id = l.status_id JOIN funnels f ON f.id = l.funnel_id";
+
+fn text(r: &sqlx::sqlite::SqliteRow, i: usize) -> String {
+    r.get::<Option<String>, _>(i)
+        .unwrap_or_else(|| "NULL".into())
+}
+
+fn int(r: &sqlx::sqlite::SqliteRow, i: usize) -> String {
+    r.get::<i64, _>(i).to_string()
+}
+
+/// Exact rows: every cell compared as text, ratios (given by column index) to 1e-12.
+fn same_rows(metric: &str, got: &[Vec<String>], want: &[Vec<String>], ratios: &[usize]) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{metric}: row count\n got {got:?}\nwant {want:?}"
+    );
+    for (g, w) in got.iter().zip(want) {
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            if ratios.contains(&i) && b != "NULL" {
+                assert!(
+                    close(a, b.parse().expect("ratio")),
+                    "{metric}: {g:?} vs {w:?}"
+                );
+            } else {
+                assert_eq!(a, b, "{metric}: column {i} of {g:?} vs {w:?}");
+            }
+        }
+    }
+}
+
+fn ratio(num: i64, den: i64) -> String {
+    if den == 0 {
+        "NULL".into()
+    } else {
+        (num as f64 / den as f64).to_string()
+    }
+}
+
+async fn check_sales(f: &Fixture) {
+    // revenue_by_manager
+    let want: Vec<Vec<String>> = f
+        .source_rows(&format!(
+            "SELECT COALESCE(CAST(l.closed_by_user_id AS TEXT), 'unknown') AS m, u.full_name,
+                    SUM(COALESCE(l.price_kopecks, 0)) AS rev, COUNT(*)
+             FROM ({LEADS}) l LEFT JOIN users u ON u.id = l.closed_by_user_id
+             WHERE l.st = 1 AND l.closed_at >= ?1 AND l.closed_at < ?2
+             GROUP BY l.closed_by_user_id ORDER BY rev DESC, m"
+        ))
+        .await
+        .iter()
+        .map(|r| vec![text(r, 0), text(r, 1), money(r.get(2)), int(r, 3)])
+        .collect();
+    assert!(want.len() >= 3);
+    same_rows(
+        "revenue_by_manager",
+        &f.metric("revenue_by_manager", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[],
+    );
+
+    // win_rate: per manager, then the overall row
+    let rows = f
+        .source_rows(&format!(
+            "SELECT COALESCE(CAST(closed_by_user_id AS TEXT), 'unknown') AS m, SUM(st = 1), SUM(st = 2)
+             FROM ({LEADS}) WHERE st IN (1, 2) AND closed_at >= ?1 AND closed_at < ?2 GROUP BY m ORDER BY m"
+        ))
+        .await;
+    let mut want: Vec<Vec<String>> = Vec::new();
+    let (mut won, mut lost) = (0, 0);
+    for r in &rows {
+        let (w, l): (i64, i64) = (r.get(1), r.get(2));
+        won += w;
+        lost += l;
+        want.push(vec![
+            text(r, 0),
+            w.to_string(),
+            l.to_string(),
+            ratio(w, w + l),
+        ]);
+    }
+    want.push(vec![
+        "all".into(),
+        won.to_string(),
+        lost.to_string(),
+        ratio(won, won + lost),
+    ]);
+    same_rows(
+        "win_rate",
+        &f.metric("win_rate", &[("from", FROM), ("to", TO)]).await,
+        &want,
+        &[3],
+    );
+
+    // avg_deal_size: exact mean in kopecks, rounded half away from zero
+    let r = &f
+        .source_rows(&format!(
+            "SELECT COUNT(*), COALESCE(SUM(price_kopecks), 0) FROM ({LEADS})
+             WHERE st = 1 AND price_kopecks IS NOT NULL AND closed_at >= ?1 AND closed_at < ?2"
+        ))
+        .await[0];
+    let (n, sum): (i64, i64) = (r.get(0), r.get(1));
+    assert!(n > 0 && sum > 0);
+    let mean = (2 * sum + n) / (2 * n);
+    same_rows(
+        "avg_deal_size",
+        &f.metric("avg_deal_size", &[("from", FROM), ("to", TO)])
+            .await,
+        &[vec![n.to_string(), money(mean)]],
+        &[],
+    );
+
+    // sales_cycle: elapsed days in plain Rust, exact median with interpolation
+    let pairs: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT created_at, closed_at FROM ({LEADS})
+         WHERE st = 1 AND created_at IS NOT NULL AND closed_at >= ?1 AND closed_at < ?2"
+    )))
+    .bind(FROM)
+    .bind(TO)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle");
+    let ts =
+        |t: &str| chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").expect("timestamp");
+    let mut days: Vec<f64> = pairs
+        .iter()
+        .map(|(a, b)| (ts(b) - ts(a)).num_seconds() as f64 / 86_400.0)
+        .collect();
+    days.sort_by(f64::total_cmp);
+    let mean = days.iter().sum::<f64>() / days.len() as f64;
+    let pos = 0.5 * (days.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let median = days[lo] + (days[hi] - days[lo]) * (pos - lo as f64);
+    let got = f.metric("sales_cycle", &[("from", FROM), ("to", TO)]).await;
+    assert_eq!(got[0][0], days.len().to_string());
+    assert!(
+        close(&got[0][1], mean) && close(&got[0][2], median),
+        "{got:?} vs {mean} {median}"
+    );
+
+    // pipeline_by_stage: every open stage, zeros where empty
+    let want: Vec<Vec<String>> = f
+        .source_rows(
+            "SELECT f.title, s.sort, s.title, COUNT(l.id), COALESCE(SUM(COALESCE(l.price_kopecks, 0)), 0)
+             FROM funnel_statuses s JOIN funnels f ON f.id = s.funnel_id LEFT JOIN leads l ON l.status_id = s.id
+             WHERE s.status_type = 0 AND ?1 <> ?2 GROUP BY s.id ORDER BY f.title, s.sort",
+        )
+        .await
+        .iter()
+        .map(|r| vec![text(r, 0), int(r, 1), text(r, 2), int(r, 3), money(r.get(4))])
+        .collect();
+    same_rows(
+        "pipeline_by_stage",
+        &f.metric("pipeline_by_stage", &[]).await,
+        &want,
+        &[],
+    );
+
+    // plan_vs_actual: in plain Rust over won leads and the sales plan
+    let won: Vec<(Option<i64>, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT closed_by_user_id, closed_at, COALESCE(price_kopecks, 0) FROM ({LEADS})
+         WHERE st = 1 AND closed_at >= ?1 AND closed_at < ?2"
+    )))
+    .bind(FROM)
+    .bind(TO)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle");
+    let plan: Vec<(String, Option<i64>, i64)> =
+        sqlx::query_as("SELECT month, user_id, plan_kopecks FROM sales_plan")
+            .fetch_all(f.source.pool())
+            .await
+            .expect("oracle");
+    // (ord, scope, month) → (target, revenue)
+    let mut cells: BTreeMap<(u8, String, String), (Option<i64>, i64)> = BTreeMap::new();
+    for (by, at, amount) in &won {
+        let month = format!("{}-01", &at[..7]);
+        cells
+            .entry((0, "company".into(), month.clone()))
+            .or_default()
+            .1 += amount;
+        if let Some(by) = by {
+            cells.entry((1, by.to_string(), month)).or_default().1 += amount;
+        }
+    }
+    for (month, user, amount) in &plan {
+        let start = format!("{month}-01 00:00:00");
+        if start.as_str() < FROM || start.as_str() >= TO {
+            continue;
+        }
+        let key = match user {
+            None => (0, "company".to_string(), format!("{month}-01")),
+            Some(u) => (1, u.to_string(), format!("{month}-01")),
+        };
+        let cell = cells.entry(key).or_default();
+        cell.0 = Some(cell.0.unwrap_or(0) + amount);
+    }
+    let want: Vec<Vec<String>> = cells
+        .into_iter()
+        .map(|((_, scope, month), (target, revenue))| {
+            vec![
+                scope,
+                month,
+                target.map_or("NULL".into(), money),
+                money(revenue),
+                match target {
+                    Some(t) if t != 0 => (revenue as f64 / t as f64).to_string(),
+                    _ => "NULL".into(),
+                },
+            ]
+        })
+        .collect();
+    assert!(want.iter().any(|r| r[2] == "NULL") || want.len() > 20);
+    same_rows(
+        "plan_vs_actual",
+        &f.metric("plan_vs_actual", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[4],
+    );
+}
+
+async fn check_funnel_and_audience(f: &Fixture) {
+    let want: Vec<Vec<String>> = f
+        .source_rows(&format!(
+            "SELECT COALESCE(NULLIF(TRIM(loss_reason), ''), 'unknown') AS r, COUNT(*) AS n, SUM(COALESCE(price_kopecks, 0))
+             FROM ({LEADS}) WHERE st = 2 AND closed_at >= ?1 AND closed_at < ?2 GROUP BY r ORDER BY n DESC, r"
+        ))
+        .await
+        .iter()
+        .map(|r| vec![text(r, 0), int(r, 1), money(r.get(2))])
+        .collect();
+    assert!(want.len() >= 3);
+    same_rows(
+        "lost_reasons",
+        &f.metric("lost_reasons", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[],
+    );
+
+    let want: Vec<Vec<String>> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(CAST(l.responsible_user_id AS TEXT), 'unknown') AS o, COUNT(*) AS n,
+                SUM(COALESCE(l.price_kopecks, 0))
+         FROM ({LEADS}) l
+         WHERE l.st = 0
+           AND NOT EXISTS (SELECT 1 FROM lead_status_log g WHERE g.lead_id = l.id AND g.changed_at >= ?1 AND g.changed_at < ?2)
+           AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.lead_id = l.id AND c.started_at >= ?1 AND c.started_at < ?2)
+           AND NOT EXISTS (SELECT 1 FROM emails e WHERE e.lead_id = l.id AND e.sent_at >= ?1 AND e.sent_at < ?2)
+           AND NOT EXISTS (SELECT 1 FROM chat_messages m WHERE m.lead_id = l.id AND m.sent_at >= ?1 AND m.sent_at < ?2)
+           AND NOT EXISTS (SELECT 1 FROM meetings t WHERE t.lead_id = l.id AND t.held_at >= ?1 AND t.held_at < ?2)
+         GROUP BY o ORDER BY n DESC, o"
+    )))
+    .bind(QUIET_FROM)
+    .bind(AS_OF)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle")
+    .iter()
+    .map(|r| vec![text(r, 0), int(r, 1), money(r.get(2))])
+    .collect();
+    assert!(!want.is_empty());
+    same_rows(
+        "stalled_deals",
+        &f.metric("stalled_deals", &[("as_of", AS_OF)]).await,
+        &want,
+        &[],
+    );
+
+    let want: Vec<Vec<String>> = f
+        .source_rows(
+            "SELECT strftime('%Y-%m-01', created_at) AS m, COALESCE(lead_source, 'unknown') AS s,
+                    COALESCE(contact_type, 'unknown') AS k, COUNT(*)
+             FROM contacts WHERE created_at >= ?1 AND created_at < ?2 GROUP BY m, s, k ORDER BY m, s, k",
+        )
+        .await
+        .iter()
+        .map(|r| vec![text(r, 0), text(r, 1), text(r, 2), int(r, 3)])
+        .collect();
+    assert!(want.len() > 20);
+    same_rows(
+        "new_clients",
+        &f.metric("new_clients", &[("from", FROM), ("to", TO)]).await,
+        &want,
+        &[],
+    );
+
+    let mut want = Vec::new();
+    for (dim, col) in [
+        ("kind", "contact_type"),
+        ("industry", "industry"),
+        ("city", "city"),
+        ("country", "country_code"),
+        ("source", "lead_source"),
+    ] {
+        for r in f
+            .source_rows(&format!(
+                "SELECT COALESCE({col}, 'unknown') AS v, COUNT(*) AS n FROM contacts WHERE ?1 <> ?2 GROUP BY v ORDER BY n DESC, v"
+            ))
+            .await
+        {
+            want.push(vec![dim.to_string(), text(&r, 0), int(&r, 1)]);
+        }
+    }
+    same_rows(
+        "client_base",
+        &f.metric("client_base", &[]).await,
+        &want,
+        &[],
+    );
+}
+
+async fn check_repeat_and_tasks(f: &Fixture) {
+    let r = &f
+        .source_rows(
+            "SELECT COUNT(*), COALESCE(SUM(n >= 2), 0) FROM
+               (SELECT contact_id, COUNT(*) AS n FROM invoices WHERE status = 'paid' AND paid_at >= ?1 AND paid_at < ?2 GROUP BY contact_id)",
+        )
+        .await[0];
+    let (payers, repeat): (i64, i64) = (r.get(0), r.get(1));
+    assert!(payers > 0);
+    same_rows(
+        "repeat_rate",
+        &f.metric("repeat_rate", &[("from", FROM), ("to", TO)]).await,
+        &[vec![
+            payers.to_string(),
+            repeat.to_string(),
+            ratio(repeat, payers),
+        ]],
+        &[2],
+    );
+
+    let want: Vec<Vec<String>> = sqlx::query(
+        "SELECT COALESCE(CAST(assignee_id AS TEXT), 'unknown') AS s,
+                SUM(done_at IS NULL AND deadline_at < ?3) AS overdue,
+                SUM(deadline_at >= ?1 AND deadline_at < ?2) AS due,
+                SUM(deadline_at >= ?1 AND deadline_at < ?2 AND done_at <= deadline_at) AS on_time
+         FROM todo GROUP BY s HAVING overdue > 0 OR due > 0 ORDER BY overdue DESC, s",
+    )
+    .bind(FROM)
+    .bind(TO)
+    .bind(AS_OF)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle")
+    .iter()
+    .map(|r| {
+        let (due, on_time): (i64, i64) = (r.get(2), r.get(3));
+        vec![
+            text(r, 0),
+            int(r, 1),
+            due.to_string(),
+            on_time.to_string(),
+            ratio(on_time, due),
+        ]
+    })
+    .collect();
+    assert!(want.len() >= 3);
+    same_rows(
+        "overdue_tasks",
+        &f.metric(
+            "overdue_tasks",
+            &[("from", FROM), ("to", TO), ("as_of", AS_OF)],
+        )
+        .await,
+        &want,
+        &[4],
+    );
+}
+
 #[tokio::test]
 async fn metrics_equal_independent_answers_from_the_source() {
     for (scale, seed) in [(0.05, 7), (0.12, 1234)] {
@@ -291,6 +669,9 @@ async fn metrics_equal_independent_answers_from_the_source() {
         check_funnel(&f).await;
         check_activity(&f).await;
         check_cohorts(&f).await;
+        check_sales(&f).await;
+        check_funnel_and_audience(&f).await;
+        check_repeat_and_tasks(&f).await;
     }
 }
 

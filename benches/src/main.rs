@@ -145,13 +145,14 @@ async fn main() -> Result<()> {
                     "owner" => engine.session(&Principal::local_owner()).await?,
                     _ => engine.session(&manager).await?,
                 };
-                let r = kartoteka_queries::run_metric(
-                    &session,
-                    metric,
-                    &[("from".into(), "2000-01-01".into())],
-                )
-                .await
-                .with_context(|| metric.name.clone())?;
+                let args: Vec<(String, String)> = metric
+                    .has_param("from")
+                    .then(|| ("from".to_string(), "2000-01-01".to_string()))
+                    .into_iter()
+                    .collect();
+                let r = kartoteka_queries::run_metric(&session, metric, &args)
+                    .await
+                    .with_context(|| metric.name.clone())?;
                 times.push(t.elapsed().as_secs_f64());
                 result_rows = r.rows();
             }

@@ -22,6 +22,51 @@ const FILES: &[(&str, &str)] = &[
         "cohort_retention.sql",
         include_str!("../catalog/cohort_retention.sql"),
     ),
+    (
+        "revenue_by_manager.sql",
+        include_str!("../catalog/revenue_by_manager.sql"),
+    ),
+    ("win_rate.sql", include_str!("../catalog/win_rate.sql")),
+    (
+        "avg_deal_size.sql",
+        include_str!("../catalog/avg_deal_size.sql"),
+    ),
+    (
+        "sales_cycle.sql",
+        include_str!("../catalog/sales_cycle.sql"),
+    ),
+    (
+        "pipeline_by_stage.sql",
+        include_str!("../catalog/pipeline_by_stage.sql"),
+    ),
+    (
+        "plan_vs_actual.sql",
+        include_str!("../catalog/plan_vs_actual.sql"),
+    ),
+    (
+        "lost_reasons.sql",
+        include_str!("../catalog/lost_reasons.sql"),
+    ),
+    (
+        "stalled_deals.sql",
+        include_str!("../catalog/stalled_deals.sql"),
+    ),
+    (
+        "new_clients.sql",
+        include_str!("../catalog/new_clients.sql"),
+    ),
+    (
+        "client_base.sql",
+        include_str!("../catalog/client_base.sql"),
+    ),
+    (
+        "repeat_rate.sql",
+        include_str!("../catalog/repeat_rate.sql"),
+    ),
+    (
+        "overdue_tasks.sql",
+        include_str!("../catalog/overdue_tasks.sql"),
+    ),
 ];
 
 /// Type of a metric parameter.
@@ -112,6 +157,11 @@ pub struct Metric {
 }
 
 impl Metric {
+    /// Does the metric take a parameter of this name?
+    pub fn has_param(&self, name: &str) -> bool {
+        self.params.iter().any(|p| p.name == name)
+    }
+
     /// Parse one catalog file.
     pub fn parse(file: &str, text: &str) -> Result<Metric> {
         let bad = |detail: String| Error::BadHeader {

@@ -120,10 +120,14 @@ pub fn bind(
                 .collect();
             return Err(Error::BadParam {
                 metric: metric.name.clone(),
-                detail: format!(
-                    "unknown parameter {k:?}; valid parameters: {}",
-                    valid.join(", ")
-                ),
+                detail: if valid.is_empty() {
+                    format!("unknown parameter {k:?}; this metric takes no parameters")
+                } else {
+                    format!(
+                        "unknown parameter {k:?}; valid parameters: {}",
+                        valid.join(", ")
+                    )
+                },
             });
         }
     }

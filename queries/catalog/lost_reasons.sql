@@ -1,0 +1,35 @@
+-- name = "lost_reasons"
+-- title = "Why deals are lost"
+-- family = "funnel"
+-- description = """
+-- Deals lost (status 'lost') with closed_at in [from, to), per lost_reason ('unknown' when NULL or blank):
+-- count and sum of amount."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "bar", x = "reason", y = ["deals"] }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive (default: the snapshot time)"
+--
+-- [[columns]]
+-- name = "reason"
+-- [[columns]]
+-- name = "deals"
+-- unit = "deals"
+-- [[columns]]
+-- name = "amount"
+-- unit = "RUB"
+SELECT COALESCE(NULLIF(TRIM(lost_reason), ''), 'unknown') AS reason,
+       COUNT(*) AS deals,
+       COALESCE(SUM(amount), 0) AS amount
+FROM deals
+WHERE status = 'lost' AND closed_at >= $from AND closed_at < $to
+GROUP BY 1
+ORDER BY deals DESC, reason

@@ -1,0 +1,67 @@
+-- name = "plan_vs_actual"
+-- title = "Plan vs actual"
+-- family = "sales"
+-- description = """
+-- Months whose first day lies in [from, to). Company rows (scope 'company'): the target row with NULL
+-- staff_id vs all won revenue closed in the month (within [from, to)). Manager rows (scope = staff id):
+-- that manager's target vs revenue credited by closed_by. attainment = revenue / target, NULL without a
+-- target or with a target of 0. A month with revenue but no target has a NULL target."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "line", x = "month", y = ["revenue", "target"], series = "scope" }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive (default: the snapshot time)"
+--
+-- [[columns]]
+-- name = "scope"
+-- description = "'company' or the manager's staff id"
+-- [[columns]]
+-- name = "month"
+-- [[columns]]
+-- name = "target"
+-- unit = "RUB"
+-- [[columns]]
+-- name = "revenue"
+-- unit = "RUB"
+-- [[columns]]
+-- name = "attainment"
+-- unit = "ratio"
+WITH rev AS (
+    SELECT CAST(date_trunc('month', closed_at) AS DATE) AS month, closed_by, amount
+    FROM deals
+    WHERE status = 'won' AND closed_at >= $from AND closed_at < $to
+),
+tgt AS (
+    SELECT month, staff_id, revenue_target
+    FROM targets
+    WHERE CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
+      AND CAST(month AS TIMESTAMP) < CAST($to AS TIMESTAMP)
+),
+rows_ AS (
+    SELECT 'company' AS scope, 0 AS ord, month, CAST(NULL AS DECIMAL(18, 2)) AS target, amount AS revenue
+    FROM rev WHERE CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
+    UNION ALL
+    SELECT 'company', 0, month, revenue_target, CAST(0 AS DECIMAL(18, 2)) FROM tgt WHERE staff_id IS NULL
+    UNION ALL
+    SELECT CAST(closed_by AS VARCHAR), 1, month, CAST(NULL AS DECIMAL(18, 2)), amount
+    FROM rev WHERE closed_by IS NOT NULL AND CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
+    UNION ALL
+    SELECT CAST(staff_id AS VARCHAR), 1, month, revenue_target, CAST(0 AS DECIMAL(18, 2))
+    FROM tgt WHERE staff_id IS NOT NULL
+),
+agg AS (
+    SELECT scope, ord, month, SUM(target) AS target, COALESCE(SUM(revenue), 0) AS revenue
+    FROM rows_ GROUP BY scope, ord, month
+)
+SELECT scope, month, target, revenue,
+       CAST(revenue AS DOUBLE) / CAST(NULLIF(target, 0) AS DOUBLE) AS attainment
+FROM agg
+ORDER BY ord, scope, month

@@ -1,0 +1,43 @@
+-- name = "revenue_by_manager"
+-- title = "Revenue by manager"
+-- family = "sales"
+-- description = """
+-- Won deals closed in [from, to), per closed_by (the staff member who owned the deal when it closed,
+-- credited even after a handover): revenue = sum of amount, won_deals = count. Deals with no closed_by
+-- form the group 'unknown'. The name is shown as the caller's policy allows (a token for analysts)."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "bar", x = "manager", y = ["revenue"] }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive (default: the snapshot time)"
+--
+-- [[columns]]
+-- name = "manager"
+-- description = "staff id of closed_by, or 'unknown'"
+-- [[columns]]
+-- name = "name"
+-- [[columns]]
+-- name = "revenue"
+-- unit = "RUB"
+-- [[columns]]
+-- name = "won_deals"
+-- unit = "deals"
+SELECT COALESCE(CAST(d.closed_by AS VARCHAR), 'unknown') AS manager,
+       MAX(s.full_name) AS name,
+       COALESCE(SUM(d.amount), 0) AS revenue,
+       COUNT(*) AS won_deals
+FROM deals d
+LEFT JOIN staff s ON s.staff_id = d.closed_by
+WHERE d.status = 'won'
+  AND d.closed_at >= $from
+  AND d.closed_at < $to
+GROUP BY d.closed_by
+ORDER BY revenue DESC, manager

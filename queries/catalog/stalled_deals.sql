@@ -1,0 +1,46 @@
+-- name = "stalled_deals"
+-- title = "Stalled deals"
+-- family = "funnel"
+-- description = """
+-- Open deals with no stage change and no interaction tied to the deal (interactions.deal_id) in the
+-- quiet window [as_of - days, as_of), per current owner ('unknown' for NULL): count and amount."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "bar", x = "owner", y = ["stalled_deals"] }
+--
+-- [[params]]
+-- name = "as_of"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the quiet window, exclusive (default: the snapshot time)"
+-- [[params]]
+-- name = "days"
+-- type = "int"
+-- default = "14"
+-- description = "length of the quiet window in days"
+--
+-- [[columns]]
+-- name = "owner"
+-- [[columns]]
+-- name = "stalled_deals"
+-- unit = "deals"
+-- [[columns]]
+-- name = "amount"
+-- unit = "RUB"
+WITH window_start AS (
+    SELECT $as_of - CAST(concat(CAST($days AS VARCHAR), ' days') AS INTERVAL) AS t
+),
+touched AS (
+    SELECT c.deal_id FROM deal_stage_changes c, window_start w
+    WHERE c.changed_at >= w.t AND c.changed_at < $as_of AND c.deal_id IS NOT NULL
+    UNION
+    SELECT i.deal_id FROM interactions i, window_start w
+    WHERE i.occurred_at >= w.t AND i.occurred_at < $as_of AND i.deal_id IS NOT NULL
+)
+SELECT COALESCE(CAST(d.owner_id AS VARCHAR), 'unknown') AS owner,
+       COUNT(*) AS stalled_deals,
+       COALESCE(SUM(d.amount), 0) AS amount
+FROM deals d
+WHERE d.status = 'open'
+  AND NOT EXISTS (SELECT 1 FROM touched t WHERE t.deal_id = d.deal_id)
+GROUP BY 1
+ORDER BY stalled_deals DESC, owner
