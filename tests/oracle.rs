@@ -661,6 +661,284 @@ async fn check_repeat_and_tasks(f: &Fixture) {
     );
 }
 
+fn ts(t: &str) -> chrono::NaiveDateTime {
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S").expect("timestamp")
+}
+
+/// Exact continuous percentile with linear interpolation over sorted values.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let pos = p * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
+}
+
+fn close_or_null(got: &str, want: Option<f64>) -> bool {
+    match want {
+        None => got == "NULL",
+        Some(w) => close(got, w),
+    }
+}
+
+/// Paid invoices: (client, paid_at, kopecks).
+async fn payments(f: &Fixture) -> Vec<(i64, chrono::NaiveDateTime, i64)> {
+    let raw: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT contact_id, paid_at, total_kopecks FROM invoices WHERE status = 'paid'",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("raw rows");
+    raw.into_iter().map(|(c, t, k)| (c, ts(&t), k)).collect()
+}
+
+/// Round a mean of kopecks half away from zero (amounts here are non-negative).
+fn mean_kopecks(sum: i64, n: i64) -> i64 {
+    (2 * sum + n) / (2 * n)
+}
+
+async fn check_time_in_stage(f: &Fixture) {
+    let changes: Vec<(i64, i64, String, String, String)> = sqlx::query_as(
+        "SELECT g.id, g.lead_id, f.title, s.title, g.changed_at FROM lead_status_log g
+         JOIN funnel_statuses s ON s.id = g.new_status_id JOIN funnels f ON f.id = s.funnel_id",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle");
+    let mut by_deal: BTreeMap<i64, Vec<(chrono::NaiveDateTime, i64, String, String)>> =
+        BTreeMap::new();
+    for (id, lead, pipeline, stage, at) in changes {
+        by_deal
+            .entry(lead)
+            .or_default()
+            .push((ts(&at), id, pipeline, stage));
+    }
+    let (from, to) = (ts(FROM), ts(TO));
+    // (pipeline, stage) → (hours of entries followed by a change, entries still open)
+    let mut cells: BTreeMap<(String, String), (Vec<f64>, i64)> = BTreeMap::new();
+    for list in by_deal.values_mut() {
+        list.sort();
+        for (i, (at, _, pipeline, stage)) in list.iter().enumerate() {
+            if *at < from || *at >= to {
+                continue;
+            }
+            let cell = cells.entry((pipeline.clone(), stage.clone())).or_default();
+            match list.get(i + 1) {
+                Some((next, ..)) => cell.0.push((*next - *at).num_seconds() as f64 / 3600.0),
+                None => cell.1 += 1,
+            }
+        }
+    }
+    let stages = f
+        .source_rows(
+            "SELECT f.title, s.sort, s.title FROM funnel_statuses s JOIN funnels f ON f.id = s.funnel_id
+             WHERE s.status_type = 0 AND ?1 <> ?2 ORDER BY f.title, s.sort",
+        )
+        .await;
+    let got = f
+        .metric("time_in_stage", &[("from", FROM), ("to", TO)])
+        .await;
+    assert_eq!(got.len(), stages.len());
+    let mut timed = 0;
+    for (g, st) in got.iter().zip(&stages) {
+        let key = (text(st, 0), text(st, 2));
+        let (mut hours, open) = cells.remove(&key).unwrap_or_default();
+        hours.sort_by(f64::total_cmp);
+        timed += hours.len();
+        assert_eq!(
+            [&g[0], &g[1], &g[2], &g[3]],
+            [&key.0, &int(st, 1), &key.1, &hours.len().to_string()]
+        );
+        assert!(close_or_null(&g[4], percentile(&hours, 0.5)), "{g:?}");
+        assert!(
+            close_or_null(&g[5], percentile(&hours, 0.9)),
+            "{g:?}: p90 {:?} of {} values",
+            percentile(&hours, 0.9),
+            hours.len()
+        );
+        assert_eq!(g[6], open.to_string(), "{g:?}");
+    }
+    assert!(timed > 100);
+}
+
+async fn check_retention(f: &Fixture) {
+    let pays = payments(f).await;
+    let (from, to, as_of) = (ts(FROM), ts(TO), ts(AS_OF));
+    let month = |d: chrono::NaiveDateTime, k: u32| {
+        chrono::NaiveDate::from_ymd_opt(d.year(), d.month(), 1)
+            .expect("date")
+            .and_hms_opt(0, 0, 0)
+            .expect("time")
+            .checked_add_months(chrono::Months::new(k))
+            .expect("month")
+    };
+
+    // churn
+    let active = |d: chrono::NaiveDateTime| -> BTreeSet<i64> {
+        let start = d - chrono::Duration::days(90);
+        pays.iter()
+            .filter(|(_, t, _)| *t >= start && *t < d)
+            .map(|(c, ..)| *c)
+            .collect()
+    };
+    let mut want = Vec::new();
+    let mut m = month(from, 0);
+    while m < to && month(m, 1) <= as_of {
+        let (now, next) = (active(m), active(month(m, 1)));
+        if !now.is_empty() {
+            let churned = now.difference(&next).count() as i64;
+            want.push(vec![
+                m.date().to_string(),
+                now.len().to_string(),
+                churned.to_string(),
+                ratio(churned, now.len() as i64),
+            ]);
+        }
+        m = month(m, 1);
+    }
+    assert!(want.len() > 12);
+    same_rows(
+        "churn",
+        &f.metric("churn", &[("from", FROM), ("to", TO), ("as_of", AS_OF)])
+            .await,
+        &want,
+        &[3],
+    );
+
+    // ltv_by_cohort
+    let mut first: BTreeMap<i64, chrono::NaiveDateTime> = BTreeMap::new();
+    for (c, t, _) in pays.iter().filter(|(_, t, _)| *t < as_of) {
+        let e = first.entry(*c).or_insert(*t);
+        *e = (*e).min(*t);
+    }
+    // cohort month → (clients, sum of totals, complete)
+    let mut cohorts: BTreeMap<chrono::NaiveDateTime, (i64, i64, bool)> = BTreeMap::new();
+    for (c, start) in &first {
+        if *start < from || *start >= to {
+            continue;
+        }
+        let end = start
+            .checked_add_months(chrono::Months::new(12))
+            .expect("end");
+        let total: i64 = pays
+            .iter()
+            .filter(|(pc, t, _)| pc == c && t >= start && *t < end && *t < as_of)
+            .map(|(.., k)| k)
+            .sum();
+        let e = cohorts.entry(month(*start, 0)).or_insert((0, 0, true));
+        e.0 += 1;
+        e.1 += total;
+        e.2 &= end <= as_of;
+    }
+    let want: Vec<Vec<String>> = cohorts
+        .iter()
+        .map(|(m, (n, sum, complete))| {
+            vec![
+                m.date().to_string(),
+                n.to_string(),
+                money(mean_kopecks(*sum, *n)),
+                complete.to_string(),
+            ]
+        })
+        .collect();
+    assert!(want.iter().any(|r| r[3] == "true") && want.iter().any(|r| r[3] == "false"));
+    same_rows(
+        "ltv_by_cohort",
+        &f.metric(
+            "ltv_by_cohort",
+            &[("from", FROM), ("to", TO), ("as_of", AS_OF)],
+        )
+        .await,
+        &want,
+        &[],
+    );
+
+    // rfm
+    let year_ago = as_of
+        .checked_sub_months(chrono::Months::new(12))
+        .expect("year");
+    let mut base: BTreeMap<i64, (chrono::NaiveDate, i64, i64)> = BTreeMap::new();
+    for (c, t, k) in pays.iter().filter(|(_, t, _)| *t < as_of) {
+        let e = base.entry(*c).or_insert((t.date(), 0, 0));
+        e.0 = e.0.max(t.date());
+        if *t >= year_ago {
+            e.1 += 1;
+            e.2 += k;
+        }
+    }
+    let ids: Vec<i64> = base.keys().copied().collect();
+    let ntile = |mut order: Vec<i64>, key: &dyn Fn(i64) -> i64| -> BTreeMap<i64, i64> {
+        // worst first; ties by client id ascending
+        order.sort_by_key(|&c| (key(c), c));
+        let n = order.len();
+        let (size, extra) = (n / 5, n % 5);
+        let mut out = BTreeMap::new();
+        let mut i = 0;
+        for bucket in 1..=5 {
+            let len = size + usize::from(bucket <= extra);
+            for &c in &order[i..i + len] {
+                out.insert(c, bucket as i64);
+            }
+            i += len;
+        }
+        out
+    };
+    let recency = |c: i64| (as_of.date() - base[&c].0).num_days();
+    let r = ntile(ids.clone(), &|c| -recency(c));
+    let fr = ntile(ids.clone(), &|c| base[&c].1);
+    let mo = ntile(ids.clone(), &|c| base[&c].2);
+    let names: BTreeMap<i64, Option<String>> =
+        sqlx::query_as("SELECT id, display_name FROM contacts")
+            .fetch_all(f.source.pool())
+            .await
+            .expect("names")
+            .into_iter()
+            .collect();
+    let want: Vec<Vec<String>> = ids
+        .iter()
+        .map(|&c| {
+            let (rs, fs, ms) = (r[&c], fr[&c], mo[&c]);
+            let segment = if rs >= 4 && fs >= 4 {
+                "champions"
+            } else if fs >= 4 {
+                "loyal"
+            } else if rs >= 4 && fs <= 2 {
+                "new"
+            } else if rs <= 2 && fs >= 3 {
+                "at_risk"
+            } else if rs <= 2 && fs <= 2 {
+                "hibernating"
+            } else {
+                "needs_attention"
+            };
+            vec![
+                c.to_string(),
+                names
+                    .get(&c)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_else(|| "NULL".into()),
+                recency(c).to_string(),
+                base[&c].1.to_string(),
+                money(base[&c].2),
+                rs.to_string(),
+                fs.to_string(),
+                ms.to_string(),
+                segment.to_string(),
+            ]
+        })
+        .collect();
+    let segments: BTreeSet<&str> = want.iter().map(|r| r[8].as_str()).collect();
+    assert!(segments.len() >= 4, "{segments:?}");
+    same_rows(
+        "rfm",
+        &f.metric("rfm", &[("as_of", AS_OF)]).await,
+        &want,
+        &[],
+    );
+}
+
 #[tokio::test]
 async fn metrics_equal_independent_answers_from_the_source() {
     for (scale, seed) in [(0.05, 7), (0.12, 1234)] {
@@ -672,6 +950,8 @@ async fn metrics_equal_independent_answers_from_the_source() {
         check_sales(&f).await;
         check_funnel_and_audience(&f).await;
         check_repeat_and_tasks(&f).await;
+        check_time_in_stage(&f).await;
+        check_retention(&f).await;
     }
 }
 

@@ -67,6 +67,16 @@ const FILES: &[(&str, &str)] = &[
         "overdue_tasks.sql",
         include_str!("../catalog/overdue_tasks.sql"),
     ),
+    (
+        "time_in_stage.sql",
+        include_str!("../catalog/time_in_stage.sql"),
+    ),
+    ("churn.sql", include_str!("../catalog/churn.sql")),
+    (
+        "ltv_by_cohort.sql",
+        include_str!("../catalog/ltv_by_cohort.sql"),
+    ),
+    ("rfm.sql", include_str!("../catalog/rfm.sql")),
 ];
 
 /// Type of a metric parameter.

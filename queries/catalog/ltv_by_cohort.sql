@@ -1,0 +1,60 @@
+-- name = "ltv_by_cohort"
+-- title = "Lifetime value by cohort"
+-- family = "retention"
+-- description = """
+-- Cohort = calendar month of a client's first payment, for cohorts whose first payment falls in
+-- [from, to). ltv = mean over the cohort's clients of their payments in [first payment, first payment +
+-- 12 calendar months), ignoring payments at or after as_of; rounded once to kopecks. complete is false
+-- when any client's window ends after as_of."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "bar", x = "cohort", y = ["ltv"] }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive (default: the snapshot time)"
+-- [[params]]
+-- name = "as_of"
+-- type = "timestamp"
+-- default = "now"
+-- description = "the instant the metric is computed as of (default: the snapshot time)"
+--
+-- [[columns]]
+-- name = "cohort"
+-- [[columns]]
+-- name = "clients"
+-- unit = "clients"
+-- [[columns]]
+-- name = "ltv"
+-- unit = "RUB"
+-- [[columns]]
+-- name = "complete"
+WITH firsts AS (
+    SELECT client_id, MIN(paid_at) AS first_paid
+    FROM payments WHERE paid_at < $as_of
+    GROUP BY client_id
+),
+cohort AS (
+    SELECT client_id, first_paid, first_paid + INTERVAL '12 months' AS window_end
+    FROM firsts WHERE first_paid >= $from AND first_paid < $to
+),
+per_client AS (
+    SELECT c.client_id, c.first_paid, c.window_end, COALESCE(SUM(p.amount), 0) AS total
+    FROM cohort c
+    JOIN payments p ON p.client_id = c.client_id
+     AND p.paid_at >= c.first_paid AND p.paid_at < c.window_end AND p.paid_at < $as_of
+    GROUP BY c.client_id, c.first_paid, c.window_end
+)
+SELECT CAST(date_trunc('month', first_paid) AS DATE) AS cohort,
+       COUNT(*) AS clients,
+       ROUND(AVG(total), 2) AS ltv,
+       bool_and(window_end <= $as_of) AS complete
+FROM per_client
+GROUP BY 1
+ORDER BY 1

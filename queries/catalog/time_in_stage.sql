@@ -1,0 +1,88 @@
+-- name = "time_in_stage"
+-- title = "Time in stage"
+-- family = "funnel"
+-- description = """
+-- Per open stage of each pipeline: entries into the stage (deal_stage_changes.to_stage) that happened in
+-- [from, to) and were followed by a change of the same deal — median and p90 hours until that next change
+-- (exact continuous percentiles; changes at the same instant ordered by change_id) — and open_now, the entries in
+-- the period with no later change. Every open stage has a row."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "bar", x = "stage", y = ["median_hours", "p90_hours"], series = "pipeline" }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive (default: the snapshot time)"
+--
+-- [[columns]]
+-- name = "pipeline"
+-- [[columns]]
+-- name = "position"
+-- [[columns]]
+-- name = "stage"
+-- [[columns]]
+-- name = "entries"
+-- unit = "entries"
+-- [[columns]]
+-- name = "median_hours"
+-- unit = "h"
+-- [[columns]]
+-- name = "p90_hours"
+-- unit = "h"
+-- [[columns]]
+-- name = "open_now"
+-- unit = "deals"
+WITH entries AS (
+    SELECT pipeline, to_stage AS stage, changed_at,
+           LEAD(changed_at) OVER (PARTITION BY deal_id ORDER BY changed_at, change_id
+                                  ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS left_at
+    FROM deal_stage_changes
+),
+timed AS (
+    SELECT pipeline, stage,
+           (date_part('epoch', left_at) - date_part('epoch', changed_at)) / 3600.0 AS hours,
+           CASE WHEN left_at IS NULL THEN 1 ELSE 0 END AS still_there
+    FROM entries
+    WHERE changed_at >= $from AND changed_at < $to
+),
+-- Exact continuous percentiles (linear interpolation at p·(n−1)), computed here because DataFusion 55's
+-- percentile_cont truncates the interpolation fraction to six digits.
+ranked AS (
+    SELECT pipeline, stage, hours,
+           CAST(ROW_NUMBER() OVER (PARTITION BY pipeline, stage ORDER BY hours) - 1 AS DOUBLE) AS rn,
+           CAST(COUNT(*) OVER (PARTITION BY pipeline, stage) - 1 AS DOUBLE) AS last
+    FROM timed
+    WHERE hours IS NOT NULL
+),
+pct AS (
+    SELECT pipeline, stage, COUNT(*) AS entries,
+           MIN(CASE WHEN rn = floor(0.5 * last) THEN hours END)
+             + (MIN(CASE WHEN rn = ceil(0.5 * last) THEN hours END)
+                - MIN(CASE WHEN rn = floor(0.5 * last) THEN hours END))
+               * (0.5 * last - floor(0.5 * last)) AS median_hours,
+           MIN(CASE WHEN rn = floor(0.9 * last) THEN hours END)
+             + (MIN(CASE WHEN rn = ceil(0.9 * last) THEN hours END)
+                - MIN(CASE WHEN rn = floor(0.9 * last) THEN hours END))
+               * (0.9 * last - floor(0.9 * last)) AS p90_hours
+    FROM ranked
+    GROUP BY pipeline, stage, last
+),
+still AS (
+    SELECT pipeline, stage, SUM(still_there) AS open_now FROM timed GROUP BY pipeline, stage
+)
+SELECT s.pipeline, s.position, s.stage,
+       COALESCE(p.entries, 0) AS entries,
+       p.median_hours,
+       p.p90_hours,
+       COALESCE(o.open_now, 0) AS open_now
+FROM pipeline_stages s
+LEFT JOIN pct p ON p.pipeline = s.pipeline AND p.stage = s.stage
+LEFT JOIN still o ON o.pipeline = s.pipeline AND o.stage = s.stage
+WHERE s.kind = 'open'
+ORDER BY s.pipeline, s.position
