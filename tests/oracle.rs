@@ -939,6 +939,352 @@ async fn check_retention(f: &Fixture) {
     );
 }
 
+/// One interaction of the source, with the lake's key (`id * 10 + channel digit`, see the mapping).
+#[derive(Debug, Clone)]
+struct Act {
+    key: i64,
+    client: Option<i64>,
+    staff: Option<i64>,
+    channel: &'static str,
+    outbound: bool,
+    at: chrono::NaiveDateTime,
+}
+
+async fn acts(f: &Fixture) -> Vec<Act> {
+    let mut out = Vec::new();
+    for (sql, digit, channel) in [
+        (
+            "SELECT id, contact_id, user_id, direction, started_at, result FROM calls",
+            1,
+            "call",
+        ),
+        (
+            "SELECT id, contact_id, user_id, direction, sent_at, NULL FROM emails",
+            2,
+            "email",
+        ),
+        (
+            "SELECT id, contact_id, user_id, direction, sent_at, NULL FROM chat_messages",
+            3,
+            "messenger",
+        ),
+        (
+            "SELECT id, contact_id, user_id, 'out', held_at, 'held' FROM meetings",
+            4,
+            "meeting",
+        ),
+    ] {
+        let rows: Vec<(
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            String,
+            Option<String>,
+        )> = sqlx::query_as(sql)
+            .fetch_all(f.source.pool())
+            .await
+            .expect("acts");
+        for (id, client, staff, dir, at, outcome) in rows {
+            out.push(Act {
+                key: id * 10 + digit,
+                client,
+                staff,
+                channel,
+                outbound: dir.as_deref() != Some("in"),
+                at: ts(&at),
+            });
+        }
+    }
+    out
+}
+
+fn label(id: Option<i64>) -> String {
+    id.map_or("unknown".into(), |i| i.to_string())
+}
+
+async fn check_staff_metrics(f: &Fixture) {
+    let all = acts(f).await;
+    let (from, to, as_of) = (ts(FROM), ts(TO), ts(AS_OF));
+    let week = chrono::Duration::days(7);
+    let owners: BTreeMap<i64, Option<i64>> =
+        sqlx::query_as("SELECT id, responsible_user_id FROM contacts")
+            .fetch_all(f.source.pool())
+            .await
+            .expect("owners")
+            .into_iter()
+            .collect();
+    let mut outbound_by_client: BTreeMap<i64, Vec<&Act>> = BTreeMap::new();
+    for a in all.iter().filter(|a| a.outbound) {
+        if let Some(c) = a.client {
+            outbound_by_client.entry(c).or_default().push(a);
+        }
+    }
+    for list in outbound_by_client.values_mut() {
+        list.sort_by_key(|a| (a.at, a.key));
+    }
+
+    // response_time
+    let mut minutes: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut unanswered: BTreeMap<String, i64> = BTreeMap::new();
+    for i in all.iter().filter(|a| {
+        !a.outbound
+            && matches!(a.channel, "email" | "messenger")
+            && a.client.is_some()
+            && a.at >= from
+            && a.at < to
+    }) {
+        let c = i.client.expect("client");
+        let answer = outbound_by_client.get(&c).and_then(|l| {
+            l.iter()
+                .find(|o| o.at > i.at && o.at <= i.at + week && o.at < as_of)
+        });
+        match answer {
+            Some(o) => minutes
+                .entry(label(o.staff))
+                .or_default()
+                .push((o.at - i.at).num_seconds() as f64 / 60.0),
+            None if i.at + week <= as_of => {
+                *unanswered
+                    .entry(label(owners.get(&c).copied().flatten()))
+                    .or_default() += 1
+            }
+            None => {}
+        }
+    }
+    let staff: BTreeSet<String> = minutes.keys().chain(unanswered.keys()).cloned().collect();
+    let got = f
+        .metric(
+            "response_time",
+            &[("from", FROM), ("to", TO), ("as_of", AS_OF)],
+        )
+        .await;
+    assert_eq!(got.len(), staff.len());
+    for (g, s) in got.iter().zip(&staff) {
+        let mut m = minutes.get(s).cloned().unwrap_or_default();
+        m.sort_by(f64::total_cmp);
+        assert_eq!(
+            [&g[0], &g[1], &g[4]],
+            [
+                s,
+                &m.len().to_string(),
+                &unanswered.get(s).copied().unwrap_or(0).to_string()
+            ]
+        );
+        assert!(
+            close_or_null(&g[2], percentile(&m, 0.5)) && close_or_null(&g[3], percentile(&m, 0.9)),
+            "{g:?}"
+        );
+    }
+    assert!(
+        got.iter()
+            .map(|g| g[1].parse::<i64>().expect("n"))
+            .sum::<i64>()
+            > 100
+    );
+
+    // first_contact_sla
+    let fresh: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+        "SELECT id, responsible_user_id, created_at FROM contacts WHERE created_at >= ?1 AND created_at < ?2",
+    )
+    .bind(FROM)
+    .bind(TO)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("fresh");
+    let first_change: BTreeMap<i64, Option<i64>> = sqlx::query_as(
+        "SELECT contact_id, old_user_id FROM responsible_log r
+         WHERE NOT EXISTS (SELECT 1 FROM responsible_log e WHERE e.contact_id = r.contact_id
+                           AND (e.changed_at < r.changed_at OR (e.changed_at = r.changed_at AND e.id < r.id)))",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("first change")
+    .into_iter()
+    .collect();
+    let mut sla: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (c, owner, created) in &fresh {
+        let created = ts(created);
+        let owner = first_change.get(c).copied().unwrap_or(*owner);
+        let hit = outbound_by_client.get(c).is_some_and(|l| {
+            l.iter()
+                .any(|o| o.at > created && o.at <= created + chrono::Duration::hours(24))
+        });
+        let e = sla.entry(label(owner)).or_default();
+        e.0 += 1;
+        e.1 += i64::from(hit);
+    }
+    let want: Vec<Vec<String>> = sla
+        .iter()
+        .map(|(o, (n, hit))| vec![o.clone(), n.to_string(), hit.to_string(), ratio(*hit, *n)])
+        .collect();
+    same_rows(
+        "first_contact_sla",
+        &f.metric("first_contact_sla", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[3],
+    );
+
+    // step_compliance
+    let changes: Vec<(i64, i64, Option<i64>, String, Option<i64>)> = sqlx::query_as(
+        "SELECT id, lead_id, old_status_id, changed_at, user_id FROM lead_status_log",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("changes");
+    let deals: BTreeMap<i64, (Option<i64>, Option<String>)> =
+        sqlx::query_as::<_, (i64, Option<i64>, Option<String>)>(
+            "SELECT id, contact_id, created_at FROM leads",
+        )
+        .fetch_all(f.source.pool())
+        .await
+        .expect("deals")
+        .into_iter()
+        .map(|(id, c, t)| (id, (c, t)))
+        .collect();
+    let mut by_deal: BTreeMap<i64, Vec<(chrono::NaiveDateTime, i64, Option<i64>, Option<i64>)>> =
+        BTreeMap::new();
+    for (id, deal, old, at, by) in changes {
+        by_deal
+            .entry(deal)
+            .or_default()
+            .push((ts(&at), id, old, by));
+    }
+    let mut steps: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (deal, list) in by_deal.iter_mut() {
+        list.sort();
+        let Some((client, created)) = deals.get(deal) else {
+            continue;
+        };
+        for (i, (at, _, old, by)) in list.iter().enumerate() {
+            if old.is_none() || *at < from || *at >= to {
+                continue;
+            }
+            let start = if i > 0 {
+                Some(list[i - 1].0)
+            } else {
+                created.as_deref().map(ts)
+            };
+            let ok = match (start, client, by) {
+                (Some(start), Some(c), Some(by)) => outbound_by_client.get(c).is_some_and(|l| {
+                    l.iter()
+                        .any(|o| o.staff == Some(*by) && o.at >= start && o.at < *at)
+                }),
+                _ => false,
+            };
+            let e = steps.entry(label(*by)).or_default();
+            e.0 += 1;
+            e.1 += i64::from(ok);
+        }
+    }
+    let want: Vec<Vec<String>> = steps
+        .iter()
+        .map(|(s, (n, ok))| vec![s.clone(), n.to_string(), ok.to_string(), ratio(*ok, *n)])
+        .collect();
+    assert!(
+        want.iter().any(|r| r[1] != r[2]),
+        "some steps are not compliant"
+    );
+    same_rows(
+        "step_compliance",
+        &f.metric("step_compliance", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[3],
+    );
+
+    // data_discipline (SQLite over the source)
+    let want: Vec<Vec<String>> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH m AS (SELECT id FROM users WHERE job_title IN ('manager', 'team_lead')),
+              d AS (SELECT responsible_user_id AS u, COUNT(*) AS n,
+                           SUM(COALESCE(price_kopecks, 0) > 0 AND expected_close_on IS NOT NULL) AS ok
+                    FROM ({LEADS}) WHERE st = 0 GROUP BY u),
+              c AS (SELECT responsible_user_id AS u, COUNT(*) AS n,
+                           SUM(NULLIF(TRIM(phone), '') IS NOT NULL OR NULLIF(TRIM(email), '') IS NOT NULL) AS ok
+                    FROM contacts GROUP BY u),
+              k AS (SELECT user_id AS u, COUNT(*) AS n, SUM(NULLIF(TRIM(result), '') IS NOT NULL) AS ok
+                    FROM calls WHERE started_at >= ?1 AND started_at < ?2 GROUP BY u)
+         SELECT CAST(m.id AS TEXT), d.n, d.ok, c.n, c.ok, k.n, k.ok FROM m
+         LEFT JOIN d ON d.u = m.id LEFT JOIN c ON c.u = m.id LEFT JOIN k ON k.u = m.id
+         WHERE d.n > 0 OR c.n > 0 OR k.n > 0 ORDER BY CAST(m.id AS TEXT)"
+    )))
+    .bind(FROM)
+    .bind(TO)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle")
+    .iter()
+    .map(|r| {
+        let share = |n: usize| {
+            let (den, num): (Option<i64>, Option<i64>) = (r.get(n), r.get(n + 1));
+            den.filter(|&d| d > 0).map(|d| num.unwrap_or(0) as f64 / d as f64)
+        };
+        let shares = [share(1), share(3), share(5)];
+        let defined: Vec<f64> = shares.iter().flatten().copied().collect();
+        let mut row = vec![text(r, 0)];
+        row.extend(shares.iter().map(|s| s.map_or("NULL".into(), |v| v.to_string())));
+        row.push((defined.iter().sum::<f64>() / defined.len() as f64).to_string());
+        row
+    })
+    .collect();
+    assert!(want.len() >= 3);
+    same_rows(
+        "data_discipline",
+        &f.metric("data_discipline", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[1, 2, 3, 4],
+    );
+
+    // handover_impact (SQLite over the source)
+    let want: Vec<Vec<String>> = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(CAST(r.new_user_id AS TEXT), 'unknown') AS o, r.id, r.contact_id,
+                COALESCE(CAST(r.old_user_id AS TEXT), 'unknown'), r.changed_at,
+                (SELECT COALESCE(SUM(COALESCE(price_kopecks, 0)), 0) FROM ({LEADS}) l WHERE l.st = 1 AND l.contact_id = r.contact_id
+                   AND l.closed_at >= datetime(r.changed_at, '-90 days') AND l.closed_at < r.changed_at),
+                (SELECT COALESCE(SUM(COALESCE(price_kopecks, 0)), 0) FROM ({LEADS}) l WHERE l.st = 1 AND l.contact_id = r.contact_id
+                   AND l.closed_at >= r.changed_at AND l.closed_at < datetime(r.changed_at, '+90 days')),
+                datetime(r.changed_at, '+90 days') <= ?3
+         FROM responsible_log r WHERE r.changed_at >= ?1 AND r.changed_at < ?2
+         ORDER BY o, r.changed_at, r.id"
+    )))
+    .bind(FROM)
+    .bind(TO)
+    .bind(AS_OF)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("oracle")
+    .iter()
+    .map(|r| {
+        vec![
+            text(r, 0),
+            int(r, 1),
+            int(r, 2),
+            text(r, 3),
+            format!("{}Z", text(r, 4).replace(' ', "T")),
+            money(r.get(5)),
+            money(r.get(6)),
+            (r.get::<i64, _>(7) != 0).to_string(),
+        ]
+    })
+    .collect();
+    assert!(
+        want.iter().any(|r| r[5] != "0.00" || r[6] != "0.00"),
+        "some handovers carry revenue"
+    );
+    same_rows(
+        "handover_impact",
+        &f.metric(
+            "handover_impact",
+            &[("from", FROM), ("to", TO), ("as_of", AS_OF)],
+        )
+        .await,
+        &want,
+        &[],
+    );
+}
+
 #[tokio::test]
 async fn metrics_equal_independent_answers_from_the_source() {
     for (scale, seed) in [(0.05, 7), (0.12, 1234)] {
@@ -952,6 +1298,7 @@ async fn metrics_equal_independent_answers_from_the_source() {
         check_repeat_and_tasks(&f).await;
         check_time_in_stage(&f).await;
         check_retention(&f).await;
+        check_staff_metrics(&f).await;
     }
 }
 

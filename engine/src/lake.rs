@@ -308,7 +308,11 @@ fn tokens(keyring: &Keyring, values: &arrow::array::ArrayRef) -> Result<arrow::a
         })?;
     let out: StringArray = values
         .iter()
-        .map(|v| v.map(|v| keyring.tokenize(v)))
+        // A blank value is missing, not a person: it gets no token, so "has a phone" counts agree.
+        .map(|v| {
+            v.filter(|v| !v.trim().is_empty())
+                .map(|v| keyring.tokenize(v))
+        })
         .collect();
     Ok(Arc::new(out))
 }

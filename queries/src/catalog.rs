@@ -77,6 +77,26 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../catalog/ltv_by_cohort.sql"),
     ),
     ("rfm.sql", include_str!("../catalog/rfm.sql")),
+    (
+        "response_time.sql",
+        include_str!("../catalog/response_time.sql"),
+    ),
+    (
+        "first_contact_sla.sql",
+        include_str!("../catalog/first_contact_sla.sql"),
+    ),
+    (
+        "step_compliance.sql",
+        include_str!("../catalog/step_compliance.sql"),
+    ),
+    (
+        "handover_impact.sql",
+        include_str!("../catalog/handover_impact.sql"),
+    ),
+    (
+        "data_discipline.sql",
+        include_str!("../catalog/data_discipline.sql"),
+    ),
 ];
 
 /// Type of a metric parameter.
