@@ -954,38 +954,32 @@ async fn acts(f: &Fixture) -> Vec<Act> {
     let mut out = Vec::new();
     for (sql, digit, channel) in [
         (
-            "SELECT id, contact_id, user_id, direction, started_at, result FROM calls",
+            "SELECT id, contact_id, user_id, direction, started_at FROM calls",
             1,
             "call",
         ),
         (
-            "SELECT id, contact_id, user_id, direction, sent_at, NULL FROM emails",
+            "SELECT id, contact_id, user_id, direction, sent_at FROM emails",
             2,
             "email",
         ),
         (
-            "SELECT id, contact_id, user_id, direction, sent_at, NULL FROM chat_messages",
+            "SELECT id, contact_id, user_id, direction, sent_at FROM chat_messages",
             3,
             "messenger",
         ),
         (
-            "SELECT id, contact_id, user_id, 'out', held_at, 'held' FROM meetings",
+            "SELECT id, contact_id, user_id, 'out', held_at FROM meetings",
             4,
             "meeting",
         ),
     ] {
-        let rows: Vec<(
-            i64,
-            Option<i64>,
-            Option<i64>,
-            Option<String>,
-            String,
-            Option<String>,
-        )> = sqlx::query_as(sql)
-            .fetch_all(f.source.pool())
-            .await
-            .expect("acts");
-        for (id, client, staff, dir, at, outcome) in rows {
+        let rows: Vec<(i64, Option<i64>, Option<i64>, Option<String>, String)> =
+            sqlx::query_as(sql)
+                .fetch_all(f.source.pool())
+                .await
+                .expect("acts");
+        for (id, client, staff, dir, at) in rows {
             out.push(Act {
                 key: id * 10 + digit,
                 client,
@@ -1285,6 +1279,193 @@ async fn check_staff_metrics(f: &Fixture) {
     );
 }
 
+async fn check_source_and_forecast(f: &Fixture) {
+    // revenue_by_source
+    let won: Vec<(Option<i64>, String, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT l.contact_id, l.closed_at, COALESCE(l.price_kopecks, 0), COALESCE(k.lead_source, 'unknown')
+         FROM ({LEADS}) l LEFT JOIN contacts k ON k.id = l.contact_id WHERE l.st = 1 AND l.closed_at IS NOT NULL"
+    )))
+    .fetch_all(f.source.pool())
+    .await
+    .expect("won");
+    let in_period = |t: &str| t >= FROM && t < TO;
+    // source → (revenue, new clients, spend)
+    let mut per: BTreeMap<String, (i64, i64, Option<i64>)> = BTreeMap::new();
+    let mut first: BTreeMap<(i64, String), String> = BTreeMap::new();
+    for (client, at, amount, source) in &won {
+        if in_period(at) {
+            per.entry(source.clone()).or_default().0 += amount;
+        }
+        if let Some(c) = client {
+            let e = first
+                .entry((*c, source.clone()))
+                .or_insert_with(|| at.clone());
+            if at < e {
+                *e = at.clone();
+            }
+        }
+    }
+    for ((_, source), at) in &first {
+        if in_period(at) {
+            per.entry(source.clone()).or_default().1 += 1;
+        }
+    }
+    let spend: Vec<(String, Option<String>, i64)> =
+        sqlx::query_as("SELECT month, channel, spent_kopecks FROM ad_budget")
+            .fetch_all(f.source.pool())
+            .await
+            .expect("spend");
+    for (month, source, amount) in spend {
+        if in_period(&format!("{month}-01 00:00:00")) {
+            let e = per
+                .entry(source.unwrap_or_else(|| "unknown".into()))
+                .or_default();
+            e.2 = Some(e.2.unwrap_or(0) + amount);
+        }
+    }
+    let mut rows: Vec<(i64, String, i64, i64)> = per
+        .into_iter()
+        .map(|(s, (rev, new, spend))| (rev, s, new, spend.unwrap_or(0)))
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let want: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(rev, s, new, spend)| {
+            vec![
+                s.clone(),
+                money(*rev),
+                new.to_string(),
+                money(*spend),
+                if *new == 0 {
+                    "NULL".into()
+                } else {
+                    money(mean_kopecks(*spend, *new))
+                },
+                if *spend == 0 {
+                    "NULL".into()
+                } else {
+                    ((rev - spend) as f64 / *spend as f64).to_string()
+                },
+            ]
+        })
+        .collect();
+    assert!(want.iter().any(|r| r[3] != "0.00") && want.iter().any(|r| r[3] == "0.00"));
+    same_rows(
+        "revenue_by_source",
+        &f.metric("revenue_by_source", &[("from", FROM), ("to", TO)])
+            .await,
+        &want,
+        &[5],
+    );
+    let err = kartoteka_queries::run_metric(
+        &f.session,
+        f.catalog.get("revenue_by_source").expect("metric"),
+        &[
+            ("from".into(), "2024-03-15".into()),
+            ("to".into(), "2025-01-01".into()),
+        ],
+    )
+    .await
+    .expect_err("from must be a month start");
+    assert!(err.to_string().contains("first day of a month"), "{err}");
+
+    // forecast, in plain Rust
+    let as_of = ts(AS_OF);
+    let year_ago = as_of
+        .checked_sub_months(chrono::Months::new(12))
+        .expect("year");
+    let statuses: BTreeMap<i64, (i64, i64, i64)> = sqlx::query_as::<_, (i64, i64, i64, i64)>(
+        "SELECT id, funnel_id, sort, status_type FROM funnel_statuses",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("statuses")
+    .into_iter()
+    .map(|(id, funnel, sort, kind)| (id, (funnel, sort, kind)))
+    .collect();
+    let leads: Vec<(i64, i64, i64, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
+        "SELECT id, funnel_id, status_id, closed_at, price_kopecks, expected_close_on FROM leads",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("leads");
+    let log: Vec<(i64, i64)> = sqlx::query_as("SELECT lead_id, new_status_id FROM lead_status_log")
+        .fetch_all(f.source.pool())
+        .await
+        .expect("log");
+    let mut furthest: BTreeMap<i64, i64> = BTreeMap::new();
+    let funnel_of: BTreeMap<i64, i64> = leads.iter().map(|l| (l.0, l.1)).collect();
+    for (lead, status) in &log {
+        let (funnel, sort, kind) = statuses[status];
+        if kind != 2 && funnel_of.get(lead) == Some(&funnel) {
+            let e = furthest.entry(*lead).or_insert(sort);
+            *e = (*e).max(sort);
+        }
+    }
+    // status id → (reached, won) among deals closed in the year before as_of
+    let mut p: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for (lead, funnel, status, closed, ..) in &leads {
+        let kind = statuses[status].2;
+        let Some(closed) = closed.as_deref().map(ts) else {
+            continue;
+        };
+        if kind == 0 || closed < year_ago || closed >= as_of {
+            continue;
+        }
+        let Some(max) = furthest.get(lead) else {
+            continue;
+        };
+        for (id, (sf, sort, sk)) in &statuses {
+            if sf == funnel && *sk != 2 && sort <= max {
+                let e = p.entry(*id).or_default();
+                e.0 += 1;
+                e.1 += i64::from(kind == 1);
+            }
+        }
+    }
+    // month (None sorts last) → (deals, amount, weighted, unforecast deals, unforecast amount)
+    let mut months: BTreeMap<(bool, String), (i64, i64, f64, i64, i64)> = BTreeMap::new();
+    for (_, _, status, _, amount, expected) in &leads {
+        if statuses[status].2 != 0 {
+            continue;
+        }
+        let key = match expected {
+            Some(e) => (false, format!("{}-01", &e[..7])),
+            None => (true, "NULL".to_string()),
+        };
+        let e = months.entry(key).or_default();
+        e.0 += 1;
+        e.1 += amount.unwrap_or(0);
+        match p.get(status).filter(|(reached, _)| *reached > 0) {
+            Some((reached, won)) => {
+                e.2 += amount.unwrap_or(0) as f64 / 100.0 * (*won as f64 / *reached as f64)
+            }
+            None => {
+                e.3 += 1;
+                e.4 += amount.unwrap_or(0);
+            }
+        }
+    }
+    let got = f.metric("forecast", &[("as_of", AS_OF)]).await;
+    assert_eq!(got.len(), months.len());
+    for (g, ((_, month), (n, amount, weighted, un, un_amount))) in got.iter().zip(&months) {
+        assert_eq!(
+            [&g[0], &g[1], &g[2], &g[4], &g[5]],
+            [
+                month,
+                &n.to_string(),
+                &money(*amount),
+                &un.to_string(),
+                &money(*un_amount)
+            ]
+        );
+        // Double precision, rounded once: equal to the cent up to the last ulp of the sum.
+        let w: f64 = g[3].parse().expect("money");
+        assert!((w - weighted).abs() <= 0.01, "{g:?} vs {weighted}");
+    }
+    assert!(months.len() >= 2);
+}
+
 #[tokio::test]
 async fn metrics_equal_independent_answers_from_the_source() {
     for (scale, seed) in [(0.05, 7), (0.12, 1234)] {
@@ -1299,6 +1480,7 @@ async fn metrics_equal_independent_answers_from_the_source() {
         check_time_in_stage(&f).await;
         check_retention(&f).await;
         check_staff_metrics(&f).await;
+        check_source_and_forecast(&f).await;
     }
 }
 

@@ -97,6 +97,11 @@ const FILES: &[(&str, &str)] = &[
         "data_discipline.sql",
         include_str!("../catalog/data_discipline.sql"),
     ),
+    (
+        "revenue_by_source.sql",
+        include_str!("../catalog/revenue_by_source.sql"),
+    ),
+    ("forecast.sql", include_str!("../catalog/forecast.sql")),
 ];
 
 /// Type of a metric parameter.
@@ -122,8 +127,11 @@ pub struct ParamSpec {
     /// Type.
     #[serde(rename = "type")]
     pub ty: ParamType,
-    /// Default: a literal, `now` (the snapshot's time) or `month_start(to, -N)`.
+    /// Default: a literal, `now` (the snapshot's time), `month_start(to, -N)` or `month_start(now, -N)`.
     pub default: Option<String>,
+    /// `month`: the value must be the first instant of a calendar month (UTC).
+    #[serde(default)]
+    pub align: Option<String>,
     /// The only values accepted, when the parameter is an enumeration.
     #[serde(default)]
     pub allowed: Vec<String>,

@@ -63,10 +63,14 @@ fn scalar(
                 let (other, offset) = args
                     .split_once(',')
                     .ok_or_else(|| bad(format!("bad default {text:?}")))?;
-                let base = bound
-                    .get(other.trim())
-                    .copied()
-                    .ok_or_else(|| bad(format!("default of {} needs {other}", spec.name)))?;
+                let base = if other.trim() == "now" {
+                    now
+                } else {
+                    bound
+                        .get(other.trim())
+                        .copied()
+                        .ok_or_else(|| bad(format!("default of {} needs {other}", spec.name)))?
+                };
                 month_start(
                     base,
                     offset
@@ -79,6 +83,13 @@ fn scalar(
                     bad(format!("{} = {text:?} is not a timestamp; use e.g. 2025-01-01 or 2025-01-01T09:00:00Z", spec.name))
                 })?
             };
+            if spec.align.as_deref() == Some("month") && t != month_start(t, 0) {
+                return Err(bad(format!(
+                    "{} = {text:?} must be the first day of a month (00:00 UTC), e.g. {}",
+                    spec.name,
+                    month_start(t, 0).format("%Y-%m-%d")
+                )));
+            }
             ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
         }
         ParamType::Date => {
@@ -143,7 +154,10 @@ pub fn bind(
     order.sort_by_key(|p| {
         (
             given(&p.name).is_none(),
-            p.default.as_deref().is_some_and(|d| d.contains('(')),
+            // defaults relative to another parameter come after those relative to `now`
+            p.default
+                .as_deref()
+                .is_some_and(|d| d.contains('(') && !d.contains("(now")),
         )
     });
     let mut out = HashMap::new();

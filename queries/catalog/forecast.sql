@@ -1,0 +1,73 @@
+-- name = "forecast"
+-- title = "Sales forecast"
+-- family = "sales"
+-- description = """
+-- Open deals by month of expected_close (NULL month: no expected_close): sum of amount × p, where p for
+-- the deal's pipeline and current stage = among deals closed (won or lost) in the 12 months before as_of
+-- that reached the stage (entered it or any later non-lost stage, per deal_stage_changes), the share that
+-- ended won. A stage no such deal reached has no p: its deals are reported in the unforecast columns.
+-- weighted_amount is computed in double precision and rounded once to kopecks."""
+-- roles = ["owner", "team_lead", "manager", "analyst"]
+-- chart = { kind = "bar", x = "month", y = ["weighted_amount"] }
+--
+-- [[params]]
+-- name = "as_of"
+-- type = "timestamp"
+-- default = "now"
+-- description = "the instant the forecast is made (default: the snapshot time)"
+--
+-- [[columns]]
+-- name = "month"
+-- [[columns]]
+-- name = "deals"
+-- unit = "deals"
+-- [[columns]]
+-- name = "amount"
+-- unit = "RUB"
+-- [[columns]]
+-- name = "weighted_amount"
+-- unit = "RUB"
+-- [[columns]]
+-- name = "unforecast_deals"
+-- unit = "deals"
+-- [[columns]]
+-- name = "unforecast_amount"
+-- unit = "RUB"
+WITH stages AS (
+    SELECT pipeline, stage, position FROM pipeline_stages WHERE kind <> 'lost'
+),
+closed AS (
+    SELECT deal_id, pipeline, status FROM deals
+    WHERE status IN ('won', 'lost')
+      AND closed_at >= $as_of - INTERVAL '12 months' AND closed_at < $as_of
+),
+furthest AS (
+    SELECT c.deal_id, c.pipeline, c.status, MAX(st.position) AS max_position
+    FROM closed c
+    JOIN deal_stage_changes ch ON ch.deal_id = c.deal_id
+    JOIN stages st ON st.pipeline = c.pipeline AND st.stage = ch.to_stage
+    GROUP BY c.deal_id, c.pipeline, c.status
+),
+p AS (
+    SELECT st.pipeline, st.stage, COUNT(f.deal_id) AS reached,
+           SUM(CASE WHEN f.status = 'won' THEN 1 ELSE 0 END) AS won
+    FROM stages st
+    LEFT JOIN furthest f ON f.pipeline = st.pipeline AND f.max_position >= st.position
+    GROUP BY st.pipeline, st.stage
+),
+open_deals AS (
+    SELECT CAST(date_trunc('month', d.expected_close) AS DATE) AS month, d.amount,
+           CASE WHEN p.reached > 0 THEN CAST(p.won AS DOUBLE) / CAST(p.reached AS DOUBLE) END AS p
+    FROM deals d
+    LEFT JOIN p ON p.pipeline = d.pipeline AND p.stage = d.stage
+    WHERE d.status = 'open'
+)
+SELECT month,
+       COUNT(*) AS deals,
+       COALESCE(SUM(amount), 0) AS amount,
+       CAST(ROUND(COALESCE(SUM(CAST(amount AS DOUBLE) * p), 0), 2) AS DECIMAL(18, 2)) AS weighted_amount,
+       SUM(CASE WHEN p IS NULL THEN 1 ELSE 0 END) AS unforecast_deals,
+       COALESCE(SUM(CASE WHEN p IS NULL THEN amount END), 0) AS unforecast_amount
+FROM open_deals
+GROUP BY month
+ORDER BY month NULLS LAST
