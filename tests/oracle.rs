@@ -1466,6 +1466,102 @@ async fn check_source_and_forecast(f: &Fixture) {
     assert!(months.len() >= 2);
 }
 
+/// The scorecard: revenue, win rate, activity and attainment recomputed from the source; response time
+/// and step compliance must equal the per-staff metrics already proven above.
+async fn check_scorecard(f: &Fixture) {
+    let args = [("from", FROM), ("to", TO), ("as_of", AS_OF)];
+    let got = f.metric("manager_scorecard", &args).await;
+    let managers: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, full_name FROM users WHERE job_title IN ('manager', 'team_lead')
+         AND (hired_on IS NULL OR hired_on < substr(?2, 1, 10)) AND (fired_on IS NULL OR fired_on >= substr(?1, 1, 10))
+         ORDER BY CAST(id AS TEXT)",
+    )
+    .bind(FROM)
+    .bind(TO)
+    .fetch_all(f.source.pool())
+    .await
+    .expect("managers");
+    assert_eq!(
+        got.len(),
+        managers.len(),
+        "one row per manager employed in the period"
+    );
+    let response = f.metric("response_time", &args).await;
+    let steps = f
+        .metric("step_compliance", &[("from", FROM), ("to", TO)])
+        .await;
+    let all = acts(f).await;
+    let (from, to) = (ts(FROM), ts(TO));
+    for (g, (id, name)) in got.iter().zip(&managers) {
+        let r = &f
+            .source_rows(&format!(
+                "SELECT COALESCE(SUM(CASE WHEN st = 1 THEN COALESCE(price_kopecks, 0) END), 0), SUM(st = 1), SUM(st = 2)
+                 FROM ({LEADS}) WHERE st IN (1, 2) AND closed_at >= ?1 AND closed_at < ?2 AND closed_by_user_id = {id}"
+            ))
+            .await[0];
+        let (rev, won, lost): (i64, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+        let (won, lost) = (won.unwrap_or(0), lost.unwrap_or(0));
+        let activities = all
+            .iter()
+            .filter(|a| a.outbound && a.staff == Some(*id) && a.at >= from && a.at < to)
+            .count();
+        let key = id.to_string();
+        let median = response
+            .iter()
+            .find(|r| r[0] == key)
+            .map_or("NULL".to_string(), |r| r[2].clone());
+        let compliance = steps
+            .iter()
+            .find(|r| r[0] == key)
+            .map_or("NULL".to_string(), |r| r[3].clone());
+        // attainment: revenue in months with a target / the sum of those targets
+        let plan: Vec<(String, i64)> =
+            sqlx::query_as("SELECT month, plan_kopecks FROM sales_plan WHERE user_id = ?1")
+                .bind(id)
+                .fetch_all(f.source.pool())
+                .await
+                .expect("plan");
+        let (mut in_months, mut target) = (0i64, 0i64);
+        for (month, t) in plan {
+            let start = format!("{month}-01 00:00:00");
+            if start.as_str() < FROM || start.as_str() >= TO {
+                continue;
+            }
+            target += t;
+            let r = &f
+                .source_rows(&format!(
+                    "SELECT COALESCE(SUM(COALESCE(price_kopecks, 0)), 0) FROM ({LEADS})
+                     WHERE st = 1 AND closed_by_user_id = {id} AND substr(closed_at, 1, 7) = '{month}'
+                       AND closed_at >= ?1 AND closed_at < ?2"
+                ))
+                .await[0];
+            in_months += r.get::<i64, _>(0);
+        }
+        let want = [
+            key.clone(),
+            name.clone(),
+            money(rev),
+            ratio(won, won + lost),
+            activities.to_string(),
+            median,
+            compliance,
+            ratio(in_months, target),
+        ];
+        for i in [0, 1, 2, 4] {
+            assert_eq!(g[i], want[i], "scorecard {key} column {i}");
+        }
+        for i in [3, 5, 6, 7] {
+            assert!(
+                (g[i] == "NULL" && want[i] == "NULL")
+                    || close(&g[i], want[i].parse().unwrap_or(f64::NAN)),
+                "scorecard {key} column {i}: {} vs {}",
+                g[i],
+                want[i]
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn metrics_equal_independent_answers_from_the_source() {
     for (scale, seed) in [(0.05, 7), (0.12, 1234)] {
@@ -1481,6 +1577,7 @@ async fn metrics_equal_independent_answers_from_the_source() {
         check_retention(&f).await;
         check_staff_metrics(&f).await;
         check_source_and_forecast(&f).await;
+        check_scorecard(&f).await;
     }
 }
 

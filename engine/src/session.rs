@@ -881,6 +881,22 @@ impl QuerySession {
         self.limits
     }
 
+    /// Define a named view over this session's (policy-wrapped) tables, once per session. Views are
+    /// the catalog's shared derivations; the policy applies below them exactly as for any query.
+    pub async fn register_view(&self, name: &str, sql: &str) -> Result<()> {
+        if self.ctx.table_exist(name)? {
+            return Ok(());
+        }
+        check_read_only(sql)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let view = self.ctx.sql_with_options(sql, options).await?.into_view();
+        self.ctx.register_table(name, view)?;
+        Ok(())
+    }
+
     /// Run one read-only statement.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         self.sql_with_params(sql, HashMap::new()).await

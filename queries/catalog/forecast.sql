@@ -42,11 +42,8 @@ closed AS (
       AND closed_at >= $as_of - INTERVAL '12 months' AND closed_at < $as_of
 ),
 furthest AS (
-    SELECT c.deal_id, c.pipeline, c.status, MAX(st.position) AS max_position
-    FROM closed c
-    JOIN deal_stage_changes ch ON ch.deal_id = c.deal_id
-    JOIN stages st ON st.pipeline = c.pipeline AND st.stage = ch.to_stage
-    GROUP BY c.deal_id, c.pipeline, c.status
+    SELECT c.deal_id, c.pipeline, c.status, r.max_position
+    FROM closed c JOIN deal_reach r ON r.deal_id = c.deal_id
 ),
 p AS (
     SELECT st.pipeline, st.stage, COUNT(f.deal_id) AS reached,

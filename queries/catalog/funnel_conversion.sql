@@ -50,13 +50,11 @@ stages AS (
 ),
 furthest AS (
     -- the furthest non-lost stage each deal of the period ever entered
-    SELECT d.deal_id, MAX(st.position) AS max_position
-    FROM deals d
-    JOIN chosen c ON d.pipeline = c.pipeline
-    JOIN deal_stage_changes ch ON ch.deal_id = d.deal_id AND ch.pipeline = c.pipeline
-    JOIN stages st ON st.stage = ch.to_stage
+    SELECT r.deal_id, r.max_position
+    FROM deal_reach r
+    JOIN chosen c ON r.pipeline = c.pipeline
+    JOIN deals d ON d.deal_id = r.deal_id
     WHERE d.created_at >= $from AND d.created_at < $to
-    GROUP BY d.deal_id
 ),
 reached AS (
     SELECT st.pipeline, st.position, st.stage, COUNT(f.deal_id) AS reached

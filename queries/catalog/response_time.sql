@@ -40,25 +40,11 @@
 -- [[columns]]
 -- name = "unanswered"
 -- unit = "messages"
-WITH inbound AS (
-    SELECT interaction_id, client_id, occurred_at
-    FROM interactions
-    WHERE direction = 'inbound' AND channel IN ('email', 'messenger') AND client_id IS NOT NULL
-      AND occurred_at >= $from AND occurred_at < $to
-),
-candidates AS (
-    SELECT i.interaction_id, i.occurred_at, o.staff_id, o.occurred_at AS answered_at,
-           ROW_NUMBER() OVER (PARTITION BY i.interaction_id ORDER BY o.occurred_at, o.interaction_id) AS k
-    FROM inbound i
-    JOIN interactions o
-      ON o.client_id = i.client_id AND o.direction = 'outbound'
-     AND o.occurred_at > i.occurred_at AND o.occurred_at <= i.occurred_at + INTERVAL '7 days'
-     AND o.occurred_at < $as_of
-),
-answers AS (
-    SELECT interaction_id, COALESCE(CAST(staff_id AS VARCHAR), 'unknown') AS staff,
+WITH answers AS (
+    SELECT interaction_id, COALESCE(CAST(answered_by AS VARCHAR), 'unknown') AS staff,
            (date_part('epoch', answered_at) - date_part('epoch', occurred_at)) / 60.0 AS minutes
-    FROM candidates WHERE k = 1
+    FROM inbound_answers
+    WHERE occurred_at >= $from AND occurred_at < $to AND answered_at < $as_of
 ),
 -- Exact continuous percentiles (DataFusion 55's percentile_cont truncates the fraction to six digits).
 ranked AS (
@@ -81,10 +67,11 @@ pct AS (
 ),
 unanswered AS (
     SELECT COALESCE(CAST(c.owner_id AS VARCHAR), 'unknown') AS staff, COUNT(*) AS unanswered
-    FROM inbound i
+    FROM inbound_answers i
     LEFT JOIN clients c ON c.client_id = i.client_id
-    WHERE i.occurred_at + INTERVAL '7 days' <= $as_of
-      AND NOT EXISTS (SELECT 1 FROM answers a WHERE a.interaction_id = i.interaction_id)
+    WHERE i.occurred_at >= $from AND i.occurred_at < $to
+      AND i.occurred_at + INTERVAL '7 days' <= $as_of
+      AND (i.answered_at IS NULL OR i.answered_at >= $as_of)
     GROUP BY 1
 ),
 staff_ AS (SELECT staff FROM pct UNION SELECT staff FROM unanswered)

@@ -31,28 +31,11 @@
 -- [[columns]]
 -- name = "compliance"
 -- unit = "ratio"
-WITH ch AS (
-    SELECT change_id, deal_id, from_stage, changed_at, changed_by,
-           LAG(changed_at) OVER (PARTITION BY deal_id ORDER BY changed_at, change_id) AS prev_at
-    FROM deal_stage_changes
-),
-steps AS (
-    SELECT ch.change_id, ch.changed_by, d.client_id, ch.changed_at,
-           COALESCE(ch.prev_at, d.created_at) AS window_start
-    FROM ch JOIN deals d ON d.deal_id = ch.deal_id
-    WHERE ch.from_stage IS NOT NULL AND ch.changed_at >= $from AND ch.changed_at < $to
-),
-compliant AS (
-    SELECT DISTINCT s.change_id
-    FROM steps s
-    JOIN interactions i
-      ON i.staff_id = s.changed_by AND i.client_id = s.client_id AND i.direction = 'outbound'
-     AND i.occurred_at >= s.window_start AND i.occurred_at < s.changed_at
-),
-per AS (
-    SELECT COALESCE(CAST(s.changed_by AS VARCHAR), 'unknown') AS staff,
-           COUNT(*) AS steps, COUNT(c.change_id) AS compliant
-    FROM steps s LEFT JOIN compliant c ON c.change_id = s.change_id
+WITH per AS (
+    SELECT COALESCE(CAST(changed_by AS VARCHAR), 'unknown') AS staff,
+           COUNT(*) AS steps, SUM(CASE WHEN compliant THEN 1 ELSE 0 END) AS compliant
+    FROM step_checks
+    WHERE changed_at >= $from AND changed_at < $to
     GROUP BY 1
 )
 SELECT staff, steps, compliant,

@@ -102,6 +102,36 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../catalog/revenue_by_source.sql"),
     ),
     ("forecast.sql", include_str!("../catalog/forecast.sql")),
+    (
+        "manager_scorecard.sql",
+        include_str!("../catalog/manager_scorecard.sql"),
+    ),
+];
+
+/// A shared derivation several metrics use, defined once (`queries/views/*.sql`). Views take no
+/// parameters: metrics filter their rows by period.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// Name metrics refer to.
+    pub name: &'static str,
+    /// The defining query (over canonical tables only).
+    pub sql: &'static str,
+}
+
+/// The shared views.
+pub const VIEWS: &[View] = &[
+    View {
+        name: "inbound_answers",
+        sql: include_str!("../views/inbound_answers.sql"),
+    },
+    View {
+        name: "step_checks",
+        sql: include_str!("../views/step_checks.sql"),
+    },
+    View {
+        name: "deal_reach",
+        sql: include_str!("../views/deal_reach.sql"),
+    },
 ];
 
 /// Type of a metric parameter.

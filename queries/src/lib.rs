@@ -9,7 +9,7 @@
 mod catalog;
 mod params;
 
-pub use catalog::{Catalog, ChartHint, ColumnSpec, Metric, ParamSpec, ParamType};
+pub use catalog::{Catalog, ChartHint, ColumnSpec, Metric, ParamSpec, ParamType, VIEWS, View};
 pub use params::{bind, parse_assignments};
 
 use kartoteka_engine::{QueryResult, QuerySession};
@@ -71,5 +71,16 @@ pub async fn run_metric(
         });
     }
     let values = bind(metric, args, session.snapshot().committed_at)?;
+    for view in catalog::VIEWS {
+        if mentions(&metric.sql, view.name) {
+            session.register_view(view.name, view.sql).await?;
+        }
+    }
     Ok(session.sql_with_params(&metric.sql, values).await?)
+}
+
+/// Does `sql` use the identifier `name` (as a whole word)?
+fn mentions(sql: &str, name: &str) -> bool {
+    sql.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|w| w == name)
 }
