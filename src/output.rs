@@ -72,6 +72,10 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
             for b in &result.batches {
                 w.write(b)?;
             }
+            if result.rows() == 0 {
+                // No batch, no header from the writer: the columns are still the answer's shape.
+                w.write(&RecordBatch::new_empty(std::sync::Arc::clone(&result.schema)))?;
+            }
             drop(w);
             note_snapshot(result);
         }

@@ -272,6 +272,93 @@ fn users_previews_audit_keys_and_privacy() {
     );
     assert_eq!(ok(home, &["query", question, "--format", "csv"]), before);
 
+    // Security metrics over the audit log equal the same questions asked of the raw log file.
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(home.join("audit/audit.jsonl"))
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("entry"))
+        .collect();
+    let admin: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(home, &["metric", "admin_actions", "--format", "json"]))
+            .expect("json");
+    let want: Vec<(u64, String)> = entries
+        .iter()
+        .rev()
+        .filter(|e| {
+            let a = e["action"].as_str().unwrap_or("");
+            a.starts_with("users.") || a.starts_with("keys.") || a == "gc"
+        })
+        .map(|e| {
+            (
+                e["seq"].as_u64().expect("seq"),
+                e["action"].as_str().expect("action").to_string(),
+            )
+        })
+        .collect();
+    let got: Vec<(u64, String)> = admin
+        .iter()
+        .map(|r| {
+            (
+                r["seq"].as_u64().expect("seq"),
+                r["action"].as_str().expect("action").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(
+        want.iter().any(|(_, a)| a == "keys.rotate-data")
+            && want.iter().any(|(_, a)| a == "users.reset")
+    );
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(home.join("audit/audit.jsonl"))
+        .expect("log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("entry"))
+        .collect();
+    let mut after: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for e in &entries {
+        if !matches!(e["action"].as_str(), Some("query" | "export")) {
+            continue;
+        }
+        let t =
+            chrono::DateTime::parse_from_rfc3339(e["ts"].as_str().expect("ts")).expect("rfc3339");
+        use chrono::{Datelike, Timelike};
+        let weekend = matches!(t.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
+        if weekend || t.hour() < 9 || t.hour() >= 19 {
+            let c = after
+                .entry(e["actor"].as_str().expect("actor").to_string())
+                .or_default();
+            c.0 += 1;
+            c.1 += u64::from(e["outcome"] != "ok");
+        }
+    }
+    let mut want: Vec<(String, u64, u64)> =
+        after.into_iter().map(|(a, (n, r))| (a, n, r)).collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(home, &["metric", "after_hours", "--format", "json"]))
+            .expect("json");
+    let got: Vec<(String, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["actor"].as_str().expect("actor").to_string(),
+                r["actions"].as_u64().expect("n"),
+                r["refused"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    for m in ["login_failures", "exports_by_user"] {
+        let out = ok(home, &["metric", m, "--format", "csv"]);
+        assert_eq!(
+            out.lines().count(),
+            1,
+            "no logins or exports exist yet: header only\n{out}"
+        );
+    }
+    let err = fail(home, &["metric", "admin_actions", "--as", "analyst"]);
+    assert!(err.contains("not available to role analyst"), "{err}");
+
     // Privacy: residency and consent, checked against the owner's own count.
     let report: serde_json::Value =
         serde_json::from_str(&ok(home, &["privacy", "report", "--format", "json"])).expect("json");

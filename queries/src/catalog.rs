@@ -106,6 +106,22 @@ const FILES: &[(&str, &str)] = &[
         "manager_scorecard.sql",
         include_str!("../catalog/manager_scorecard.sql"),
     ),
+    (
+        "admin_actions.sql",
+        include_str!("../catalog/admin_actions.sql"),
+    ),
+    (
+        "after_hours.sql",
+        include_str!("../catalog/after_hours.sql"),
+    ),
+    (
+        "login_failures.sql",
+        include_str!("../catalog/login_failures.sql"),
+    ),
+    (
+        "exports_by_user.sql",
+        include_str!("../catalog/exports_by_user.sql"),
+    ),
 ];
 
 /// A shared derivation several metrics use, defined once (`queries/views/*.sql`). Views take no

@@ -70,7 +70,14 @@ pub async fn run_metric(
             role: role.into(),
         });
     }
-    let values = bind(metric, args, session.snapshot().committed_at)?;
+    // "now" is the snapshot's time: metrics describe the data as of the snapshot. The security family
+    // reads the audit log, which runs ahead of any snapshot, so its "now" is the clock.
+    let now = if metric.family == "security" {
+        chrono::Utc::now()
+    } else {
+        session.snapshot().committed_at
+    };
+    let values = bind(metric, args, now)?;
     for view in catalog::VIEWS {
         if mentions(&metric.sql, view.name) {
             session.register_view(view.name, view.sql).await?;

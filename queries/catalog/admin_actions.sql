@@ -1,0 +1,39 @@
+-- name = "admin_actions"
+-- title = "Administrative actions"
+-- family = "security"
+-- description = """
+-- Every administrative action in the audit log in [from, to) — user and role changes, password resets,
+-- key rotations, garbage collection — newest first, with who did it, to what, and how it ended."""
+-- roles = ["owner"]
+-- chart = { kind = "table", x = "ts", y = ["action"] }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive"
+--
+-- [[columns]]
+-- name = "seq"
+-- [[columns]]
+-- name = "ts"
+-- [[columns]]
+-- name = "actor"
+-- [[columns]]
+-- name = "action"
+-- [[columns]]
+-- name = "target"
+-- [[columns]]
+-- name = "outcome"
+-- [[columns]]
+-- name = "details"
+SELECT seq, ts, actor, action, target, outcome, details
+FROM audit_log
+WHERE (action LIKE 'users.%' OR action LIKE 'keys.%' OR action = 'gc')
+  AND ts >= $from AND ts < $to
+ORDER BY seq DESC

@@ -1,0 +1,35 @@
+-- name = "after_hours"
+-- title = "Activity outside working hours"
+-- family = "security"
+-- description = """
+-- Queries and exports in the audit log in [from, to) made outside working hours (Monday–Friday
+-- 09:00–19:00, UTC — the reporting zone), per acting user: how many, and how many were refused."""
+-- roles = ["owner"]
+-- chart = { kind = "bar", x = "actor", y = ["actions"] }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive"
+--
+-- [[columns]]
+-- name = "actor"
+-- [[columns]]
+-- name = "actions"
+-- unit = "actions"
+-- [[columns]]
+-- name = "refused"
+-- unit = "actions"
+SELECT actor, COUNT(*) AS actions, SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 END) AS refused
+FROM audit_log
+WHERE action IN ('query', 'export')
+  AND ts >= $from AND ts < $to
+  AND (date_part('dow', ts) IN (0, 6) OR date_part('hour', ts) < 9 OR date_part('hour', ts) >= 19)
+GROUP BY actor
+ORDER BY actions DESC, actor

@@ -1,0 +1,41 @@
+-- name = "exports_by_user"
+-- title = "Exports by user"
+-- family = "security"
+-- description = """
+-- Exports in the audit log in [from, to) (action 'export'), per user per day: exports, rows and distinct
+-- clients exported (from the entry's details). Exports arrive with the dashboard; until then the result
+-- is empty."""
+-- roles = ["owner"]
+-- chart = { kind = "bar", x = "day", y = ["rows"], series = "actor" }
+--
+-- [[params]]
+-- name = "from"
+-- type = "timestamp"
+-- default = "month_start(to, -12)"
+-- description = "start of the period, inclusive"
+-- [[params]]
+-- name = "to"
+-- type = "timestamp"
+-- default = "now"
+-- description = "end of the period, exclusive"
+--
+-- [[columns]]
+-- name = "day"
+-- [[columns]]
+-- name = "actor"
+-- [[columns]]
+-- name = "exports"
+-- unit = "exports"
+-- [[columns]]
+-- name = "rows"
+-- unit = "rows"
+-- [[columns]]
+-- name = "clients"
+-- unit = "clients"
+SELECT CAST(date_trunc('day', ts) AS DATE) AS day, actor, COUNT(*) AS exports,
+       COALESCE(SUM(CAST(regexp_match(details, '"rows":([0-9]+)')[1] AS BIGINT)), 0) AS "rows",
+       COALESCE(SUM(CAST(regexp_match(details, '"clients":([0-9]+)')[1] AS BIGINT)), 0) AS clients
+FROM audit_log
+WHERE action = 'export' AND ts >= $from AND ts < $to
+GROUP BY 1, 2
+ORDER BY 1, 2
