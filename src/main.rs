@@ -73,9 +73,9 @@ enum Command {
         #[arg(long = "as", value_name = "LOGIN")]
         as_user: Option<String>,
     },
-    /// Run a catalog metric (`kartoteka metric list` lists them).
+    /// Run a catalog metric (`kartoteka metric list` lists them; `metric docs` prints the catalog).
     Metric {
-        /// Metric name, or `list`.
+        /// Metric name, `list`, or `docs` (the catalog as Markdown).
         name: String,
         /// Parameters, `name=value`, repeatable.
         #[arg(long = "param", short = 'p')]
@@ -305,6 +305,10 @@ async fn run(cli: Cli) -> Result<()> {
             let catalog = Catalog::builtin()?;
             if name == "list" {
                 return list_metrics(&catalog);
+            }
+            if name == "docs" {
+                print!("{}", catalog.markdown());
+                return Ok(());
             }
             let metric = catalog.get(&name)?;
             let args = kartoteka_queries::parse_assignments(&params).map_err(anyhow::Error::msg)?;

@@ -74,7 +74,9 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
             }
             if result.rows() == 0 {
                 // No batch, no header from the writer: the columns are still the answer's shape.
-                w.write(&RecordBatch::new_empty(std::sync::Arc::clone(&result.schema)))?;
+                w.write(&RecordBatch::new_empty(std::sync::Arc::clone(
+                    &result.schema,
+                )))?;
             }
             drop(w);
             note_snapshot(result);

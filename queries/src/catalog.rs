@@ -305,6 +305,78 @@ impl Catalog {
         &self.metrics
     }
 
+    /// The catalog as a Markdown document, generated from the headers so it never drifts from the SQL
+    /// (`kartoteka metric docs > docs/catalog.md`; a test checks the file is current).
+    pub fn markdown(&self) -> String {
+        let mut out = String::from(
+            "# Metric catalog\n\n_Generated from the headers of `queries/catalog/*.sql` by \
+             `kartoteka metric docs`; do not edit by hand._\n\n\
+             Periods are half-open `[from, to)` in UTC; `now` is the snapshot's time (the audit log's \
+             clock for the security family). Every metric runs under the caller's policy: a manager \
+             gets the same SQL over their own rows.\n",
+        );
+        let mut families: Vec<&str> = Vec::new();
+        for m in &self.metrics {
+            if !families.contains(&m.family.as_str()) {
+                families.push(&m.family);
+            }
+        }
+        for family in families {
+            out.push_str(&format!("\n## {family}\n"));
+            for m in self.metrics.iter().filter(|m| m.family == family) {
+                out.push_str(&format!(
+                    "\n### `{}` — {}\n\n{}\n\n",
+                    m.name, m.title, m.description
+                ));
+                if m.params.is_empty() {
+                    out.push_str("Parameters: none.\n\n");
+                } else {
+                    out.push_str("| parameter | type | default | meaning |\n|---|---|---|---|\n");
+                    for p in &m.params {
+                        out.push_str(&format!(
+                            "| `{}` | {:?}{} | {} | {} |\n",
+                            p.name,
+                            p.ty,
+                            p.align
+                                .as_deref()
+                                .map_or(String::new(), |a| format!(", {a} start")),
+                            p.default
+                                .as_deref()
+                                .map_or("required".to_string(), |d| format!("`{d}`")),
+                            p.description
+                        ));
+                    }
+                    out.push('\n');
+                }
+                out.push_str("| column | unit | meaning |\n|---|---|---|\n");
+                for c in &m.columns {
+                    out.push_str(&format!(
+                        "| `{}` | {} | {} |\n",
+                        c.name, c.unit, c.description
+                    ));
+                }
+                let chart = m.chart.as_ref().map_or("none".to_string(), |c| {
+                    format!("{} of {} by {}", c.kind, c.y.join(", "), c.x)
+                });
+                out.push_str(&format!(
+                    "\nRoles: {}. Chart: {chart}.\n",
+                    m.roles.join(", ")
+                ));
+            }
+        }
+        out.push_str("\n## Shared views\n\n");
+        for v in VIEWS {
+            let doc: Vec<&str> = v
+                .sql
+                .lines()
+                .take_while(|l| l.starts_with("--"))
+                .map(|l| l.trim_start_matches("--").trim())
+                .collect();
+            out.push_str(&format!("- `{}`: {}\n", v.name, doc.join(" ")));
+        }
+        out
+    }
+
     /// A metric by name, or an error listing the valid names.
     pub fn get(&self, name: &str) -> Result<&Metric> {
         self.metrics
@@ -346,6 +418,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_catalog_document_is_current() {
+        let doc = Catalog::builtin().expect("catalog").markdown();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/catalog.md");
+        let file = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            file == doc,
+            "docs/catalog.md is out of date: run `cargo run -- metric docs > docs/catalog.md`"
+        );
     }
 
     #[test]
