@@ -1,0 +1,167 @@
+//! The same metrics on a plaintext Parquet export of the lake: DataFusion (no encryption, no policy),
+//! DuckDB and Polars (their Python packages, run by `benches/peers.py` in a virtualenv that
+//! `benches/peers.sh` creates). One process per engine, same machine, best of `runs`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use kartoteka_engine::{Engine, Principal, model};
+use kartoteka_queries::{Catalog, VIEWS};
+use serde_json::{Value, json};
+
+/// The parameters a bench run uses for `metric` (the same as the encrypted runs).
+pub(crate) fn bench_args(metric: &kartoteka_queries::Metric) -> Vec<(String, String)> {
+    metric
+        .has_param("from")
+        .then(|| ("from".to_string(), "2000-01-01".to_string()))
+        .into_iter()
+        .collect()
+}
+
+/// A bound parameter as a DuckDB/Polars SQL literal.
+fn literal(v: &ScalarValue) -> Result<String> {
+    Ok(match v {
+        ScalarValue::TimestampMicrosecond(Some(us), _) => {
+            let t = chrono::DateTime::from_timestamp_micros(*us).context("timestamp in range")?;
+            format!("TIMESTAMPTZ '{}'", t.format("%Y-%m-%d %H:%M:%S%.6f+00"))
+        }
+        ScalarValue::Int64(Some(i)) => i.to_string(),
+        ScalarValue::Utf8(Some(s)) => format!("'{}'", s.replace('\'', "''")),
+        ScalarValue::Date32(Some(d)) => format!(
+            "DATE '{}'",
+            chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).context("date")?
+        ),
+        other => bail!("no literal form for {other:?}"),
+    })
+}
+
+fn substitute(sql: &str, values: &HashMap<String, ScalarValue>) -> Result<String> {
+    let mut names: Vec<&String> = values.keys().collect();
+    // longest first, so $as_of is not taken for $a…
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let mut out = sql.to_string();
+    for n in names {
+        out = out.replace(&format!("${n}"), &literal(&values[n])?);
+    }
+    Ok(out)
+}
+
+pub(crate) async fn run(
+    engine: &Engine,
+    catalog: &Catalog,
+    dir: &Path,
+    runs: usize,
+    encrypted: &[Value],
+) -> Result<Value> {
+    std::fs::create_dir_all(dir)?;
+    // Export every table in plaintext (bench-only, in the bench's temporary directory).
+    let owner = engine.session(&Principal::local_owner()).await?;
+    for t in model::tables() {
+        let r = owner.sql(&format!("SELECT * FROM {}", t.name)).await?;
+        let file = std::fs::File::create(dir.join(format!("{}.parquet", t.name)))?;
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&r.schema), None)?;
+        for b in &r.batches {
+            w.write(b)?;
+        }
+        w.close()?;
+    }
+    // DataFusion over the plaintext files, same SQL and typed parameters.
+    let ctx = SessionContext::new();
+    for t in model::tables() {
+        ctx.register_parquet(
+            t.name,
+            dir.join(format!("{}.parquet", t.name))
+                .to_string_lossy()
+                .as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await?;
+    }
+    for v in VIEWS {
+        let view = ctx.sql(v.sql).await?.into_view();
+        ctx.register_table(v.name, view)?;
+    }
+    let now = owner.snapshot().committed_at;
+    let mut queries = Vec::new();
+    let mut df_times = HashMap::new();
+    for m in catalog.metrics().iter().filter(|m| m.family != "security") {
+        let values = kartoteka_queries::bind(m, &bench_args(m), now)?;
+        let mut best = f64::INFINITY;
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            let df = ctx.sql(&m.sql).await?.with_param_values(ParamValues::Map(
+                values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect(),
+            ))?;
+            df.collect()
+                .await
+                .with_context(|| format!("{} on plaintext", m.name))?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        df_times.insert(m.name.clone(), best);
+        queries.push(json!({"metric": m.name, "sql": substitute(&m.sql, &values)?}));
+    }
+    let spec = json!({
+        "dir": dir,
+        "tables": model::table_names(),
+        "views": VIEWS.iter().map(|v| json!({"name": v.name, "sql": v.sql})).collect::<Vec<_>>(),
+        "queries": queries,
+        "runs": runs.max(1),
+    });
+    let spec_path = dir.join("queries.json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&spec_path)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let peers: Value = serde_json::from_slice(&out.stdout).context("peers.py prints JSON")?;
+    // Ratios against DuckDB on plaintext.
+    let mut rows = Vec::new();
+    let (mut log_owner, mut log_manager, mut n, mut managed) = (0.0, 0.0, 0.0, 0.0);
+    for e in encrypted {
+        let name = e["metric"].as_str().unwrap_or_default();
+        let Some(duck) = peers["duckdb"][name]["best_seconds"].as_f64() else {
+            rows.push(json!({"metric": name, "duckdb_error": peers["duckdb"][name]["error"]}));
+            continue;
+        };
+        let owner_t = e["owner"]["best_seconds"].as_f64().unwrap_or(f64::NAN);
+        let manager_t = e["manager"]["best_seconds"].as_f64().unwrap_or(f64::NAN);
+        log_owner += (owner_t / duck).ln();
+        n += 1.0;
+        if manager_t.is_finite() {
+            log_manager += (manager_t / duck).ln();
+            managed += 1.0;
+        }
+        rows.push(json!({
+            "metric": name,
+            "encrypted_owner": owner_t,
+            "encrypted_manager": manager_t,
+            "datafusion_plain": df_times.get(name),
+            "duckdb_plain": duck,
+            "polars_plain": peers["polars"][name]["best_seconds"],
+            "polars_error": peers["polars"][name]["error"],
+            "owner_over_duckdb": owner_t / duck,
+        }));
+    }
+    Ok(json!({
+        "metrics": rows,
+        "geomean_owner_over_duckdb": (log_owner / n).exp(),
+        "geomean_manager_over_duckdb": (log_manager / managed).exp(),
+        "versions": peers["versions"],
+    }))
+}
