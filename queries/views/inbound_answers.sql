@@ -6,21 +6,22 @@
 -- the earliest outbound among the rows after an inbound message is the first one strictly later.
 WITH ordered AS (
     SELECT interaction_id, client_id, occurred_at, direction, channel,
+           -- a running frame in reverse order streams; an "until the end" frame would not
            MIN(CASE WHEN direction = 'outbound' THEN occurred_at END) OVER (
                PARTITION BY client_id
-               ORDER BY occurred_at, CASE WHEN direction = 'outbound' THEN 0 ELSE 1 END, interaction_id
-               ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS next_out_at
+               ORDER BY occurred_at DESC, CASE WHEN direction = 'outbound' THEN 0 ELSE 1 END DESC,
+                        interaction_id DESC
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS next_out_at
     FROM interactions
     WHERE client_id IS NOT NULL
 ),
 first_out AS (
-    -- the first outbound interaction of each client at each instant (ties by interaction_id)
-    SELECT client_id, occurred_at, staff_id FROM (
-        SELECT client_id, occurred_at, staff_id,
-               ROW_NUMBER() OVER (PARTITION BY client_id, occurred_at ORDER BY interaction_id) AS k
-        FROM interactions
-        WHERE direction = 'outbound' AND client_id IS NOT NULL
-    ) WHERE k = 1
+    -- the first outbound interaction of each client at each instant (ties by interaction_id); an
+    -- aggregate, because a window over that many tiny partitions is slow in DataFusion 55
+    SELECT client_id, occurred_at, first_value(staff_id ORDER BY interaction_id) AS staff_id
+    FROM interactions
+    WHERE direction = 'outbound' AND client_id IS NOT NULL
+    GROUP BY client_id, occurred_at
 )
 SELECT i.interaction_id, i.client_id, i.occurred_at, o.staff_id AS answered_by, o.occurred_at AS answered_at
 FROM ordered i
