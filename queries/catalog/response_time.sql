@@ -40,44 +40,40 @@
 -- [[columns]]
 -- name = "unanswered"
 -- unit = "messages"
-WITH answers AS (
-    SELECT interaction_id, COALESCE(CAST(answered_by AS VARCHAR), 'unknown') AS staff,
-           (date_part('epoch', answered_at) - date_part('epoch', occurred_at)) / 60.0 AS minutes
-    FROM inbound_answers
-    WHERE occurred_at >= $from AND occurred_at < $to AND answered_at < $as_of
-),
--- Exact continuous percentiles (DataFusion 55's percentile_cont truncates the fraction to six digits).
-ranked AS (
-    SELECT staff, minutes,
-           CAST(ROW_NUMBER() OVER (PARTITION BY staff ORDER BY minutes) - 1 AS DOUBLE) AS rn,
-           CAST(COUNT(*) OVER (PARTITION BY staff) - 1 AS DOUBLE) AS last
-    FROM answers
-),
-pct AS (
-    SELECT staff, COUNT(*) AS answered,
-           MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END)
-             + (MIN(CASE WHEN rn = ceil(0.5 * last) THEN minutes END)
-                - MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END))
-               * (0.5 * last - floor(0.5 * last)) AS median_minutes,
-           MIN(CASE WHEN rn = floor(0.9 * last) THEN minutes END)
-             + (MIN(CASE WHEN rn = ceil(0.9 * last) THEN minutes END)
-                - MIN(CASE WHEN rn = floor(0.9 * last) THEN minutes END))
-               * (0.9 * last - floor(0.9 * last)) AS p90_minutes
-    FROM ranked GROUP BY staff, last
-),
-unanswered AS (
-    SELECT COALESCE(CAST(c.owner_id AS VARCHAR), 'unknown') AS staff, COUNT(*) AS unanswered
+WITH messages AS (
+    -- one scan of the view (DataFusion recomputes a CTE at every use): each message is either answered
+    -- in time (credited to who answered) or unanswered and old enough (counted for the client's owner)
+    SELECT CASE WHEN i.answered_at < $as_of
+                THEN COALESCE(CAST(i.answered_by AS VARCHAR), 'unknown')
+                ELSE COALESCE(CAST(c.owner_id AS VARCHAR), 'unknown') END AS staff,
+           CASE WHEN i.answered_at < $as_of
+                THEN (date_part('epoch', i.answered_at) - date_part('epoch', i.occurred_at)) / 60.0 END AS minutes,
+           CASE WHEN (i.answered_at IS NULL OR i.answered_at >= $as_of)
+                 AND i.occurred_at + INTERVAL '7 days' <= $as_of THEN 1 ELSE 0 END AS unanswered
     FROM inbound_answers i
     LEFT JOIN clients c ON c.client_id = i.client_id
     WHERE i.occurred_at >= $from AND i.occurred_at < $to
-      AND i.occurred_at + INTERVAL '7 days' <= $as_of
-      AND (i.answered_at IS NULL OR i.answered_at >= $as_of)
-    GROUP BY 1
 ),
-staff_ AS (SELECT staff FROM pct UNION SELECT staff FROM unanswered)
-SELECT s.staff, COALESCE(p.answered, 0) AS answered, p.median_minutes, p.p90_minutes,
-       COALESCE(u.unanswered, 0) AS unanswered
-FROM staff_ s
-LEFT JOIN pct p ON p.staff = s.staff
-LEFT JOIN unanswered u ON u.staff = s.staff
-ORDER BY s.staff
+-- Exact continuous percentiles over the answered messages (linear interpolation at p·(n−1); DataFusion
+-- 55's percentile_cont truncates the fraction to six digits). Unanswered rows sort after the answered.
+ranked AS (
+    SELECT staff, minutes, unanswered,
+           CAST(ROW_NUMBER() OVER (PARTITION BY staff ORDER BY minutes NULLS LAST) - 1 AS DOUBLE) AS rn,
+           CAST(COUNT(minutes) OVER (PARTITION BY staff) - 1 AS DOUBLE) AS last
+    FROM messages
+    WHERE minutes IS NOT NULL OR unanswered = 1
+)
+SELECT staff,
+       COUNT(minutes) AS answered,
+       MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END)
+         + (MIN(CASE WHEN rn = ceil(0.5 * last) THEN minutes END)
+            - MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END))
+           * (0.5 * last - floor(0.5 * last)) AS median_minutes,
+       MIN(CASE WHEN rn = floor(0.9 * last) THEN minutes END)
+         + (MIN(CASE WHEN rn = ceil(0.9 * last) THEN minutes END)
+            - MIN(CASE WHEN rn = floor(0.9 * last) THEN minutes END))
+           * (0.9 * last - floor(0.9 * last)) AS p90_minutes,
+       SUM(unanswered) AS unanswered
+FROM ranked
+GROUP BY staff, last
+ORDER BY staff

@@ -26,15 +26,15 @@
 -- [[columns]]
 -- name = "amount"
 -- unit = "RUB"
-WITH window_start AS (
-    SELECT $as_of - CAST(concat(CAST($days AS VARCHAR), ' days') AS INTERVAL) AS t
-),
-touched AS (
-    SELECT c.deal_id FROM deal_stage_changes c, window_start w
-    WHERE c.changed_at >= w.t AND c.changed_at < $as_of AND c.deal_id IS NOT NULL
+WITH touched AS (
+    -- the window start is a constant once parameters are bound, so the scans can prune by time
+    SELECT c.deal_id FROM deal_stage_changes c
+    WHERE c.changed_at >= $as_of - CAST(concat(CAST($days AS VARCHAR), ' days') AS INTERVAL)
+      AND c.changed_at < $as_of AND c.deal_id IS NOT NULL
     UNION
-    SELECT i.deal_id FROM interactions i, window_start w
-    WHERE i.occurred_at >= w.t AND i.occurred_at < $as_of AND i.deal_id IS NOT NULL
+    SELECT i.deal_id FROM interactions i
+    WHERE i.occurred_at >= $as_of - CAST(concat(CAST($days AS VARCHAR), ' days') AS INTERVAL)
+      AND i.occurred_at < $as_of AND i.deal_id IS NOT NULL
 )
 SELECT COALESCE(CAST(d.owner_id AS VARCHAR), 'unknown') AS owner,
        COUNT(*) AS stalled_deals,
