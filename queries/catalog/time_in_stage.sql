@@ -38,11 +38,18 @@
 -- [[columns]]
 -- name = "open_now"
 -- unit = "deals"
-WITH entries AS (
-    SELECT pipeline, to_stage AS stage, changed_at,
-           LEAD(changed_at) OVER (PARTITION BY deal_id ORDER BY changed_at, change_id
-                                  ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS left_at
+WITH ordered AS (
+    -- one ordered pass over all changes instead of a window per deal (DataFusion 55 pays ~20 µs per
+    -- window partition): the next row is the same deal's next change when its deal_id matches
+    SELECT deal_id, pipeline, to_stage AS stage, changed_at,
+           LEAD(deal_id) OVER (ORDER BY deal_id, changed_at, change_id) AS next_deal,
+           LEAD(changed_at) OVER (ORDER BY deal_id, changed_at, change_id) AS next_at
     FROM deal_stage_changes
+),
+entries AS (
+    SELECT pipeline, stage, changed_at,
+           CASE WHEN next_deal = deal_id THEN next_at END AS left_at
+    FROM ordered
 ),
 timed AS (
     SELECT pipeline, stage,

@@ -2,10 +2,18 @@
 -- an outbound interaction (any channel) with the deal's client in [the deal's previous change, this
 -- change), or from the deal's created_at when no earlier change is recorded.
 -- Used by step_compliance and manager_scorecard.
-WITH ch AS (
+WITH ordered AS (
+    -- one ordered pass instead of a window per deal: the previous row is the same deal's previous
+    -- change when its deal_id matches
     SELECT change_id, deal_id, from_stage, changed_at, changed_by,
-           LAG(changed_at) OVER (PARTITION BY deal_id ORDER BY changed_at, change_id) AS prev_at
+           LAG(deal_id) OVER (ORDER BY deal_id, changed_at, change_id) AS prev_deal,
+           LAG(changed_at) OVER (ORDER BY deal_id, changed_at, change_id) AS prev_change_at
     FROM deal_stage_changes
+),
+ch AS (
+    SELECT change_id, deal_id, from_stage, changed_at, changed_by,
+           CASE WHEN prev_deal = deal_id THEN prev_change_at END AS prev_at
+    FROM ordered
 ),
 steps AS (
     SELECT ch.change_id, ch.deal_id, ch.changed_by, d.client_id, ch.changed_at,
