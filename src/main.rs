@@ -559,7 +559,7 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         }
         let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
         println!("\n== {} — {} ==", metric.name, metric.title);
-        output::print(&result, Format::Table, Some(25))?;
+        output::print(&result, Format::Table, Some(10))?;
         if metric.name == "revenue_by_month" {
             let chart = home.dir.join("charts").join("revenue_by_month.svg");
             write_chart(metric, &result, &chart)?;
