@@ -17,11 +17,15 @@ WITH ordered AS (
 ),
 first_out AS (
     -- the first outbound interaction of each client at each instant (ties by interaction_id); an
-    -- aggregate, because a window over that many tiny partitions is slow in DataFusion 55
-    SELECT client_id, occurred_at, first_value(staff_id ORDER BY interaction_id) AS staff_id
-    FROM interactions
-    WHERE direction = 'outbound' AND client_id IS NOT NULL
-    GROUP BY client_id, occurred_at
+    -- aggregate and a key join, because a window over that many tiny partitions is slow in DataFusion 55
+    SELECT f.client_id, f.occurred_at, o.staff_id
+    FROM (
+        SELECT client_id, occurred_at, MIN(interaction_id) AS first_id
+        FROM interactions
+        WHERE direction = 'outbound' AND client_id IS NOT NULL
+        GROUP BY client_id, occurred_at
+    ) f
+    JOIN interactions o ON o.interaction_id = f.first_id
 )
 SELECT i.interaction_id, i.client_id, i.occurred_at, o.staff_id AS answered_by, o.occurred_at AS answered_at
 FROM ordered i
