@@ -721,3 +721,42 @@ async fn hostile(f: &Fixture) {
     }
     assert!(!std::path::Path::new("/tmp/kartoteka-leak.csv").exists());
 }
+
+/// The benchmark-only unwrapped session is reachable from no product code: only its definition in the
+/// engine and the benchmark runner name it.
+#[test]
+fn no_product_path_uses_the_unwrapped_session() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut offenders = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = [
+        "src",
+        "engine/src",
+        "ingest/src",
+        "queries/src",
+        "reports/src",
+        "dashboards/src",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("source dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).expect("source");
+                let uses = text.matches("unwrapped_session_for_benchmarks").count();
+                let defines =
+                    usize::from(text.contains("pub async fn unwrapped_session_for_benchmarks"));
+                if uses > defines {
+                    offenders.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "product code builds an unwrapped session: {offenders:?}"
+    );
+}
