@@ -448,6 +448,7 @@ async fn security_suite() {
     manager_isolation(&f).await;
     barrier(&f).await;
     statistics_do_not_leak(&f).await;
+    dynamic_filters_cross_the_barrier(&f).await;
     analyst(&f).await;
     admin(&f).await;
     hostile(&f).await;
@@ -529,6 +530,34 @@ async fn barrier(f: &Fixture) {
     assert!(
         err.to_string().to_lowercase().contains("divide by zero"),
         "{err}"
+    );
+}
+
+/// DataFusion's own dynamic join filters (bounds that cannot fail) do reach the scans below the barrier.
+async fn dynamic_filters_cross_the_barrier(f: &Fixture) {
+    let owner = f
+        .engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("owner");
+    let plan = rows(
+        &owner
+            .sql(
+                "EXPLAIN ANALYZE SELECT COUNT(*) FROM interactions i JOIN deals d ON d.deal_id = i.deal_id \
+                 WHERE d.status = 'open'",
+            )
+            .await
+            .expect("explain")
+            .batches,
+    );
+    let text: String = plan
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("PolicyBarrierExec") && text.contains("DynamicFilter"),
+        "{text}"
     );
 }
 

@@ -13,6 +13,7 @@
 //! can reveal what the filter hides. The only user predicates that travel below are comparisons of a
 //! visible column with a literal, which cannot fail; they serve pruning.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
@@ -28,9 +30,13 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, col, lit, when};
+use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildFilterDescription, FilterDescription, FilterPushdownPhase,
+};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -485,6 +491,32 @@ impl ExecutionPlan for PolicyBarrierExec {
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
     ) -> datafusion::error::Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    /// Only DataFusion's own dynamic filters (bounds a hash join or TopK derives at run time from rows
+    /// the principal may see) pass below: comparisons of a column with bounds, which cannot fail, so
+    /// they cannot turn a hidden row into an error — they only skip rows earlier. Every user predicate
+    /// stays above. A placeholder column that does not exist below marks a filter as not pushed (it is
+    /// never evaluated: the optimizer pushes only what is marked supported).
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> datafusion::error::Result<FilterDescription> {
+        let screened: Vec<Arc<dyn PhysicalExpr>> = parent_filters
+            .iter()
+            .map(|f| {
+                if (f.as_ref() as &dyn Any).is::<DynamicFilterPhysicalExpr>() {
+                    Arc::clone(f)
+                } else {
+                    Arc::new(Column::new("__kartoteka_policy_barrier__", usize::MAX))
+                        as Arc<dyn PhysicalExpr>
+                }
+            })
+            .collect();
+        Ok(FilterDescription::new()
+            .with_child(ChildFilterDescription::from_child(&screened, &self.input)?))
     }
 
     // Sorts pushed below the barrier would evaluate user expressions on hidden rows.
