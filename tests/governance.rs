@@ -3,35 +3,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Output;
 
-use common::kartoteka;
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    kartoteka()
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("binary runs")
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(
-        out.status.success(),
-        "kartoteka {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-fn fail(dir: &Path, args: &[&str]) -> String {
-    let out = run(dir, args);
-    assert!(!out.status.success(), "kartoteka {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
+use common::{fail, ok};
 
 /// The single value of a one-cell CSV answer.
 fn scalar(dir: &Path, args: &[&str]) -> String {

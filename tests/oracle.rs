@@ -8,15 +8,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
 use common::{money, rows};
-use kartoteka_engine::{
-    Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal, QuerySession,
-};
+use kartoteka_engine::{Engine, EngineConfig, Principal, QuerySession};
+use kartoteka_ingest::SqliteSource;
 use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, NoProgress, SqliteSource};
 use kartoteka_queries::Catalog;
 use sqlx::Row;
 
@@ -38,15 +35,7 @@ async fn fixture(scale: f64, seed: u64) -> Fixture {
     demo::generate(&db, DemoConfig { seed, scale, end })
         .await
         .expect("demo generates");
-    let source = SqliteSource::open(&db).await.expect("source opens");
-    let mapping =
-        Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml")).expect("mapping");
-    let store = LakeStore::local(&dir.path().join("lake")).expect("store");
-    let key = MasterKeySource::create_key_file(&dir.path().join("master.key")).expect("key file");
-    let lake = Arc::new(Lake::open_or_create(store, &key).await.expect("lake"));
-    kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "test", &NoProgress)
-        .await
-        .expect("ingest");
+    let (source, lake) = common::ingest_demo_source(dir.path(), &db).await;
     let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
     let session = engine
         .session(&Principal::local_owner())

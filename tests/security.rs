@@ -16,11 +16,8 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use kartoteka_engine::audit::{AuditConfig, AuditLog};
 use kartoteka_engine::policy::{Barrier, Policy, RowRule};
-use kartoteka_engine::{
-    Engine, EngineConfig, Error, Lake, LakeStore, Limits, MasterKeySource, Principal, Role,
-};
+use kartoteka_engine::{Engine, EngineConfig, Error, Limits, Principal, Role};
 use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, NoProgress, SqliteSource};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
@@ -134,14 +131,7 @@ async fn fixture() -> Fixture {
     )
     .await
     .expect("demo generates");
-    let source = SqliteSource::open(&db).await.expect("source");
-    let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("m.toml")).expect("mapping");
-    let store = LakeStore::local(&dir.path().join("lake")).expect("store");
-    let key = MasterKeySource::create_key_file(&dir.path().join("master.key")).expect("key");
-    let lake = Arc::new(Lake::open_or_create(store, &key).await.expect("lake"));
-    kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "test", &NoProgress)
-        .await
-        .expect("ingest");
+    let (_source, lake) = common::ingest_demo_source(dir.path(), &db).await;
     let audit =
         Arc::new(AuditLog::open(&dir.path().join("audit"), AuditConfig::default()).expect("audit"));
     let mut config = EngineConfig::default();

@@ -13,12 +13,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
 use common::rows;
-use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal};
+use kartoteka_engine::{Engine, EngineConfig, Principal};
 use kartoteka_ingest::demo;
-use kartoteka_ingest::{Mapping, NoProgress, SqliteSource};
 use kartoteka_queries::Catalog;
 
 struct Case {
@@ -104,20 +102,18 @@ async fn hand_checked_catalog_specification() {
             .filename(&db)
             .create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(opts).await.expect("sqlite");
+        // The demo CRM's own schema, then the hand-checkable rows.
+        sqlx::raw_sql(demo::SCHEMA)
+            .execute(&pool)
+            .await
+            .expect("schema");
         sqlx::raw_sql(sqlx::AssertSqlSafe(script))
             .execute(&pool)
             .await
             .expect("crm.sql runs");
         pool.close().await;
     }
-    let source = SqliteSource::open(&db).await.expect("source");
-    let mapping = Mapping::parse(demo::MAPPING, Path::new("m.toml")).expect("mapping");
-    let store = LakeStore::local(&dir.path().join("lake")).expect("store");
-    let key = MasterKeySource::create_key_file(&dir.path().join("master.key")).expect("key");
-    let lake = Arc::new(Lake::open_or_create(store, &key).await.expect("lake"));
-    kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "slt", &NoProgress)
-        .await
-        .expect("ingest");
+    let (_source, lake) = common::ingest_demo_source(dir.path(), &db).await;
     let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
     let session = engine
         .session(&Principal::local_owner())

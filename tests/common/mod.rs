@@ -35,3 +35,68 @@ pub fn kartoteka() -> std::process::Command {
         .env_remove("KARTOTEKA_HOME");
     c
 }
+
+/// Ingest the demo-schema SQLite CRM at `db` (through the demo mapping) into a new lake under `dir`,
+/// with a fresh key file. Returns the opened source and the lake.
+pub async fn ingest_demo_source(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+) -> (
+    kartoteka_ingest::SqliteSource,
+    std::sync::Arc<kartoteka_engine::Lake>,
+) {
+    use kartoteka_ingest::demo;
+    let source = kartoteka_ingest::SqliteSource::open(db)
+        .await
+        .expect("source opens");
+    let mapping =
+        kartoteka_ingest::Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))
+            .expect("mapping");
+    let store = kartoteka_engine::LakeStore::local(&dir.join("lake")).expect("store");
+    let key = kartoteka_engine::MasterKeySource::create_key_file(&dir.join("master.key"))
+        .expect("key file");
+    let lake = std::sync::Arc::new(
+        kartoteka_engine::Lake::open_or_create(store, &key)
+            .await
+            .expect("lake"),
+    );
+    kartoteka_ingest::ingest_sqlite(
+        &lake,
+        &source,
+        &mapping,
+        "test",
+        &kartoteka_ingest::NoProgress,
+    )
+    .await
+    .expect("ingest");
+    (source, lake)
+}
+
+/// Run the binary on the home `dir`.
+pub fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    kartoteka()
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// Run and require success; returns stdout.
+pub fn ok(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(
+        out.status.success(),
+        "kartoteka {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// Run and require failure; returns stderr.
+pub fn fail(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(!out.status.success(), "kartoteka {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}

@@ -1,43 +1,7 @@
--- A tiny CRM, in the demo CRM's own schema, small enough to work every metric out by hand.
+-- A tiny CRM, as rows of the demo CRM's own schema (ingest/src/demo/schema.sql, which the runner
+-- creates first), small enough to work every metric out by hand.
 -- The expected values in the .slt files beside this file were computed on paper from these rows;
 -- each file says how. Times are UTC.
-CREATE TABLE users (
-  id INTEGER PRIMARY KEY, full_name TEXT NOT NULL, email TEXT, job_title TEXT, department TEXT,
-  hired_on TEXT, fired_on TEXT, successor_user_id INTEGER, modified_at TEXT);
-CREATE TABLE contacts (
-  id INTEGER PRIMARY KEY, contact_type TEXT, display_name TEXT, phone TEXT, email TEXT, city TEXT,
-  country_code TEXT, industry TEXT, lead_source TEXT, responsible_user_id INTEGER, created_at TEXT,
-  pd_consent_at TEXT, modified_at TEXT);
-CREATE TABLE funnels (id INTEGER PRIMARY KEY, title TEXT NOT NULL);
-CREATE TABLE funnel_statuses (
-  id INTEGER PRIMARY KEY, funnel_id INTEGER NOT NULL, title TEXT NOT NULL, sort INTEGER NOT NULL, status_type INTEGER NOT NULL);
-CREATE TABLE leads (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, responsible_user_id INTEGER, funnel_id INTEGER, status_id INTEGER,
-  price_kopecks INTEGER, product TEXT, created_at TEXT, closed_at TEXT, closed_by_user_id INTEGER,
-  expected_close_on TEXT, loss_reason TEXT, modified_at TEXT);
-CREATE TABLE lead_status_log (
-  id INTEGER PRIMARY KEY, lead_id INTEGER, old_status_id INTEGER, new_status_id INTEGER, changed_at TEXT, user_id INTEGER);
-CREATE TABLE calls (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, started_at TEXT,
-  duration_sec INTEGER, result TEXT, note TEXT);
-CREATE TABLE emails (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, sent_at TEXT, subject TEXT);
-CREATE TABLE chat_messages (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, sent_at TEXT,
-  messenger TEXT, body TEXT);
-CREATE TABLE meetings (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, held_at TEXT, duration_min INTEGER, summary TEXT);
-CREATE TABLE todo (
-  id INTEGER PRIMARY KEY, assignee_id INTEGER, contact_id INTEGER, lead_id INTEGER, todo_type TEXT, created_at TEXT,
-  deadline_at TEXT, done_at TEXT, modified_at TEXT);
-CREATE TABLE invoices (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, total_kopecks INTEGER, status TEXT, issued_at TEXT,
-  paid_at TEXT, modified_at TEXT);
-CREATE TABLE responsible_log (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, old_user_id INTEGER, new_user_id INTEGER, changed_at TEXT, reason TEXT);
-CREATE TABLE sales_plan (id INTEGER PRIMARY KEY, month TEXT, user_id INTEGER, plan_kopecks INTEGER);
-CREATE TABLE ad_budget (id INTEGER PRIMARY KEY, month TEXT, channel TEXT, spent_kopecks INTEGER);
-
 INSERT INTO users VALUES
   (1, 'Olga', 'olga@example.org', 'owner', 'A', '2020-01-01', NULL, NULL, NULL),
   (2, 'Anna', 'anna@example.org', 'manager', 'A', '2023-01-01', NULL, NULL, NULL),
