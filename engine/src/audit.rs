@@ -603,11 +603,11 @@ pub fn verify(log: &Path, checkpoints: &[PathBuf], key: &VerifyingKey) -> Result
             log.display()
         ));
     }
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+    // Lines end with a newline; without the final one, an empty log has no lines at all.
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let lines = (!body.is_empty()).then(|| body.split(|&b| b == b'\n'));
+    for (i, raw) in lines.into_iter().flatten().enumerate() {
         if report.broken.is_some() {
-            break;
-        }
-        if raw.is_empty() && i == bytes.split(|&b| b == b'\n').count() - 1 {
             break;
         }
         let line = i + 1;
