@@ -232,6 +232,44 @@ pub(crate) fn record<T, E: std::fmt::Display>(
     Ok(())
 }
 
+/// `kartoteka runs`: recent ingest runs from the control plane.
+pub(crate) async fn runs(home: &Home, limit: u32, format: Format) -> Result<()> {
+    let runs = home.control().await?.ingest_runs(limit).await?;
+    if matches!(format, Format::Json) {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(());
+    }
+    #[derive(Serialize)]
+    struct Line<'a> {
+        id: i64,
+        source: &'a str,
+        mode: &'a str,
+        started_at: &'a str,
+        ended_at: &'a str,
+        outcome: &'a str,
+        snapshot: String,
+        rows: u64,
+        error: &'a str,
+    }
+    let lines: Vec<Line<'_>> = runs
+        .iter()
+        .map(|r| Line {
+            id: r.id,
+            source: &r.source,
+            mode: &r.mode,
+            started_at: &r.started_at,
+            ended_at: r.ended_at.as_deref().unwrap_or(""),
+            outcome: &r.outcome,
+            snapshot: r.snapshot_id.map_or(String::new(), |s| s.to_string()),
+            rows: r.tables.as_array().map_or(0, |ts| {
+                ts.iter().filter_map(|t| t["rows_written"].as_u64()).sum()
+            }),
+            error: r.error.as_deref().unwrap_or(""),
+        })
+        .collect();
+    print_records(&lines, format)
+}
+
 pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
     let lake = home.lake().await?;
     match command {

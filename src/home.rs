@@ -116,12 +116,44 @@ impl Default for QueryConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SourceConfig {
-    /// `sqlite` (PostgreSQL and MySQL arrive with the next ingest step).
-    pub(crate) kind: String,
-    /// Database file, relative to the home unless absolute.
-    pub(crate) path: PathBuf,
+    /// `postgres://USER@HOST/DB?sslmode=verify-full&sslrootcert=CA.pem`, `mysql://…` or `mariadb://…`,
+    /// or a SQLite file (relative to the home unless absolute). Never a password: see `password_env`.
+    #[serde(alias = "path")]
+    pub(crate) url: String,
+    /// Environment variable holding the database password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) password_env: Option<String>,
     /// Mapping file, relative to the home unless absolute.
     pub(crate) mapping: PathBuf,
+    /// Written by earlier versions (`kind = "sqlite"`); the URL now says which database it is.
+    #[serde(default, skip_serializing)]
+    pub(crate) kind: Option<String>,
+}
+
+impl SourceConfig {
+    /// How to reach the source: the URL, a SQLite path resolved against the home, the password
+    /// taken from its environment variable.
+    pub(crate) fn spec(&self, home: &Home) -> Result<kartoteka_ingest::SourceSpec> {
+        if let Some(kind) = self.kind.as_deref().filter(|k| *k != "sqlite") {
+            bail!(
+                "source kind {kind:?}: `kind` is no longer used; the url says which database it is"
+            );
+        }
+        let url = if self.url.contains("://") {
+            self.url.clone()
+        } else {
+            home.path(std::path::Path::new(&self.url))
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut spec = kartoteka_ingest::SourceSpec::new(url);
+        if let Some(var) = &self.password_env {
+            spec.password = Some(std::env::var(var).with_context(|| {
+                format!("the source's password is read from ${var}, which is not set")
+            })?);
+        }
+        Ok(spec)
+    }
 }
 
 impl Config {

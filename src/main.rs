@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kartoteka_engine::{Lake, Principal};
 use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, SqliteSource};
+use kartoteka_ingest::{Mapping, Source};
 use kartoteka_queries::Catalog;
 
 use crate::home::{Home, SourceConfig};
@@ -50,17 +50,26 @@ enum Command {
         #[arg(long)]
         end: Option<chrono::NaiveDate>,
     },
-    /// Load a source (a SQLite CRM with a mapping) into the lake as a new snapshot.
+    /// Load a source (a CRM database with a mapping) into the lake as a new snapshot.
     Ingest {
         /// Source name in the config (default: `default_source`).
         #[arg(long)]
         source: Option<String>,
-        /// Or: a SQLite file to read (registered as a source named after the file) ...
-        #[arg(long, requires = "mapping", conflicts_with = "source")]
+        /// Or: a SQLite file to read ...
+        #[arg(long, requires = "mapping", conflicts_with_all = ["source", "url"])]
         sqlite: Option<PathBuf>,
-        /// ... with this mapping file.
-        #[arg(long, requires = "sqlite")]
+        /// ... or a database URL (postgres://USER@HOST/DB, mysql://…, mariadb://…; no password in it) ...
+        #[arg(long, requires = "mapping", conflicts_with = "source")]
+        url: Option<String>,
+        /// ... with this mapping file; the source is then registered in the config (under --name).
+        #[arg(long)]
         mapping: Option<PathBuf>,
+        /// Name to register a new source under (default: the file's or database's name).
+        #[arg(long, requires = "mapping")]
+        name: Option<String>,
+        /// Environment variable holding the database password (kept out of the config file).
+        #[arg(long, requires = "mapping")]
+        password_env: Option<String>,
     },
     /// Run one SQL query (SELECT/WITH/EXPLAIN only) over the current snapshot.
     Query {
@@ -112,6 +121,15 @@ enum Command {
     },
     /// List the lake's snapshots.
     Snapshots,
+    /// Recent ingest runs: start, end, outcome, snapshot, rows and reconciliation per table.
+    Runs {
+        /// How many (newest first).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Output format (`json` includes the per-table details).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Delete data files no snapshot references (left by crashed or failed writes).
     Gc {
         /// Only files older than this many seconds.
@@ -241,28 +259,47 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ingest {
             source,
             sqlite,
+            url,
             mapping,
+            name,
+            password_env,
         } => {
             let mut home = Home::open(&cli.dir)?;
             let lake = open_or_create_lake(&home, false).await?;
-            match (source, sqlite, mapping) {
-                (_, Some(db), Some(mapping)) => {
+            let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+            let location = match (sqlite, url) {
+                (Some(db), _) => Some(abs(db).to_string_lossy().into_owned()),
+                (None, Some(url)) => {
+                    if kartoteka_ingest::source::url_has_password(&url) {
+                        bail!(
+                            "the URL holds a password, which would be written to the config file; \
+                             put it in an environment variable and pass --password-env VAR"
+                        );
+                    }
+                    Some(url)
+                }
+                (None, None) => None,
+            };
+            match (source, location, mapping) {
+                (_, Some(location), Some(mapping)) => {
                     // A new source is registered in the config only once it has loaded successfully.
-                    let name = db
-                        .file_stem()
-                        .map_or("source".into(), |s| s.to_string_lossy().to_string());
-                    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+                    let name =
+                        name.unwrap_or_else(|| kartoteka_ingest::source::default_name(&location));
                     let source = SourceConfig {
-                        kind: "sqlite".into(),
-                        path: abs(db),
+                        url: location,
+                        password_env,
                         mapping: abs(mapping),
+                        kind: None,
                     };
                     ingest(&home, &lake, &name, &source).await?;
                     home.config.sources.insert(name.clone(), source);
                     home.config.default_source.get_or_insert(name);
                     home.save()?;
                 }
-                (name, _, _) => {
+                (_, None, Some(_)) => {
+                    bail!("--mapping registers a new source: give it --sqlite FILE or --url URL")
+                }
+                (name, _, None) => {
                     let name = name.or_else(|| home.config.default_source.clone()).context(
                         "no source given and no default_source in the config; pass --source NAME or --sqlite FILE --mapping FILE",
                     )?;
@@ -323,6 +360,10 @@ async fn run(cli: Cli) -> Result<()> {
                 eprintln!("chart written to {}", path.display());
             }
             Ok(())
+        }
+        Command::Runs { limit, format } => {
+            let home = Home::open(&cli.dir)?;
+            admin::runs(&home, limit, format).await
         }
         Command::Snapshots => {
             let home = Home::open(&cli.dir)?;
@@ -402,46 +443,92 @@ async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::
 
 async fn ingest(
     home: &Home,
-    lake: &Lake,
+    lake: &std::sync::Arc<Lake>,
     name: &str,
     source: &SourceConfig,
 ) -> Result<kartoteka_ingest::IngestReport> {
-    if source.kind != "sqlite" {
-        bail!(
-            "source {name}: kind {:?} is not supported yet (sqlite is)",
-            source.kind
+    let control = home.control().await?;
+    let run = control.start_ingest_run(name, "full").await?;
+    let outcome = async {
+        let mapping = Mapping::load(&home.path(&source.mapping))?;
+        let db = Source::open(&source.spec(home)?).await?;
+        eprintln!(
+            "ingesting source {name} ({}) with mapping {}",
+            db.display(),
+            mapping.name
         );
+        let bars = progress::IngestBars::default();
+        let options = kartoteka_ingest::IngestOptions {
+            refuse_pii_without_consent: home.config.ingest.refuse_pii_without_consent,
+            skip_reconciliation: false,
+        };
+        let report = kartoteka_ingest::ingest(
+            lake,
+            &db,
+            &mapping,
+            &format!("ingest {name} (full)"),
+            &bars,
+            options,
+        )
+        .await?;
+        let engine = home.engine(lake.clone())?;
+        let checks = kartoteka_ingest::reconcile(&engine, &report).await?;
+        anyhow::Ok((report, checks))
     }
-    let mapping = Mapping::load(&home.path(&source.mapping))?;
-    let db = SqliteSource::open(&home.path(&source.path)).await?;
-    eprintln!(
-        "ingesting source {name} ({}) with mapping {}",
-        db.path().display(),
-        mapping.name
-    );
-    let bars = progress::IngestBars::default();
-    let options = kartoteka_ingest::IngestOptions {
-        refuse_pii_without_consent: home.config.ingest.refuse_pii_without_consent,
-    };
-    let outcome = kartoteka_ingest::ingest_sqlite_with(
-        lake,
-        &db,
-        &mapping,
-        &format!("ingest {name} (full)"),
-        &bars,
-        options,
-    )
     .await;
-    admin::record(home, "ingest", name, &outcome, |r| {
+    let mismatched: Vec<kartoteka_ingest::TableCheck> = match &outcome {
+        Ok((_, checks)) => checks.iter().filter(|c| !c.matches()).cloned().collect(),
+        Err(_) => Vec::new(),
+    };
+    let tables = match &outcome {
+        Ok((report, checks)) => serde_json::json!(report
+            .tables
+            .iter()
+            .map(|t| {
+                let check = checks.iter().find(|c| c.table == t.table);
+                serde_json::json!({
+                    "table": t.table, "rows_read": t.rows, "rows_written": t.rows, "files": t.files,
+                    "bytes": t.bytes, "seconds": t.seconds, "pii_refused": t.pii_refused,
+                    "cursor_before": null, "cursor_after": null,
+                    "source_keys": check.map(|c| c.source), "lake_keys": check.map(|c| c.lake),
+                    "lake_duplicate_keys": check.map(|c| c.lake_duplicates),
+                    "reconciled": check.map(|c| c.matches()),
+                })
+            })
+            .collect::<Vec<_>>()),
+        Err(_) => serde_json::json!([]),
+    };
+    let (status, snapshot, error) = match &outcome {
+        Ok((r, _)) if mismatched.is_empty() => ("ok", Some(r.snapshot_id), None),
+        Ok((r, _)) => (
+            "mismatch",
+            Some(r.snapshot_id),
+            Some(format!(
+                "reconciliation: the lake's keys differ from the source's in {}",
+                mismatched
+                    .iter()
+                    .map(|c| c.table.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
+        Err(e) => ("failed", None, Some(format!("{e:#}"))),
+    };
+    control
+        .finish_ingest_run(run, status, snapshot, error.as_deref(), &tables)
+        .await?;
+    admin::record(home, "ingest", name, &outcome, |(r, checks)| {
         serde_json::json!({
             "snapshot": r.snapshot_id,
             "mode": "full",
+            "run": run,
             "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
             "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),
+            "reconciled": checks.iter().all(|c| c.matches()),
             "seconds": r.seconds.round() as u64,
         })
     })?;
-    let report = outcome?;
+    let (report, checks) = outcome?;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
     eprintln!(
@@ -450,6 +537,28 @@ async fn ingest(
         report.tables.len(),
         bytes as f64 / 1e6,
         report.seconds
+    );
+    if !mismatched.is_empty() {
+        for c in &mismatched {
+            eprintln!(
+                "RECONCILIATION MISMATCH in {}: source {} rows (key checksum {:016x}), lake {} rows ({:016x}), {} keys held twice or more",
+                c.table,
+                c.source.rows,
+                c.source.checksum,
+                c.lake.rows,
+                c.lake.checksum,
+                c.lake_duplicates
+            );
+        }
+        bail!(
+            "snapshot {} does not hold exactly the source's keys (run {run}, recorded); do not trust it — \
+             check the mapping's keys for duplicates and report this",
+            report.snapshot_id
+        );
+    }
+    eprintln!(
+        "reconciled: every table's row count and key checksum equal the source's ({} tables)",
+        checks.len()
     );
     Ok(report)
 }
@@ -533,9 +642,10 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         stats.invoices
     );
     let source = SourceConfig {
-        kind: "sqlite".into(),
-        path: "demo-crm.sqlite".into(),
+        url: "demo-crm.sqlite".into(),
+        password_env: None,
         mapping: "demo-mapping.toml".into(),
+        kind: None,
     };
     home.config.sources.insert("demo".into(), source.clone());
     home.config.default_source.get_or_insert("demo".into());

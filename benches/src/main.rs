@@ -12,7 +12,7 @@ use clap::Parser;
 use kartoteka_engine::audit::{AuditConfig, AuditLog, Event, Outcome};
 use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal, Role};
 use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, NoProgress, SqliteSource};
+use kartoteka_ingest::{Mapping, NoProgress, Source, SqliteSource};
 use kartoteka_queries::Catalog;
 use serde_json::json;
 
@@ -98,11 +98,18 @@ async fn main() -> Result<()> {
     let lake =
         Arc::new(Lake::open_or_create(LakeStore::local(&dir.path().join("lake"))?, &key).await?);
     let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))?;
-    let source = SqliteSource::open(&db).await?;
+    let source = Source::Sqlite(SqliteSource::open(&db).await?);
     reset_peak();
     let t = Instant::now();
-    let report =
-        kartoteka_ingest::ingest_sqlite(&lake, &source, &mapping, "bench", &NoProgress).await?;
+    let report = kartoteka_ingest::ingest(
+        &lake,
+        &source,
+        &mapping,
+        "bench",
+        &NoProgress,
+        Default::default(),
+    )
+    .await?;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
     let secs = t.elapsed().as_secs_f64();

@@ -37,7 +37,44 @@ const MIGRATIONS: &[&str] = &[
         changed_at TEXT NOT NULL,
         changed_by TEXT NOT NULL
     )",
+    // 2: ingest runs
+    "CREATE TABLE ingest_runs (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        outcome TEXT NOT NULL CHECK (outcome IN ('running', 'ok', 'failed', 'mismatch', 'interrupted')),
+        snapshot_id INTEGER,
+        error TEXT,
+        tables TEXT NOT NULL DEFAULT '[]'
+    )",
 ];
+
+/// One recorded ingest run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestRun {
+    /// Run number.
+    pub id: i64,
+    /// Source name.
+    pub source: String,
+    /// `full` or `incremental`.
+    pub mode: String,
+    /// Start (RFC 3339, UTC).
+    pub started_at: String,
+    /// End, once ended.
+    pub ended_at: Option<String>,
+    /// `running`, `ok`, `failed`, `mismatch` (committed, but reconciliation disagreed) or
+    /// `interrupted` (the process died).
+    pub outcome: String,
+    /// Snapshot committed.
+    pub snapshot_id: Option<i64>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// Per table: rows, seconds, cursors before/after, key fingerprints (JSON).
+    pub tables: serde_json::Value,
+}
 
 /// A user of Kartoteka (no credential material).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,6 +223,91 @@ impl ControlPlane {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)
+    }
+
+    /// Record the start of an ingest run of `source`; runs of processes that died are marked
+    /// `interrupted` first.
+    pub async fn start_ingest_run(&self, source: &str, mode: &str) -> Result<i64> {
+        let running: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, pid FROM ingest_runs WHERE outcome = 'running'")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        for (id, pid) in running {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                sqlx::query(
+                    "UPDATE ingest_runs SET outcome = 'interrupted', error = 'the process ended before the run did' WHERE id = ?",
+                )
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            }
+        }
+        let id = sqlx::query(
+            "INSERT INTO ingest_runs (source, mode, pid, started_at, outcome) VALUES (?, ?, ?, ?, 'running')",
+        )
+        .bind(source)
+        .bind(mode)
+        .bind(i64::from(std::process::id()))
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Record how ingest run `id` ended.
+    pub async fn finish_ingest_run(
+        &self,
+        id: i64,
+        outcome: &str,
+        snapshot_id: Option<u64>,
+        error: Option<&str>,
+        tables: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE ingest_runs SET ended_at = ?, outcome = ?, snapshot_id = ?, error = ?, tables = ? WHERE id = ?",
+        )
+        .bind(chrono::Utc::now().to_rfc3339())
+        .bind(outcome)
+        .bind(snapshot_id.map(|s| s as i64))
+        .bind(error)
+        .bind(tables.to_string())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The newest `limit` ingest runs, newest first.
+    pub async fn ingest_runs(&self, limit: u32) -> Result<Vec<IngestRun>> {
+        let rows = sqlx::query(
+            "SELECT id, source, mode, started_at, ended_at, outcome, snapshot_id, error, tables
+             FROM ingest_runs ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(IngestRun {
+                    id: r.try_get(0).map_err(db)?,
+                    source: r.try_get(1).map_err(db)?,
+                    mode: r.try_get(2).map_err(db)?,
+                    started_at: r.try_get(3).map_err(db)?,
+                    ended_at: r.try_get(4).map_err(db)?,
+                    outcome: r.try_get(5).map_err(db)?,
+                    snapshot_id: r.try_get(6).map_err(db)?,
+                    error: r.try_get(7).map_err(db)?,
+                    tables: serde_json::from_str(&r.try_get::<String, _>(8).map_err(db)?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect()
     }
 
     fn audit(

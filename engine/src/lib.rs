@@ -14,6 +14,7 @@ pub mod lake;
 mod limits;
 pub mod model;
 pub mod policy;
+pub mod reconcile;
 pub mod session;
 pub mod store;
 pub mod time;

@@ -470,6 +470,52 @@ impl Engine {
         Ok(ctx)
     }
 
+    /// The key-set fingerprint of `table` in snapshot `snapshot_id`, read back from its encrypted files
+    /// (key columns only) — what reconciliation compares with the source's.
+    pub async fn key_fingerprint(
+        &self,
+        snapshot_id: u64,
+        table: &str,
+    ) -> Result<crate::reconcile::KeyFingerprint> {
+        use futures::TryStreamExt;
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let snapshot = self.lake.snapshot(snapshot_id).await?;
+        let mut classes: Vec<Class> = table.key.iter().filter_map(|k| table.class_of(k)).collect();
+        classes.dedup();
+        let ctx = self.raw_context(&snapshot, &classes).await?;
+        let mut stream = ctx
+            .table(table.name)
+            .await?
+            .select_columns(&table.key)?
+            .execute_stream()
+            .await?;
+        let mut hasher = crate::reconcile::KeyHasher::new(table)?;
+        while let Some(batch) = stream.try_next().await? {
+            hasher.add(&batch)?;
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Keys of `table` in snapshot `snapshot_id` held by more than one row (0 in a sound lake).
+    pub async fn duplicate_keys(&self, snapshot_id: u64, table: &str) -> Result<u64> {
+        use datafusion::functions_aggregate::expr_fn::count;
+        use datafusion::prelude::{col, lit};
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let snapshot = self.lake.snapshot(snapshot_id).await?;
+        let mut classes: Vec<Class> = table.key.iter().filter_map(|k| table.class_of(k)).collect();
+        classes.dedup();
+        let ctx = self.raw_context(&snapshot, &classes).await?;
+        let keys: Vec<_> = table.key.iter().map(|k| col(*k)).collect();
+        let n = ctx
+            .table(table.name)
+            .await?
+            .aggregate(keys, vec![count(lit(1)).alias("n")])?
+            .filter(col("n").gt(lit(1i64)))?
+            .count()
+            .await?;
+        Ok(n as u64)
+    }
+
     /// Staff ids of the members of `team` in the current snapshot (a team lead's scope).
     pub async fn team_members(&self, team: &str) -> Result<Vec<i64>> {
         let snapshot = self.lake.current().await?;

@@ -26,18 +26,28 @@ fn parse_plain_timestamp(s: &str) -> Option<DateTime<Utc>> {
     )
 }
 
-/// Parse a timestamp written as text; without an offset it is taken as UTC.
-pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+/// A timestamp read from text: an instant when the text carried an offset, else a wall-clock time
+/// whose zone the caller decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextTimestamp {
+    /// The text named its offset (or `Z`).
+    Instant(DateTime<Utc>),
+    /// No offset: a local date and time.
+    Local(NaiveDateTime),
+}
+
+/// Parse a timestamp written as text, keeping apart texts with and without an offset.
+pub fn parse_text_timestamp(s: &str) -> Option<TextTimestamp> {
     let s = s.trim();
     if let Some(t) = parse_plain_timestamp(s) {
-        return Some(t);
+        return Some(TextTimestamp::Local(t.naive_utc()));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
+        return Some(TextTimestamp::Instant(t.with_timezone(&Utc)));
     }
     for fmt in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
         if let Ok(t) = DateTime::parse_from_str(s, fmt) {
-            return Some(t.with_timezone(&Utc));
+            return Some(TextTimestamp::Instant(t.with_timezone(&Utc)));
         }
     }
     for fmt in [
@@ -46,10 +56,18 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
         "%Y-%m-%d %H:%M",
     ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Some(t.and_utc());
+            return Some(TextTimestamp::Local(t));
         }
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map(|d| TextTimestamp::Local(d.and_hms_opt(0, 0, 0).expect("midnight exists")))
+}
+
+/// Parse a timestamp written as text; without an offset it is taken as UTC.
+pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    parse_text_timestamp(s).map(|t| match t {
+        TextTimestamp::Instant(t) => t,
+        TextTimestamp::Local(t) => t.and_utc(),
+    })
 }

@@ -45,6 +45,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// A mapping query returns a column of a type Kartoteka cannot map faithfully.
+    #[error(
+        "mapping for table {table}: column {column} has source type {type_name}, which Kartoteka cannot map; \
+         CAST it in the mapping query (to text, a number, a timestamp or a date)"
+    )]
+    UnmappableType {
+        /// Canonical table.
+        table: String,
+        /// Result column of the mapping query.
+        column: String,
+        /// The source's name for the type.
+        type_name: String,
+    },
+
     /// A source value cannot be converted to the canonical column's type.
     #[error("table {table}, column {column}, row {row}: {detail}")]
     Value {

@@ -1,4 +1,4 @@
-//! Kartoteka's ingest: sources (SQLite today; PostgreSQL, MySQL and export files next), mappings from a
+//! Kartoteka's ingest: sources (PostgreSQL, MySQL/MariaDB and SQLite through sqlx), mappings from a
 //! source's own schema to the canonical model, and the deterministic demo CRM.
 //!
 //! It writes only through the engine's lake writer and commits one snapshot per run, so a failed run
@@ -13,7 +13,8 @@ pub mod source;
 
 pub use error::{Error, Result};
 pub use mapping::Mapping;
-pub use run::{
-    IngestOptions, IngestReport, NoProgress, Progress, ingest_sqlite, ingest_sqlite_with,
-};
+pub use run::{IngestOptions, IngestReport, NoProgress, Progress, TableCheck, ingest, reconcile};
+pub use source::mysql::MySqlSource;
+pub use source::postgres::PgSource;
 pub use source::sqlite::SqliteSource;
+pub use source::{Source, SourceSpec};

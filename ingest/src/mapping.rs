@@ -31,6 +31,24 @@ pub struct MoneySpec {
     pub integers: Option<MoneyIntegers>,
 }
 
+/// How a mapping reads times.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSpec {
+    /// IANA zone of timestamps that carry no zone (MySQL DATETIME, PostgreSQL TIMESTAMP, text without
+    /// an offset), e.g. `Europe/Moscow`. Default UTC.
+    pub zone: Option<String>,
+}
+
+/// The value conversions a mapping asks for, resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct Conversions {
+    /// Meaning of integer money.
+    pub money: Option<MoneyIntegers>,
+    /// Zone of wall-clock timestamps.
+    pub zone: chrono_tz::Tz,
+}
+
 /// One canonical table's source.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +68,8 @@ pub struct Mapping {
     pub description: String,
     /// Money settings.
     pub money: Option<MoneySpec>,
+    /// Time settings.
+    pub time: Option<TimeSpec>,
     /// Canonical table → source query.
     pub tables: BTreeMap<String, TableMapping>,
     #[serde(skip)]
@@ -73,6 +93,20 @@ impl Mapping {
             detail: e.to_string(),
         })?;
         m.path = path.to_path_buf();
+        for t in m.tables.values_mut() {
+            // Queries are embedded as subqueries (reconciliation): no trailing semicolon.
+            t.query = t.query.trim().trim_end_matches(';').trim_end().to_string();
+        }
+        if let Some(zone) = m.time.as_ref().and_then(|t| t.zone.as_deref())
+            && zone.parse::<chrono_tz::Tz>().is_err()
+        {
+            return Err(Error::Mapping {
+                path: m.path.clone(),
+                detail: format!(
+                    "[time] zone = {zone:?} is not an IANA time zone (e.g. \"Europe/Moscow\", \"UTC\")"
+                ),
+            });
+        }
         let names = kartoteka_engine::model::table_names();
         if let Some(unknown) = m.tables.keys().find(|t| !names.contains(&t.as_str())) {
             return Err(Error::Mapping {
@@ -108,5 +142,18 @@ impl Mapping {
     /// Money settings (integers as minor units unless said otherwise is *not* assumed).
     pub fn money_integers(&self) -> Option<MoneyIntegers> {
         self.money.as_ref().and_then(|m| m.integers)
+    }
+
+    /// The value conversions this mapping asks for.
+    pub fn conversions(&self) -> Conversions {
+        Conversions {
+            money: self.money_integers(),
+            zone: self
+                .time
+                .as_ref()
+                .and_then(|t| t.zone.as_deref())
+                .and_then(|z| z.parse().ok())
+                .unwrap_or(chrono_tz::UTC),
+        }
     }
 }

@@ -5,14 +5,16 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
-use kartoteka_engine::lake::{DataFile, Lake};
+use kartoteka_engine::Engine;
+use kartoteka_engine::lake::Lake;
 use kartoteka_engine::model::{self, Table};
+use kartoteka_engine::reconcile::{KeyFingerprint, KeyHasher};
 use serde::Serialize;
 
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
-use crate::source::sqlite::{self, SqliteSource};
+use crate::source::{Decoder, Rows, SnapshotReader, Source, SourceRow};
 
 /// Rows per record batch handed to the lake writer.
 pub const BATCH_ROWS: usize = 32 * 1024;
@@ -47,6 +49,11 @@ pub struct TableReport {
     pub seconds: f64,
     /// Rows whose personal data was refused (no consent recorded) and stored as NULL.
     pub pii_refused: u64,
+    /// The source's key set, read in the same source snapshot by a separate key-only query (`None`
+    /// when reconciliation was skipped).
+    pub source_keys: Option<KeyFingerprint>,
+    /// Seconds spent reading the source's key set.
+    pub reconcile_seconds: f64,
 }
 
 /// Choices of an ingest run.
@@ -55,6 +62,8 @@ pub struct IngestOptions {
     /// Store no personal data of clients without a recorded consent (`clients.consent_at` NULL):
     /// their pii columns — and the pii of rows about them in other tables — are written as NULL.
     pub refuse_pii_without_consent: bool,
+    /// Do not read the source's key sets for reconciliation (faster; nothing proves the lake then).
+    pub skip_reconciliation: bool,
 }
 
 /// Clients without consent, learnt from the clients table and applied to the tables after it.
@@ -131,29 +140,44 @@ pub struct IngestReport {
     pub seconds: f64,
 }
 
+/// How one canonical table is read: for each result column of its mapping query, the canonical
+/// column it fills and how its values are decoded.
+#[derive(Debug)]
+struct TablePlan {
+    table: &'static Table,
+    index: Vec<usize>,
+    decoders: Vec<Decoder>,
+}
+
 /// Check every mapping query against the source before anything is written: each must return exactly
-/// the canonical columns. Returns, per table, the canonical column index of each result column.
-async fn plan(
-    source: &SqliteSource,
-    mapping: &Mapping,
-) -> Result<Vec<(&'static Table, Vec<usize>)>> {
+/// the canonical columns, each of a type Kartoteka can map.
+async fn plan(source: &Source, mapping: &Mapping) -> Result<Vec<TablePlan>> {
     let mut plans = Vec::new();
     for table in model::tables() {
         let query = &mapping.tables[table.name].query;
         let columns = source
-            .columns(query)
+            .describe(query)
             .await
             .map_err(|cause| Error::SourceQuery {
                 table: table.name.into(),
                 cause,
             })?;
         let mut index = Vec::with_capacity(columns.len());
+        let mut decoders = Vec::with_capacity(columns.len());
         let mut unexpected = Vec::new();
         for c in &columns {
-            match table.columns.iter().position(|tc| tc.name == c) {
+            let Some(decoder) = c.decoder else {
+                return Err(Error::UnmappableType {
+                    table: table.name.into(),
+                    column: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                });
+            };
+            decoders.push(decoder);
+            match table.columns.iter().position(|tc| tc.name == c.name) {
                 Some(i) if !index.contains(&i) => index.push(i),
-                Some(_) => unexpected.push(format!("{c} (twice)")),
-                None => unexpected.push(c.clone()),
+                Some(_) => unexpected.push(format!("{} (twice)", c.name)),
+                None => unexpected.push(c.name.clone()),
             }
         }
         let missing: Vec<&str> = table
@@ -188,34 +212,26 @@ async fn plan(
                 ),
             });
         }
-        plans.push((table, index));
+        plans.push(TablePlan {
+            table,
+            index,
+            decoders,
+        });
     }
     Ok(plans)
 }
 
-/// Full load of a SQLite source into `lake`, committed as one snapshot.
-pub async fn ingest_sqlite(
-    lake: &Lake,
-    source: &SqliteSource,
-    mapping: &Mapping,
-    operation: &str,
-    progress: &dyn Progress,
-) -> Result<IngestReport> {
-    ingest_sqlite_with(
-        lake,
-        source,
-        mapping,
-        operation,
-        progress,
-        IngestOptions::default(),
-    )
-    .await
+/// The rows of `query` (owner-written mapping SQL, trusted as SQL by design) in the transaction `tx`.
+macro_rules! fetch {
+    ($tx:expr, $query:expr) => {
+        sqlx::query(sqlx::AssertSqlSafe($query.to_string())).fetch(&mut **$tx)
+    };
 }
 
-/// [`ingest_sqlite`] with options.
-pub async fn ingest_sqlite_with(
+/// Full load of a source into `lake`, committed as one snapshot.
+pub async fn ingest(
     lake: &Lake,
-    source: &SqliteSource,
+    source: &Source,
     mapping: &Mapping,
     operation: &str,
     progress: &dyn Progress,
@@ -229,12 +245,47 @@ pub async fn ingest_sqlite_with(
     };
     let outcome = async {
         let mut txn = lake.begin_write().await?;
+        let mut reader = source
+            .snapshot()
+            .await
+            .map_err(|cause| Error::SourceUnavailable {
+                source_name: source.display(),
+                cause,
+            })?;
         let mut reports = Vec::new();
-        for (table, index) in &plans {
+        for plan in &plans {
+            let table = plan.table;
             let t0 = Instant::now();
             progress.table_started(table.name);
-            let (files, pii_refused) =
-                load_table(&txn, source, mapping, table, index, progress, &mut consent).await?;
+            let query = &mapping.tables[table.name].query;
+            let mut writer = txn.table_writer(table.name).await?;
+            let mut load = Load {
+                plan,
+                builder: BatchBuilder::new(table, mapping.conversions()),
+                progress,
+                consent: &mut consent,
+                refused: 0,
+            };
+            match &mut reader {
+                SnapshotReader::Sqlite(tx) => load.drain(fetch!(tx, query), &mut writer).await?,
+                SnapshotReader::Postgres(tx) => load.drain(fetch!(tx, query), &mut writer).await?,
+                SnapshotReader::MySql(tx) => load.drain(fetch!(tx, query), &mut writer).await?,
+            }
+            let pii_refused = load.refused;
+            let files = writer.finish().await?;
+            let t1 = Instant::now();
+            let source_keys = if options.skip_reconciliation {
+                None
+            } else {
+                let keys = KeyRead::new(plan, mapping)?;
+                Some(match &mut reader {
+                    SnapshotReader::Sqlite(tx) => keys.fingerprint(fetch!(tx, keys.query)).await?,
+                    SnapshotReader::Postgres(tx) => {
+                        keys.fingerprint(fetch!(tx, keys.query)).await?
+                    }
+                    SnapshotReader::MySql(tx) => keys.fingerprint(fetch!(tx, keys.query)).await?,
+                })
+            };
             let rows = files.iter().map(|f| f.rows).sum();
             progress.table_done(table.name, rows);
             reports.push(TableReport {
@@ -242,8 +293,10 @@ pub async fn ingest_sqlite_with(
                 rows,
                 files: files.len(),
                 bytes: files.iter().map(|f| f.bytes).sum(),
-                seconds: t0.elapsed().as_secs_f64(),
+                seconds: t1.duration_since(t0).as_secs_f64(),
                 pii_refused,
+                source_keys,
+                reconcile_seconds: t1.elapsed().as_secs_f64(),
             });
             txn.replace_table(table.name, files, None)?;
         }
@@ -263,43 +316,167 @@ pub async fn ingest_sqlite_with(
     outcome
 }
 
-async fn load_table(
-    txn: &kartoteka_engine::WriteTxn<'_>,
-    source: &SqliteSource,
-    mapping: &Mapping,
+/// The key set of one table, read from the source by a key-only query over its mapping query.
+struct KeyRead {
     table: &'static Table,
-    index: &[usize],
-    progress: &dyn Progress,
-    consent: &mut Consent,
-) -> Result<(Vec<DataFile>, u64)> {
-    let query = &mapping.tables[table.name].query;
-    let mut writer = txn.table_writer(table.name).await?;
-    let mut builder = BatchBuilder::new(table, mapping.money_integers());
-    let mut rows = source.rows(query);
-    let mut refused = 0u64;
-    let query_err = |cause| Error::SourceQuery {
-        table: table.name.into(),
-        cause,
-    };
-    while let Some(row) = rows.try_next().await.map_err(query_err)? {
-        builder.start_row();
-        for (i, &col) in index.iter().enumerate() {
-            let v = sqlite::value(&row, i).map_err(query_err)?;
-            builder.push(col, v)?;
+    query: String,
+    /// Per key column (in key order): canonical index and decoder.
+    columns: Vec<(usize, Decoder)>,
+    conversions: crate::mapping::Conversions,
+}
+
+impl KeyRead {
+    fn new(plan: &TablePlan, mapping: &Mapping) -> Result<KeyRead> {
+        let table = plan.table;
+        let columns = table
+            .key
+            .iter()
+            .map(|k| {
+                let canonical = table
+                    .columns
+                    .iter()
+                    .position(|c| c.name == *k)
+                    .expect("key columns are columns");
+                let result = plan
+                    .index
+                    .iter()
+                    .position(|&i| i == canonical)
+                    .expect("the plan maps every canonical column");
+                (canonical, plan.decoders[result])
+            })
+            .collect();
+        Ok(KeyRead {
+            table,
+            query: format!(
+                "SELECT {} FROM ({}) AS kartoteka_keys",
+                table.key.join(", "),
+                mapping.tables[table.name].query
+            ),
+            columns,
+            conversions: mapping.conversions(),
+        })
+    }
+
+    async fn fingerprint<R: SourceRow>(&self, mut rows: Rows<'_, R>) -> Result<KeyFingerprint> {
+        let table = self.table;
+        let mut indices: Vec<usize> = self.columns.iter().map(|(c, _)| *c).collect();
+        indices.sort_unstable();
+        let mut builder = BatchBuilder::for_columns(table, self.conversions, &indices);
+        let mut hasher = KeyHasher::new(table)?;
+        let query_err = |cause| Error::SourceQuery {
+            table: table.name.into(),
+            cause,
+        };
+        let mut hash = |batch: RecordBatch| -> Result<()> {
+            // Key order, as the lake's side reads them.
+            let schema = batch.schema();
+            let order = table
+                .key
+                .iter()
+                .map(|k| schema.index_of(k))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            hasher.add(&batch.project(&order)?)?;
+            Ok(())
+        };
+        while let Some(row) = rows.try_next().await.map_err(query_err)? {
+            builder.start_row();
+            for (i, &(canonical, decoder)) in self.columns.iter().enumerate() {
+                builder.push(canonical, row.value(i, decoder).map_err(query_err)?)?;
+            }
+            builder.end_row();
+            if builder.len() >= BATCH_ROWS {
+                hash(builder.finish()?)?;
+            }
         }
-        builder.end_row();
-        if builder.len() >= BATCH_ROWS {
-            progress.rows(builder.len() as u64);
-            let (batch, n) = consent.apply(table, builder.finish()?)?;
-            refused += n;
-            writer.write(&batch).await?;
+        if !builder.is_empty() {
+            hash(builder.finish()?)?;
+        }
+        Ok(hasher.finish())
+    }
+}
+
+/// One table's key set in the source and in the lake after a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableCheck {
+    /// Canonical table.
+    pub table: String,
+    /// The source's key set (read in the run's source snapshot).
+    pub source: KeyFingerprint,
+    /// The committed lake's key set (read back from the encrypted files).
+    pub lake: KeyFingerprint,
+    /// Keys the lake holds more than once.
+    pub lake_duplicates: u64,
+}
+
+impl TableCheck {
+    /// Same rows, same keys, each key once.
+    pub fn matches(&self) -> bool {
+        self.source == self.lake && self.lake_duplicates == 0
+    }
+}
+
+/// Compare, per table, the source's key set recorded by the run with the committed lake's.
+pub async fn reconcile(engine: &Engine, report: &IngestReport) -> Result<Vec<TableCheck>> {
+    let mut checks = Vec::new();
+    for t in &report.tables {
+        if let Some(source) = t.source_keys {
+            checks.push(TableCheck {
+                table: t.table.clone(),
+                source,
+                lake: engine.key_fingerprint(report.snapshot_id, &t.table).await?,
+                lake_duplicates: engine.duplicate_keys(report.snapshot_id, &t.table).await?,
+            });
         }
     }
-    if !builder.is_empty() {
-        progress.rows(builder.len() as u64);
-        let (batch, n) = consent.apply(table, builder.finish()?)?;
-        refused += n;
+    Ok(checks)
+}
+
+/// One table's rows on their way from the source into the lake writer.
+struct Load<'a> {
+    plan: &'a TablePlan,
+    builder: BatchBuilder,
+    progress: &'a dyn Progress,
+    consent: &'a mut Consent,
+    refused: u64,
+}
+
+impl Load<'_> {
+    /// Decode every row of `rows` into batches and hand them to `writer`.
+    async fn drain<R: SourceRow>(
+        &mut self,
+        mut rows: Rows<'_, R>,
+        writer: &mut kartoteka_engine::lake::TableWriter<'_>,
+    ) -> Result<()> {
+        let table = self.plan.table;
+        let query_err = |cause| Error::SourceQuery {
+            table: table.name.into(),
+            cause,
+        };
+        while let Some(row) = rows.try_next().await.map_err(query_err)? {
+            self.builder.start_row();
+            for (i, (&col, &decoder)) in self.plan.index.iter().zip(&self.plan.decoders).enumerate()
+            {
+                let v = row.value(i, decoder).map_err(query_err)?;
+                self.builder.push(col, v)?;
+            }
+            self.builder.end_row();
+            if self.builder.len() >= BATCH_ROWS {
+                self.flush(writer).await?;
+            }
+        }
+        if !self.builder.is_empty() {
+            self.flush(writer).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, writer: &mut kartoteka_engine::lake::TableWriter<'_>) -> Result<()> {
+        self.progress.rows(self.builder.len() as u64);
+        let (batch, n) = self
+            .consent
+            .apply(self.plan.table, self.builder.finish()?)?;
+        self.refused += n;
         writer.write(&batch).await?;
+        Ok(())
     }
-    Ok((writer.finish().await?, refused))
 }

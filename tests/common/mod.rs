@@ -45,13 +45,27 @@ pub async fn ingest_demo_source(
     kartoteka_ingest::SqliteSource,
     std::sync::Arc<kartoteka_engine::Lake>,
 ) {
-    use kartoteka_ingest::demo;
     let source = kartoteka_ingest::SqliteSource::open(db)
         .await
         .expect("source opens");
-    let mapping =
-        kartoteka_ingest::Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))
-            .expect("mapping");
+    let source = kartoteka_ingest::Source::Sqlite(source);
+    let lake = ingest_into_new_lake(dir, &source, kartoteka_ingest::demo::MAPPING).await;
+    let kartoteka_ingest::Source::Sqlite(source) = source else {
+        unreachable!("opened as SQLite")
+    };
+    (source, lake)
+}
+
+/// Ingest `source` through the mapping `mapping` (TOML text) into a new lake under `dir`, with a fresh
+/// key file.
+#[allow(dead_code)] // not every test binary ingests from a server
+pub async fn ingest_into_new_lake(
+    dir: &std::path::Path,
+    source: &kartoteka_ingest::Source,
+    mapping: &str,
+) -> std::sync::Arc<kartoteka_engine::Lake> {
+    let mapping = kartoteka_ingest::Mapping::parse(mapping, std::path::Path::new("mapping.toml"))
+        .expect("mapping");
     let store = kartoteka_engine::LakeStore::local(&dir.join("lake")).expect("store");
     let key = kartoteka_engine::MasterKeySource::create_key_file(&dir.join("master.key"))
         .expect("key file");
@@ -60,16 +74,17 @@ pub async fn ingest_demo_source(
             .await
             .expect("lake"),
     );
-    kartoteka_ingest::ingest_sqlite(
+    kartoteka_ingest::ingest(
         &lake,
-        &source,
+        source,
         &mapping,
         "test",
         &kartoteka_ingest::NoProgress,
+        kartoteka_ingest::IngestOptions::default(),
     )
     .await
     .expect("ingest");
-    (source, lake)
+    lake
 }
 
 /// Run the binary on the home `dir`.

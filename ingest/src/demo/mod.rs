@@ -10,6 +10,7 @@
 //! 100 000 tasks; everything grows linearly with scale.
 
 mod names;
+pub mod servers;
 
 use std::path::Path;
 

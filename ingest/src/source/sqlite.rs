@@ -9,6 +9,7 @@ use sqlx::{
     AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
 };
 
+use super::{Decoder, SourceColumn, SourceRow};
 use crate::batch::Value;
 use crate::error::{Error, Result};
 
@@ -51,8 +52,9 @@ impl SqliteSource {
         &self.path
     }
 
-    /// Names of the columns `query` returns, without running it.
-    pub async fn columns(&self, query: &str) -> Result<Vec<String>, sqlx::Error> {
+    /// The columns `query` returns, without running it. SQLite types values, not columns: every
+    /// column is decoded by each value's storage class.
+    pub async fn describe(&self, query: &str) -> Result<Vec<SourceColumn>, sqlx::Error> {
         // Mapping queries are SQL written by the owner in their own config: trusted as SQL by design.
         let stmt = (&self.pool)
             .prepare(AssertSqlSafe(query).into_sql_str())
@@ -60,12 +62,16 @@ impl SqliteSource {
         Ok(stmt
             .columns()
             .iter()
-            .map(|c| c.name().to_string())
+            .map(|c| SourceColumn {
+                name: c.name().to_string(),
+                type_name: c.type_info().name().to_string(),
+                decoder: Some(Decoder::Dynamic),
+            })
             .collect())
     }
 
     /// Stream the rows of `query`.
-    pub fn rows<'a>(&'a self, query: &'a str) -> BoxStream<'a, Result<SqliteRow, sqlx::Error>> {
+    pub fn rows(&self, query: &str) -> BoxStream<'_, Result<SqliteRow, sqlx::Error>> {
         sqlx::query(AssertSqlSafe(query.to_string()))
             .fetch(&self.pool)
             .boxed()
@@ -74,6 +80,12 @@ impl SqliteSource {
     /// The pool, for tests and oracles that ask the source its own questions.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+}
+
+impl SourceRow for SqliteRow {
+    fn value(&self, i: usize, _decoder: Decoder) -> Result<Value<'_>, sqlx::Error> {
+        value(self, i)
     }
 }
 

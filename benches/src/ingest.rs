@@ -1,0 +1,243 @@
+//! `kartoteka-ingest-bench`: ingest speed from PostgreSQL and MySQL/MariaDB.
+//!
+//! Generates the demo CRM at a scale, copies it into a fresh database on each server given, then per
+//! server: (1) the server's own client reading the `interactions` mapping query to /dev/null (`psql
+//! \copy … to /dev/null`, `mariadb -e … > /dev/null`) — the reference for the source's own speed;
+//! (2) Kartoteka streaming and decoding the same query without writing (driver + decoding cost);
+//! (3) a full ingest of every table into an encrypted lake, with per-table rows/s and peak RSS.
+//! Prints one JSON document. The databases are dropped at the end.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use futures::TryStreamExt;
+use kartoteka_engine::{Lake, LakeStore, MasterKeySource};
+use kartoteka_ingest::demo::{self, DemoConfig, servers};
+use kartoteka_ingest::source::SourceRow;
+use kartoteka_ingest::{IngestOptions, Mapping, NoProgress, Source, SourceSpec};
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Demo scale (10 ≈ 3 million interactions).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// PostgreSQL server (a database in it to connect to for CREATE DATABASE).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    postgres: String,
+    /// MySQL/MariaDB server.
+    #[arg(long, default_value = "mysql://root@127.0.0.1:3306/test")]
+    mysql: String,
+    /// Skip a server: `postgres` or `mysql`.
+    #[arg(long)]
+    skip: Vec<String>,
+}
+
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The `interactions` query of a mapping.
+fn interactions_query(mapping: &Mapping) -> String {
+    mapping.tables["interactions"].query.clone()
+}
+
+async fn admin(url: &str, sql: &str) -> Result<()> {
+    let sql = sqlx::AssertSqlSafe(sql.to_string());
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await?;
+        sqlx::raw_sql(sql).execute(&pool).await?;
+        pool.close().await;
+    } else {
+        let pool = sqlx::MySqlPool::connect(url).await?;
+        sqlx::raw_sql(sql).execute(&pool).await?;
+        pool.close().await;
+    }
+    Ok(())
+}
+
+/// Stream and decode every row of `query` without writing anything; returns rows.
+async fn decode_only(source: &Source, query: &str) -> Result<u64> {
+    let columns = source.describe(query).await?;
+    let decoders: Vec<_> = columns
+        .iter()
+        .map(|c| c.decoder.context("unmappable column"))
+        .collect::<Result<_>>()?;
+    let mut n = 0u64;
+    macro_rules! drain {
+        ($rows:expr) => {{
+            let mut rows = $rows;
+            while let Some(row) = rows.try_next().await? {
+                for (i, d) in decoders.iter().enumerate() {
+                    std::hint::black_box(row.value(i, *d)?);
+                }
+                n += 1;
+            }
+        }};
+    }
+    match source {
+        Source::Postgres(s) => drain!(s.rows(query)),
+        Source::MySql(s) => drain!(s.rows(query)),
+        Source::Sqlite(s) => drain!(s.rows(query)),
+    }
+    Ok(n)
+}
+
+/// The server's own command-line client reading `query` to /dev/null: seconds.
+fn client_reference(url: &str, query: &str) -> Result<f64> {
+    let flat = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    let t = Instant::now();
+    let status = if url.starts_with("postgres") {
+        Command::new("psql")
+            .arg(url)
+            .arg("-q")
+            .arg("-c")
+            .arg(format!("\\copy ({flat}) to /dev/null"))
+            .status()?
+    } else {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let (auth, db) = rest.split_once('/').context("database in URL")?;
+        let (user, host) = auth.split_once('@').context("user in URL")?;
+        let (host, port) = host.split_once(':').unwrap_or((host, "3306"));
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mariadb --quick -h {host} -P {port} -u {user} {db} -e \"$Q\" > /dev/null"
+            ))
+            .env("Q", &flat)
+            .status()?
+    };
+    if !status.success() {
+        bail!("the server's client failed: {status}");
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("demo-crm.sqlite");
+    let t = Instant::now();
+    demo::generate(
+        &db,
+        DemoConfig {
+            seed: args.seed,
+            scale: args.scale,
+            end: chrono::NaiveDate::from_ymd_opt(2025, 7, 1).context("date")?,
+        },
+    )
+    .await?;
+    let generate_s = t.elapsed().as_secs_f64();
+    let mut results = Vec::new();
+    for (kind, server, mapping_text) in [
+        ("postgres", &args.postgres, servers::POSTGRES_MAPPING),
+        ("mysql", &args.mysql, servers::MYSQL_MAPPING),
+    ] {
+        if args.skip.iter().any(|s| s == kind) {
+            continue;
+        }
+        let name = format!("kartoteka_bench_{}", std::process::id());
+        let base = server.rsplit_once('/').context("URL with a database")?.0;
+        let url = format!("{base}/{name}");
+        admin(server, &format!("CREATE DATABASE {name}")).await?;
+        let outcome = async {
+            let t = Instant::now();
+            let copied = servers::copy_to_server(&db, &url).await?;
+            let load_s = t.elapsed().as_secs_f64();
+            let mapping = Mapping::parse(mapping_text, std::path::Path::new("mapping.toml"))?;
+            let query = interactions_query(&mapping);
+            let reference_s = client_reference(&url, &query)?;
+
+            let source = Source::open(&SourceSpec::new(url.clone())).await?;
+            reset_peak();
+            let t = Instant::now();
+            let decoded = decode_only(&source, &query).await?;
+            let decode_s = t.elapsed().as_secs_f64();
+            let decode_rss = peak_rss_mb();
+
+            let key = MasterKeySource::create_key_file(&dir.path().join(format!("{kind}.key")))?;
+            let lake = Lake::open_or_create(
+                LakeStore::local(&dir.path().join(format!("lake-{kind}")))?,
+                &key,
+            )
+            .await?;
+            reset_peak();
+            let report = kartoteka_ingest::ingest(
+                &lake,
+                &source,
+                &mapping,
+                "bench",
+                &NoProgress,
+                IngestOptions::default(),
+            )
+            .await?;
+            let ingest_rss = peak_rss_mb();
+            let inter = report
+                .tables
+                .iter()
+                .find(|t| t.table == "interactions")
+                .context("interactions")?;
+            let tables: Vec<_> = report
+                .tables
+                .iter()
+                .map(|t| {
+                    json!({"table": t.table, "rows": t.rows, "seconds": t.seconds,
+                                "rows_per_second": t.rows as f64 / t.seconds.max(1e-9)})
+                })
+                .collect();
+            anyhow::Ok(json!({
+                "server": kind,
+                "demo_rows_copied": copied,
+                "copy_seconds": load_s,
+                "interactions": {
+                    "rows": decoded,
+                    "server_client_seconds": reference_s,
+                    "server_client_rows_per_second": decoded as f64 / reference_s,
+                    "decode_only_seconds": decode_s,
+                    "decode_only_rows_per_second": decoded as f64 / decode_s,
+                    "decode_only_peak_rss_mb": decode_rss,
+                    "ingest_seconds": inter.seconds,
+                    "ingest_rows_per_second": inter.rows as f64 / inter.seconds,
+                },
+                "full_ingest": {
+                    "seconds": report.seconds,
+                    "rows": report.tables.iter().map(|t| t.rows).sum::<u64>(),
+                    "peak_rss_mb": ingest_rss,
+                    "tables": tables,
+                },
+            }))
+        }
+        .await;
+        let drop = match kind {
+            "postgres" => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            _ => format!("DROP DATABASE IF EXISTS {name}"),
+        };
+        admin(server, &drop).await?;
+        results.push(outcome?);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "bench": "ingest-from-servers",
+            "scale": args.scale,
+            "seed": args.seed,
+            "generate_seconds": generate_s,
+            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "results": results,
+        }))?
+    );
+    Ok(())
+}
