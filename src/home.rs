@@ -101,6 +101,14 @@ pub(crate) struct QueryConfig {
     pub(crate) memory_limit_mb: usize,
     /// Wall-clock limit of one statement, seconds.
     pub(crate) timeout_seconds: u64,
+    /// Reporting time zone (IANA name): calendar days and months of the metrics, and what a date
+    /// parameter means. Default UTC.
+    #[serde(default = "default_time_zone")]
+    pub(crate) time_zone: String,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
 }
 
 impl Default for QueryConfig {
@@ -108,6 +116,7 @@ impl Default for QueryConfig {
         QueryConfig {
             memory_limit_mb: 2048,
             timeout_seconds: 300,
+            time_zone: default_time_zone(),
         }
     }
 }
@@ -295,11 +304,18 @@ impl Home {
 
     /// The engine over this home's lake, auditing into the home's log.
     pub(crate) fn engine(&self, lake: Arc<Lake>) -> Result<Engine> {
+        let zone = &self.config.query.time_zone;
+        let time_zone = zone.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "[query] time_zone = {zone:?} is not an IANA time zone (e.g. \"Europe/Moscow\", \"UTC\")"
+            )
+        })?;
         Ok(Engine::new(
             lake,
             EngineConfig {
                 memory_limit_bytes: self.config.query.memory_limit_mb << 20,
                 query_timeout: Duration::from_secs(self.config.query.timeout_seconds),
+                time_zone,
                 ..EngineConfig::default()
             },
         )?

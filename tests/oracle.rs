@@ -23,6 +23,7 @@ const TO: &str = "2025-06-01 00:00:00";
 struct Fixture {
     _dir: tempfile::TempDir,
     source: SqliteSource,
+    lake: std::sync::Arc<kartoteka_engine::Lake>,
     engine: Engine,
     session: QuerySession,
     catalog: Catalog,
@@ -36,7 +37,7 @@ async fn fixture(scale: f64, seed: u64) -> Fixture {
         .await
         .expect("demo generates");
     let (source, lake) = common::ingest_demo_source(dir.path(), &db).await;
-    let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
+    let engine = Engine::new(lake.clone(), EngineConfig::default()).expect("engine");
     let session = engine
         .session(&Principal::local_owner())
         .await
@@ -44,6 +45,7 @@ async fn fixture(scale: f64, seed: u64) -> Fixture {
     Fixture {
         _dir: dir,
         source,
+        lake,
         engine,
         session,
         catalog: Catalog::builtin().expect("catalog"),
@@ -1573,6 +1575,131 @@ async fn metrics_equal_independent_answers_from_the_source() {
         check_source_and_forecast(&f).await;
         check_scorecard(&f).await;
     }
+}
+
+/// The reporting zone. With Australia/Sydney (UTC+10, +11 in summer; DST changes in April and
+/// October), metrics bucket instants by Sydney's calendar and read date parameters as Sydney midnights:
+/// checked against plain Rust with chrono-tz over the source's UTC rows. The same metrics in UTC give
+/// other answers, so the check discriminates.
+#[tokio::test]
+async fn calendar_buckets_follow_the_reporting_zone_across_dst() {
+    use chrono::TimeZone;
+    let f = fixture(0.05, 31).await;
+    let zone = chrono_tz::Australia::Sydney;
+    let engine = Engine::new(
+        f.lake.clone(),
+        EngineConfig {
+            time_zone: zone,
+            ..EngineConfig::default()
+        },
+    )
+    .expect("engine");
+    let sydney = engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    let run = async |session: &QuerySession, name: &str, args: Vec<(String, String)>| {
+        let metric = f.catalog.get(name).expect("metric");
+        rows(
+            &kartoteka_queries::run_metric(session, metric, &args)
+                .await
+                .expect(name)
+                .batches,
+        )
+    };
+    let args = |extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        [("from", "2024-01-01"), ("to", "2025-07-01")]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let midnight = |d: &str| {
+        zone.from_local_datetime(
+            &NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .expect("date")
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight"),
+        )
+        .single()
+        .expect("unambiguous")
+        .with_timezone(&chrono::Utc)
+    };
+    let (from, to) = (midnight("2024-01-01"), midnight("2025-07-01"));
+    let local = |t: chrono::NaiveDateTime| t.and_utc().with_timezone(&zone);
+
+    // revenue_by_month: won deals by Sydney month of closed_at.
+    let deals: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT l.closed_at, COALESCE(l.price_kopecks, 0) FROM leads l
+         JOIN funnel_statuses s ON s.id = l.status_id WHERE s.status_type = 1 AND l.closed_at IS NOT NULL",
+    )
+    .fetch_all(f.source.pool())
+    .await
+    .expect("deals");
+    let mut months: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (closed, kopecks) in &deals {
+        let t = ts(closed);
+        if t.and_utc() >= from && t.and_utc() < to {
+            let m = local(t).format("%Y-%m-01").to_string();
+            let e = months.entry(m).or_default();
+            e.0 += kopecks;
+            e.1 += 1;
+        }
+    }
+    let want: Vec<Vec<String>> = months
+        .into_iter()
+        .map(|(m, (sum, n))| vec![m, money(sum), n.to_string()])
+        .collect();
+    let got = run(&sydney, "revenue_by_month", args(&[])).await;
+    assert!(want.len() >= 17, "18 months ({})", want.len());
+    assert_eq!(got, want, "revenue_by_month in Sydney");
+    assert_ne!(
+        run(&f.session, "revenue_by_month", args(&[])).await,
+        got,
+        "UTC buckets differ"
+    );
+
+    // activity_by_manager by Sydney day: outbound messages of each kind, and calls either way.
+    let mut days: BTreeMap<(chrono::NaiveDate, bool, Option<i64>), [i64; 4]> = BTreeMap::new();
+    for a in acts(&f).await {
+        let at = a.at.and_utc();
+        if at < from || at >= to || !(a.outbound || a.channel == "call") {
+            continue;
+        }
+        // ORDER BY period, staff_id: NULL staff last within a day.
+        let e = days
+            .entry((local(a.at).date_naive(), a.staff.is_none(), a.staff))
+            .or_default();
+        let i = ["call", "email", "messenger", "meeting"]
+            .iter()
+            .position(|c| *c == a.channel)
+            .expect("channel");
+        if a.outbound {
+            e[i] += 1;
+        }
+    }
+    let want: Vec<Vec<String>> = days
+        .into_iter()
+        .map(|((day, _, staff), n)| {
+            let mut row = vec![
+                staff.map_or("NULL".into(), |s| s.to_string()),
+                day.to_string(),
+            ];
+            row.extend(n.iter().map(|v| v.to_string()));
+            row
+        })
+        .collect();
+    let got: Vec<Vec<String>> = run(&sydney, "activity_by_manager", args(&[("grain", "day")]))
+        .await
+        .into_iter()
+        .map(|r| {
+            let mut row = vec![r[0].clone(), r[2].clone()];
+            row.extend(r[3..7].iter().cloned());
+            row
+        })
+        .collect();
+    assert!(want.len() > 100, "many staff-days ({})", want.len());
+    assert_eq!(got, want, "activity_by_manager by Sydney day");
 }
 
 /// Empty periods and empty scopes: every metric answers (no error), and no ratio is infinite or NaN —

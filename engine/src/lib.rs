@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod session;
 pub mod store;
 pub mod time;
+pub mod zone;
 
 pub use error::{Error, Result};
 pub use keyring::MasterKeySource;

@@ -203,6 +203,9 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// Limits per role that differ from [`Limits::default_for`].
     pub role_limits: HashMap<Role, Limits>,
+    /// The reporting time zone: which calendar day, week and month an instant belongs to, and what
+    /// a date parameter means (its midnight there). Default UTC.
+    pub time_zone: chrono_tz::Tz,
 }
 
 impl Default for EngineConfig {
@@ -212,6 +215,7 @@ impl Default for EngineConfig {
             query_timeout: Duration::from_secs(300),
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             role_limits: HashMap::new(),
+            time_zone: chrono_tz::UTC,
         }
     }
 }
@@ -401,6 +405,7 @@ impl Engine {
             limits,
             audit: self.audit.clone(),
             key_ids,
+            time_zone: self.config.time_zone,
         })
     }
 
@@ -425,6 +430,7 @@ impl Engine {
             limits: self.config.limits(Role::Owner),
             audit: None,
             key_ids,
+            time_zone: self.config.time_zone,
         })
     }
 
@@ -452,7 +458,9 @@ impl Engine {
         // Statistics gathered from file footers could answer COUNT(*) past row filters; the policy
         // barrier hides them too, this keeps them from being gathered at all.
         config.options_mut().execution.collect_statistics = false;
-        SessionContext::new_with_config_rt(config, runtime)
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        ctx.register_udf(crate::zone::local_udf(self.config.time_zone));
+        ctx
     }
 
     /// An unrestricted context over the raw stored tables of `snapshot` with the keys of `classes`:
@@ -741,6 +749,7 @@ pub struct QuerySession {
     limits: Limits,
     audit: Option<Arc<AuditLog>>,
     key_ids: Vec<String>,
+    time_zone: chrono_tz::Tz,
 }
 
 impl fmt::Debug for QuerySession {
@@ -907,6 +916,11 @@ fn statement_kind(text: &str) -> String {
 }
 
 impl QuerySession {
+    /// The reporting time zone (`local(ts)` in SQL; what date parameters mean).
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.time_zone
+    }
+
     /// The snapshot this session reads.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot

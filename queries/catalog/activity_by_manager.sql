@@ -2,7 +2,7 @@
 -- title = "Activity by manager"
 -- family = "staff"
 -- description = """
--- Per staff member and day (or ISO week, starting Monday) of occurred_at (UTC), interactions in
+-- Per staff member and day (or ISO week, starting Monday) of occurred_at (in the reporting zone), interactions in
 -- [from, to): outbound calls, outbound e-mails, outbound messenger messages, outbound meetings, and
 -- call minutes = duration of all calls (inbound and outbound) the staff member handled, in minutes.
 -- A staff member and period with none of these has no row; interactions without a staff member form
@@ -45,8 +45,8 @@
 -- unit = "min"
 WITH counted AS (
     SELECT i.staff_id,
-           CAST(CASE WHEN $grain = 'week' THEN date_trunc('week', i.occurred_at)
-                     ELSE date_trunc('day', i.occurred_at) END AS DATE) AS period,
+           CAST(CASE WHEN $grain = 'week' THEN date_trunc('week', local(i.occurred_at))
+                     ELSE date_trunc('day', local(i.occurred_at)) END AS DATE) AS period,
            i.channel, i.direction, i.duration_s
     FROM interactions i
     WHERE i.occurred_at >= $from AND i.occurred_at < $to

@@ -3,7 +3,7 @@
 -- family = "security"
 -- description = """
 -- Queries and exports in the audit log in [from, to) made outside working hours (Monday–Friday
--- 09:00–19:00, UTC — the reporting zone), per acting user: how many, and how many were refused."""
+-- 09:00–19:00 in the reporting zone), per acting user: how many, and how many were refused."""
 -- roles = ["owner"]
 -- chart = { kind = "bar", x = "actor", y = ["actions"] }
 --
@@ -30,6 +30,6 @@ SELECT actor, COUNT(*) AS actions, SUM(CASE WHEN outcome <> 'ok' THEN 1 ELSE 0 E
 FROM audit_log
 WHERE action IN ('query', 'export')
   AND ts >= $from AND ts < $to
-  AND (date_part('dow', ts) IN (0, 6) OR date_part('hour', ts) < 9 OR date_part('hour', ts) >= 19)
+  AND (date_part('dow', local(ts)) IN (0, 6) OR date_part('hour', local(ts)) < 9 OR date_part('hour', local(ts)) >= 19)
 GROUP BY actor
 ORDER BY actions DESC, actor

@@ -41,10 +41,10 @@ WITH months AS (
     -- payments (a month start lies 1 to 4 calendar months after the month of a payment).
     SELECT DISTINCT month_start, month_start + INTERVAL '1 month' AS next_start
     FROM (
-        SELECT date_trunc('month', paid_at) + INTERVAL '1 month' AS month_start FROM payments
-        UNION ALL SELECT date_trunc('month', paid_at) + INTERVAL '2 months' FROM payments
-        UNION ALL SELECT date_trunc('month', paid_at) + INTERVAL '3 months' FROM payments
-        UNION ALL SELECT date_trunc('month', paid_at) + INTERVAL '4 months' FROM payments
+        SELECT date_trunc('month', local(paid_at)) + INTERVAL '1 month' AS month_start FROM payments
+        UNION ALL SELECT date_trunc('month', local(paid_at)) + INTERVAL '2 months' FROM payments
+        UNION ALL SELECT date_trunc('month', local(paid_at)) + INTERVAL '3 months' FROM payments
+        UNION ALL SELECT date_trunc('month', local(paid_at)) + INTERVAL '4 months' FROM payments
     )
     WHERE month_start >= $from AND month_start < $to AND month_start + INTERVAL '1 month' <= $as_of
 ),

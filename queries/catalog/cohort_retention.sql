@@ -39,7 +39,7 @@
 -- unit = "ratio"
 WITH pay AS (
     SELECT client_id, paid_at,
-           CAST(date_part('year', paid_at) AS BIGINT) * 12 + CAST(date_part('month', paid_at) AS BIGINT) - 1 AS month_index
+           CAST(date_part('year', local(paid_at)) AS BIGINT) * 12 + CAST(date_part('month', local(paid_at)) AS BIGINT) - 1 AS month_index
     FROM payments
     WHERE paid_at IS NOT NULL
 ),

@@ -32,7 +32,7 @@
 -- [[columns]]
 -- name = "clients"
 -- unit = "clients"
-SELECT CAST(date_trunc('day', ts) AS DATE) AS day, actor, COUNT(*) AS exports,
+SELECT CAST(date_trunc('day', local(ts)) AS DATE) AS day, actor, COUNT(*) AS exports,
        COALESCE(SUM(CAST(regexp_match(details, '"rows":([0-9]+)')[1] AS BIGINT)), 0) AS "rows",
        COALESCE(SUM(CAST(regexp_match(details, '"clients":([0-9]+)')[1] AS BIGINT)), 0) AS clients
 FROM audit_log

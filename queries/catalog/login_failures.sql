@@ -27,7 +27,7 @@
 -- [[columns]]
 -- name = "failures"
 -- unit = "attempts"
-SELECT CAST(date_trunc('day', ts) AS DATE) AS day,
+SELECT CAST(date_trunc('day', local(ts)) AS DATE) AS day,
        target AS "user",
        COALESCE(regexp_match(details, '"ip":"([^"]*)"')[1], 'unknown') AS ip,
        COUNT(*) AS failures

@@ -51,7 +51,7 @@ per_client AS (
      AND p.paid_at >= c.first_paid AND p.paid_at < c.window_end AND p.paid_at < $as_of
     GROUP BY c.client_id, c.first_paid, c.window_end
 )
-SELECT CAST(date_trunc('month', first_paid) AS DATE) AS cohort,
+SELECT CAST(date_trunc('month', local(first_paid)) AS DATE) AS cohort,
        COUNT(*) AS clients,
        ROUND(AVG(total), 2) AS ltv,
        bool_and(window_end <= $as_of) AS complete

@@ -50,8 +50,9 @@
 WITH managers AS (
     SELECT staff_id, full_name FROM staff
     WHERE position IN ('manager', 'team_lead')
-      AND (hired_at IS NULL OR CAST(hired_at AS TIMESTAMP) < CAST($to AS TIMESTAMP))
-      AND (left_at IS NULL OR CAST(left_at AS TIMESTAMP) >= CAST(date_trunc('day', $from) AS TIMESTAMP))
+      AND (hired_at IS NULL OR hired_at < CAST(local($to) AS DATE)
+           OR (hired_at = CAST(local($to) AS DATE) AND local($to) > date_trunc('day', local($to))))
+      AND (left_at IS NULL OR left_at >= CAST(local($from) AS DATE))
 ),
 closed AS (
     SELECT closed_by AS staff_id,
@@ -104,7 +105,7 @@ targets_ AS (
     GROUP BY staff_id, month
 ),
 monthly AS (
-    SELECT closed_by AS staff_id, CAST(date_trunc('month', closed_at) AS DATE) AS month,
+    SELECT closed_by AS staff_id, CAST(date_trunc('month', local(closed_at)) AS DATE) AS month,
            SUM(amount) AS revenue
     FROM deals
     WHERE status = 'won' AND closed_at >= $from AND closed_at < $to

@@ -26,7 +26,7 @@
 -- [[columns]]
 -- name = "clients"
 -- unit = "clients"
-SELECT CAST(date_trunc('month', created_at) AS DATE) AS month,
+SELECT CAST(date_trunc('month', local(created_at)) AS DATE) AS month,
        COALESCE(source, 'unknown') AS source,
        COALESCE(kind, 'unknown') AS kind,
        COUNT(*) AS clients

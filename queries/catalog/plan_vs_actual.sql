@@ -35,7 +35,7 @@
 -- name = "attainment"
 -- unit = "ratio"
 WITH rev AS (
-    SELECT CAST(date_trunc('month', closed_at) AS DATE) AS month, closed_by, amount
+    SELECT CAST(date_trunc('month', local(closed_at)) AS DATE) AS month, closed_by, amount
     FROM deals
     WHERE status = 'won' AND closed_at >= $from AND closed_at < $to
 ),

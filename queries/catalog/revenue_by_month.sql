@@ -2,7 +2,7 @@
 -- title = "Revenue by month"
 -- family = "sales"
 -- description = """
--- Won deals closed in [from, to), per calendar month of closed_at (UTC): revenue = sum of amount,
+-- Won deals closed in [from, to), per calendar month of closed_at (in the reporting zone): revenue = sum of amount,
 -- and the count of won deals. Months with no won deal have no row. Credited to whoever closed the deal;
 -- under a manager's policy the same SQL covers that manager's deals only."""
 -- roles = ["owner", "team_lead", "manager", "analyst"]
@@ -29,7 +29,7 @@
 -- [[columns]]
 -- name = "won_deals"
 -- unit = "deals"
-SELECT CAST(date_trunc('month', closed_at) AS DATE) AS month,
+SELECT CAST(date_trunc('month', local(closed_at)) AS DATE) AS month,
        COALESCE(SUM(amount), 0) AS revenue,
        COUNT(*) AS won_deals
 FROM deals

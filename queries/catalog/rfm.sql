@@ -39,7 +39,7 @@
 -- name = "segment"
 WITH base AS (
     SELECT client_id,
-           CAST($as_of AS DATE) - CAST(MAX(paid_at) AS DATE) AS recency_days,
+           CAST(local($as_of) AS DATE) - CAST(local(MAX(paid_at)) AS DATE) AS recency_days,
            SUM(CASE WHEN paid_at >= $as_of - INTERVAL '12 months' THEN 1 ELSE 0 END) AS frequency,
            COALESCE(SUM(CASE WHEN paid_at >= $as_of - INTERVAL '12 months' THEN amount END), 0) AS monetary
     FROM payments

@@ -154,7 +154,7 @@ pub const VIEWS: &[View] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamType {
-    /// An instant, UTC: `2025-01-31`, `2025-01-31 12:00:00`, RFC 3339.
+    /// An instant: `2025-01-31`, `2025-01-31 12:00:00` (wall-clock time in the reporting zone), RFC 3339.
     Timestamp,
     /// A calendar date `YYYY-MM-DD`.
     Date,
@@ -175,7 +175,7 @@ pub struct ParamSpec {
     pub ty: ParamType,
     /// Default: a literal, `now` (the snapshot's time), `month_start(to, -N)` or `month_start(now, -N)`.
     pub default: Option<String>,
-    /// `month`: the value must be the first instant of a calendar month (UTC).
+    /// `month`: the value must be the first instant of a calendar month (in the reporting zone).
     #[serde(default)]
     pub align: Option<String>,
     /// The only values accepted, when the parameter is an enumeration.
@@ -311,8 +311,10 @@ impl Catalog {
         let mut out = String::from(
             "# Metric catalog\n\n_Generated from the headers of `queries/catalog/*.sql` by \
              `kartoteka metric docs`; do not edit by hand._\n\n\
-             Periods are half-open `[from, to)` in UTC; `now` is the snapshot's time (the audit log's \
-             clock for the security family). Every metric runs under the caller's policy: a manager \
+             Periods are half-open `[from, to)`; days, weeks and months are calendar ones in the \
+             reporting time zone (`[query] time_zone`, default UTC), and a date parameter means its \
+             midnight there; `now` is the snapshot's time (the audit log's clock for the security \
+             family). Every metric runs under the caller's policy: a manager \
              gets the same SQL over their own rows.\n",
         );
         let mut families: Vec<&str> = Vec::new();

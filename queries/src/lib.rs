@@ -77,7 +77,7 @@ pub async fn run_metric(
     } else {
         session.snapshot().committed_at
     };
-    let values = bind(metric, args, now)?;
+    let values = bind(metric, args, now, session.time_zone())?;
     for view in catalog::VIEWS {
         if mentions(&metric.sql, view.name) {
             session.register_view(view.name, view.sql).await?;

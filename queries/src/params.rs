@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
 use datafusion::common::ScalarValue;
 
 use crate::catalog::{Metric, ParamSpec, ParamType};
@@ -20,17 +21,37 @@ pub fn parse_assignments(items: &[String]) -> Result<Vec<(String, String)>, Stri
         .collect()
 }
 
-use kartoteka_engine::time::parse_timestamp as parse_instant;
+use kartoteka_engine::time::{TextTimestamp, parse_text_timestamp};
 
-fn month_start(t: DateTime<Utc>, offset: i32) -> DateTime<Utc> {
-    let first = NaiveDate::from_ymd_opt(t.year(), t.month(), 1).expect("first of month exists");
+/// The instant a wall-clock time in `zone` names: the earlier one in a DST fall-back hour; `None` in a
+/// spring-forward gap.
+fn at_local(zone: Tz, t: NaiveDateTime) -> Option<DateTime<Utc>> {
+    zone.from_local_datetime(&t)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Local midnight of `d` in `zone` (in the few zones whose DST change is at midnight, the first
+/// instant of that day).
+fn local_midnight(zone: Tz, d: NaiveDate) -> DateTime<Utc> {
+    let midnight = d.and_hms_opt(0, 0, 0).expect("midnight");
+    (0..=2)
+        .find_map(|h| at_local(zone, midnight + chrono::Duration::hours(h)))
+        .expect("a day has a first hour")
+}
+
+/// The first instant of the calendar month of `t` in `zone`, moved by `offset` months.
+fn month_start(zone: Tz, t: DateTime<Utc>, offset: i32) -> DateTime<Utc> {
+    let local = t.with_timezone(&zone);
+    let first =
+        NaiveDate::from_ymd_opt(local.year(), local.month(), 1).expect("first of month exists");
     let moved = if offset >= 0 {
         first.checked_add_months(Months::new(offset as u32))
     } else {
         first.checked_sub_months(Months::new(offset.unsigned_abs()))
     }
     .expect("date in range");
-    moved.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+    local_midnight(zone, moved)
 }
 
 fn scalar(
@@ -39,6 +60,7 @@ fn scalar(
     text: &str,
     bound: &HashMap<String, DateTime<Utc>>,
     now: DateTime<Utc>,
+    zone: Tz,
 ) -> Result<ScalarValue> {
     let bad = |detail: String| Error::BadParam {
         metric: metric.name.clone(),
@@ -72,6 +94,7 @@ fn scalar(
                         .ok_or_else(|| bad(format!("default of {} needs {other}", spec.name)))?
                 };
                 month_start(
+                    zone,
                     base,
                     offset
                         .trim()
@@ -79,22 +102,37 @@ fn scalar(
                         .map_err(|_| bad(format!("bad default {text:?}")))?,
                 )
             } else {
-                parse_instant(text).ok_or_else(|| {
-                    bad(format!("{} = {text:?} is not a timestamp; use e.g. 2025-01-01 or 2025-01-01T09:00:00Z", spec.name))
-                })?
+                // A date or a time without offset is wall-clock time in the reporting zone.
+                match parse_text_timestamp(text) {
+                    Some(TextTimestamp::Instant(t)) => t,
+                    Some(TextTimestamp::Local(t)) => at_local(zone, t).ok_or_else(|| {
+                        bad(format!(
+                            "{} = {text:?} does not exist in {zone} (a DST gap)",
+                            spec.name
+                        ))
+                    })?,
+                    None => {
+                        return Err(bad(format!(
+                            "{} = {text:?} is not a timestamp; use e.g. 2025-01-01 or 2025-01-01T09:00:00Z",
+                            spec.name
+                        )));
+                    }
+                }
             };
-            if spec.align.as_deref() == Some("month") && t != month_start(t, 0) {
+            if spec.align.as_deref() == Some("month") && t != month_start(zone, t, 0) {
                 return Err(bad(format!(
-                    "{} = {text:?} must be the first day of a month (00:00 UTC), e.g. {}",
+                    "{} = {text:?} must be the first day of a month (00:00 in the reporting zone, {zone}), e.g. {}",
                     spec.name,
-                    month_start(t, 0).format("%Y-%m-%d")
+                    month_start(zone, t, 0)
+                        .with_timezone(&zone)
+                        .format("%Y-%m-%d")
                 )));
             }
             ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some("UTC".into()))
         }
         ParamType::Date => {
             let d = if text == "now" {
-                now.date_naive()
+                now.with_timezone(&zone).date_naive()
             } else {
                 NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
                     bad(format!(
@@ -116,11 +154,13 @@ fn scalar(
     })
 }
 
-/// Bind `args` (and defaults for the rest) to typed values. `now` is the snapshot's time.
+/// Bind `args` (and defaults for the rest) to typed values. `now` is the snapshot's time; dates and
+/// times without offset are wall-clock times in `zone`, the reporting zone.
 pub fn bind(
     metric: &Metric,
     args: &[(String, String)],
     now: DateTime<Utc>,
+    zone: Tz,
 ) -> Result<HashMap<String, ScalarValue>> {
     for (k, _) in args {
         if !metric.params.iter().any(|p| &p.name == k) {
@@ -169,7 +209,7 @@ pub fn bind(
                 metric: metric.name.clone(),
                 detail: format!("parameter {} is required", spec.name),
             })?;
-        let v = scalar(metric, spec, &text, &instants, now)?;
+        let v = scalar(metric, spec, &text, &instants, now, zone)?;
         if let ScalarValue::TimestampMicrosecond(Some(us), _) = v {
             instants.insert(
                 spec.name.clone(),
@@ -185,13 +225,14 @@ pub fn bind(
 mod tests {
     use super::*;
     use crate::Catalog;
+    use kartoteka_engine::time::parse_timestamp as parse_instant;
 
     #[test]
     fn from_defaults_to_the_month_start_twelve_months_before_to() {
         let c = Catalog::builtin().expect("catalog");
         let m = c.get("revenue_by_month").expect("metric");
         let now = parse_instant("2026-11-29T10:00:00Z").expect("valid");
-        let v = bind(m, &[], now).expect("binds");
+        let v = bind(m, &[], now, chrono_tz::UTC).expect("binds");
         let from = parse_instant("2025-11-01")
             .expect("valid")
             .timestamp_micros();
@@ -200,7 +241,13 @@ mod tests {
             ScalarValue::TimestampMicrosecond(Some(from), Some("UTC".into()))
         );
         // and relative to an explicit `to`
-        let v = bind(m, &[("to".into(), "2024-03-15".into())], now).expect("binds");
+        let v = bind(
+            m,
+            &[("to".into(), "2024-03-15".into())],
+            now,
+            chrono_tz::UTC,
+        )
+        .expect("binds");
         let from = parse_instant("2023-03-01")
             .expect("valid")
             .timestamp_micros();
@@ -211,21 +258,78 @@ mod tests {
     }
 
     #[test]
+    fn dates_are_midnights_of_the_reporting_zone_across_dst() {
+        let c = Catalog::builtin().expect("catalog");
+        let m = c.get("revenue_by_month").expect("metric");
+        let berlin = chrono_tz::Europe::Berlin;
+        let now = parse_instant("2026-11-29T10:00:00Z").expect("valid");
+        let micros = |s: &str| parse_instant(s).expect("valid").timestamp_micros();
+        let ts = |v: &ScalarValue| match v {
+            ScalarValue::TimestampMicrosecond(Some(us), _) => *us,
+            other => panic!("{other:?}"),
+        };
+        // Winter (CET, UTC+1) and, twelve months earlier, summer (CEST, UTC+2).
+        let v = bind(m, &[("to".into(), "2025-01-01".into())], now, berlin).expect("binds");
+        assert_eq!(ts(&v["to"]), micros("2024-12-31T23:00:00Z"));
+        let v = bind(m, &[("to".into(), "2025-04-15".into())], now, berlin).expect("binds");
+        assert_eq!(
+            ts(&v["from"]),
+            micros("2024-03-31T22:00:00Z"),
+            "1 April 2024, CEST"
+        );
+        // An explicit offset is an instant whatever the zone; a UTC midnight is not a Berlin month start.
+        let aligned = c.get("revenue_by_source").expect("metric");
+        let e = bind(
+            aligned,
+            &[("from".into(), "2025-03-01T00:00:00Z".into())],
+            now,
+            berlin,
+        )
+        .expect_err("not aligned in Berlin")
+        .to_string();
+        assert!(
+            e.contains("Europe/Berlin") && e.contains("2025-03-01"),
+            "{e}"
+        );
+        // A wall-clock time inside the spring-forward gap does not exist.
+        let m = c.get("activity_by_manager").expect("metric");
+        let e = bind(
+            m,
+            &[("from".into(), "2025-03-30 02:30".into())],
+            now,
+            berlin,
+        )
+        .expect_err("gap")
+        .to_string();
+        assert!(e.contains("DST gap"), "{e}");
+    }
+
+    #[test]
     fn bad_parameters_are_named() {
         let c = Catalog::builtin().expect("catalog");
         let m = c.get("activity_by_manager").expect("metric");
         let now = Utc::now();
-        let e = bind(m, &[("frm".into(), "2025-01-01".into())], now)
-            .expect_err("unknown")
-            .to_string();
+        let e = bind(
+            m,
+            &[("frm".into(), "2025-01-01".into())],
+            now,
+            chrono_tz::UTC,
+        )
+        .expect_err("unknown")
+        .to_string();
         assert!(e.contains("frm") && e.contains("from"), "{e}");
-        let e = bind(m, &[("grain".into(), "hour".into())], now)
+        let e = bind(m, &[("grain".into(), "hour".into())], now, chrono_tz::UTC)
             .expect_err("not allowed")
             .to_string();
         assert!(e.contains("day, week"), "{e}");
-        let e = bind(m, &[("from".into(), "last tuesday".into())], now)
-            .expect_err("bad")
-            .to_string();
+        let e = bind(
+            m,
+            &[("from".into(), "last tuesday".into())],
+            now,
+            chrono_tz::UTC,
+        )
+        .expect_err("bad")
+        .to_string();
         assert!(e.contains("not a timestamp"), "{e}");
     }
 }
