@@ -70,6 +70,10 @@ enum Command {
         /// Environment variable holding the database password (kept out of the config file).
         #[arg(long, requires = "mapping")]
         password_env: Option<String>,
+        /// Reload every table in full (by default, tables mapped `incremental` read only what
+        /// changed since the lake's cursor).
+        #[arg(long)]
+        full: bool,
     },
     /// Run one SQL query (SELECT/WITH/EXPLAIN only) over the current snapshot.
     Query {
@@ -263,6 +267,7 @@ async fn run(cli: Cli) -> Result<()> {
             mapping,
             name,
             password_env,
+            full,
         } => {
             let mut home = Home::open(&cli.dir)?;
             let lake = open_or_create_lake(&home, false).await?;
@@ -291,7 +296,7 @@ async fn run(cli: Cli) -> Result<()> {
                         mapping: abs(mapping),
                         kind: None,
                     };
-                    ingest(&home, &lake, &name, &source).await?;
+                    ingest(&home, &lake, &name, &source, full).await?;
                     home.config.sources.insert(name.clone(), source);
                     home.config.default_source.get_or_insert(name);
                     home.save()?;
@@ -315,7 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
                                 .join(", ")
                         )
                     })?;
-                    ingest(&home, &lake, &name, &source).await?;
+                    ingest(&home, &lake, &name, &source, full).await?;
                 }
             }
             Ok(())
@@ -446,9 +451,12 @@ async fn ingest(
     lake: &std::sync::Arc<Lake>,
     name: &str,
     source: &SourceConfig,
+    full: bool,
 ) -> Result<kartoteka_ingest::IngestReport> {
     let control = home.control().await?;
-    let run = control.start_ingest_run(name, "full").await?;
+    let run = control
+        .start_ingest_run(name, if full { "full" } else { "auto" })
+        .await?;
     let outcome = async {
         let mapping = Mapping::load(&home.path(&source.mapping))?;
         let db = Source::open(&source.spec(home)?).await?;
@@ -461,17 +469,18 @@ async fn ingest(
         let options = kartoteka_ingest::IngestOptions {
             refuse_pii_without_consent: home.config.ingest.refuse_pii_without_consent,
             skip_reconciliation: false,
+            full,
         };
+        let engine = home.engine(lake.clone())?;
         let report = kartoteka_ingest::ingest(
-            lake,
+            &engine,
             &db,
             &mapping,
-            &format!("ingest {name} (full)"),
+            &format!("ingest {name}"),
             &bars,
             options,
         )
         .await?;
-        let engine = home.engine(lake.clone())?;
         let checks = kartoteka_ingest::reconcile(&engine, &report).await?;
         anyhow::Ok((report, checks))
     }
@@ -487,9 +496,10 @@ async fn ingest(
             .map(|t| {
                 let check = checks.iter().find(|c| c.table == t.table);
                 serde_json::json!({
-                    "table": t.table, "rows_read": t.rows, "rows_written": t.rows, "files": t.files,
+                    "table": t.table, "mode": t.mode, "rows_read": t.rows, "rows_written": t.rows,
+                    "rows_dropped": t.rows_dropped, "live_rows": t.live_rows, "files": t.files,
                     "bytes": t.bytes, "seconds": t.seconds, "pii_refused": t.pii_refused,
-                    "cursor_before": null, "cursor_after": null,
+                    "cursor_before": t.cursor_before, "cursor_after": t.cursor_after,
                     "source_keys": check.map(|c| c.source), "lake_keys": check.map(|c| c.lake),
                     "lake_duplicate_keys": check.map(|c| c.lake_duplicates),
                     "reconciled": check.map(|c| c.matches()),
@@ -520,7 +530,7 @@ async fn ingest(
     admin::record(home, "ingest", name, &outcome, |(r, checks)| {
         serde_json::json!({
             "snapshot": r.snapshot_id,
-            "mode": "full",
+            "mode": if r.tables.iter().any(|t| t.mode == "incremental") { "incremental" } else { "full" },
             "run": run,
             "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
             "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),
@@ -652,7 +662,7 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     home.save()?;
 
     let lake = open_or_create_lake(&home, true).await?;
-    ingest(&home, &lake, "demo", &source).await?;
+    ingest(&home, &lake, "demo", &source, false).await?;
 
     let engine = home.engine(lake)?;
     let session = engine.session(&Principal::local_owner()).await?;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use futures::TryStreamExt;
-use kartoteka_engine::{Lake, LakeStore, MasterKeySource};
+use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource};
 use kartoteka_ingest::demo::{self, DemoConfig, servers};
 use kartoteka_ingest::source::SourceRow;
 use kartoteka_ingest::{IngestOptions, Mapping, NoProgress, Source, SourceSpec};
@@ -169,14 +169,17 @@ async fn main() -> Result<()> {
             let decode_rss = peak_rss_mb();
 
             let key = MasterKeySource::create_key_file(&dir.path().join(format!("{kind}.key")))?;
-            let lake = Lake::open_or_create(
-                LakeStore::local(&dir.path().join(format!("lake-{kind}")))?,
-                &key,
-            )
-            .await?;
+            let lake = std::sync::Arc::new(
+                Lake::open_or_create(
+                    LakeStore::local(&dir.path().join(format!("lake-{kind}")))?,
+                    &key,
+                )
+                .await?,
+            );
+            let engine = Engine::new(lake, EngineConfig::default())?;
             reset_peak();
             let report = kartoteka_ingest::ingest(
-                &lake,
+                &engine,
                 &source,
                 &mapping,
                 "bench",

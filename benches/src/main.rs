@@ -101,8 +101,9 @@ async fn main() -> Result<()> {
     let source = Source::Sqlite(SqliteSource::open(&db).await?);
     reset_peak();
     let t = Instant::now();
+    let ingest_engine = Engine::new(lake.clone(), EngineConfig::default())?;
     let report = kartoteka_ingest::ingest(
-        &lake,
+        &ingest_engine,
         &source,
         &mapping,
         "bench",

@@ -66,3 +66,67 @@ impl KeyHasher {
         self.fingerprint
     }
 }
+
+/// A set of a table's keys (row-format bytes of the key columns), for upserts and deletes by key.
+#[derive(Debug)]
+pub struct KeySet {
+    converter: RowConverter,
+    keys: std::collections::HashSet<Box<[u8]>>,
+}
+
+impl KeySet {
+    /// An empty set for `table`'s keys.
+    pub fn new(table: &Table) -> Result<KeySet> {
+        let schema = table.schema();
+        let fields = table
+            .key
+            .iter()
+            .map(|k| {
+                Ok(SortField::new(
+                    schema.field_with_name(k)?.data_type().clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KeySet {
+            converter: RowConverter::new(fields)?,
+            keys: std::collections::HashSet::new(),
+        })
+    }
+
+    /// Add the keys of `batch` (its columns: the key columns, in key order).
+    pub fn insert(&mut self, batch: &RecordBatch) -> Result<()> {
+        let rows = self.converter.convert_columns(batch.columns())?;
+        self.keys.extend(rows.iter().map(|r| Box::from(r.as_ref())));
+        Ok(())
+    }
+
+    /// For each row of `batch` (key columns, in key order): is its key in the set?
+    pub fn contains(&self, batch: &RecordBatch) -> Result<arrow::array::BooleanArray> {
+        let rows = self.converter.convert_columns(batch.columns())?;
+        Ok(rows
+            .iter()
+            .map(|r| Some(self.keys.contains(r.as_ref())))
+            .collect())
+    }
+
+    /// Keys in the set.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// No keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// The key columns of `batch` (which holds at least them), in `table`'s key order.
+pub fn key_columns(table: &Table, batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let order = table
+        .key
+        .iter()
+        .map(|k| schema.index_of(k))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(batch.project(&order)?)
+}

@@ -504,6 +504,78 @@ impl Engine {
         Ok(hasher.finish())
     }
 
+    /// `files` of `table` (all encrypted with this lake's keys), with the rows whose key `drop`
+    /// holds (or, with `keep_only`, whose key `keep_only` lacks) left out: a file holding none of
+    /// them is kept as it is; any other is rewritten through `txn` into new files. Returns the
+    /// resulting file list and the rows left out. Used by incremental ingest (older versions of
+    /// updated rows, rows deleted in the source) and by erasure.
+    pub async fn files_without_keys(
+        &self,
+        txn: &crate::lake::WriteTxn<'_>,
+        table: &str,
+        files: &[crate::lake::DataFile],
+        drop: Option<&crate::reconcile::KeySet>,
+        keep_only: Option<&crate::reconcile::KeySet>,
+    ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
+        use futures::TryStreamExt;
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let mut out = Vec::new();
+        let mut removed = 0u64;
+        let classes = [Class::Internal, Class::Pii];
+        for file in files {
+            // A snapshot of just this file, read with every key.
+            let mut one = txn.base().clone();
+            one.tables.insert(
+                table.name.to_string(),
+                crate::lake::TableState {
+                    schema_version: crate::lake::SCHEMA_VERSION,
+                    files: vec![file.clone()],
+                    cursor: None,
+                },
+            );
+            let ctx = self.raw_context(&one, &classes).await?;
+            let gone = |batch: &RecordBatch| -> Result<arrow::array::BooleanArray> {
+                let keys = crate::reconcile::key_columns(table, batch)?;
+                let mut mask = match drop {
+                    Some(set) => set.contains(&keys)?,
+                    None => arrow::array::BooleanArray::from(vec![false; batch.num_rows()]),
+                };
+                if let Some(keep) = keep_only {
+                    let absent = arrow::compute::not(&keep.contains(&keys)?)?;
+                    mask = arrow::compute::or(&mask, &absent)?;
+                }
+                Ok(mask)
+            };
+            // First the keys only: most files hold none of the keys and stay as they are.
+            let mut hits = 0u64;
+            let mut stream = ctx
+                .table(table.name)
+                .await?
+                .select_columns(&table.key)?
+                .execute_stream()
+                .await?;
+            while let Some(batch) = stream.try_next().await? {
+                hits += gone(&batch)?.true_count() as u64;
+            }
+            if hits == 0 {
+                out.push(file.clone());
+                continue;
+            }
+            removed += hits;
+            let mut writer = txn.table_writer(table.name).await?;
+            let mut stream = ctx.table(table.name).await?.execute_stream().await?;
+            while let Some(batch) = stream.try_next().await? {
+                let keep = arrow::compute::not(&gone(&batch)?)?;
+                let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+                if kept.num_rows() > 0 {
+                    writer.write(&kept).await?;
+                }
+            }
+            out.extend(writer.finish().await?);
+        }
+        Ok((out, removed))
+    }
+
     /// Keys of `table` in snapshot `snapshot_id` held by more than one row (0 in a sound lake).
     pub async fn duplicate_keys(&self, snapshot_id: u64, table: &str) -> Result<u64> {
         use datafusion::functions_aggregate::expr_fn::count;

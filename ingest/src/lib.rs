@@ -10,6 +10,7 @@ pub mod error;
 pub mod mapping;
 pub mod run;
 pub mod source;
+mod sync;
 
 pub use error::{Error, Result};
 pub use mapping::Mapping;

@@ -55,6 +55,20 @@ pub struct Conversions {
 pub struct TableMapping {
     /// Source SQL returning the canonical columns by name.
     pub query: String,
+    /// Read only rows whose `updated_at` is at or after the last committed cursor (minus the overlap
+    /// window), replacing older versions by key; rows gone from the source are found by the run's
+    /// key reconciliation. Needs a reliable `updated_at` (a row's change must move it forward).
+    #[serde(default)]
+    pub incremental: bool,
+}
+
+/// Incremental sync settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSpec {
+    /// Rows are re-read from this many seconds before the cursor: transactions that commit late
+    /// (an `updated_at` set before the commit) are not missed. Default 300.
+    pub overlap_seconds: Option<u64>,
 }
 
 /// A whole mapping file.
@@ -70,6 +84,8 @@ pub struct Mapping {
     pub money: Option<MoneySpec>,
     /// Time settings.
     pub time: Option<TimeSpec>,
+    /// Incremental sync settings.
+    pub sync: Option<SyncSpec>,
     /// Canonical table → source query.
     pub tables: BTreeMap<String, TableMapping>,
     #[serde(skip)]
@@ -104,6 +120,17 @@ impl Mapping {
                 path: m.path.clone(),
                 detail: format!(
                     "[time] zone = {zone:?} is not an IANA time zone (e.g. \"Europe/Moscow\", \"UTC\")"
+                ),
+            });
+        }
+        if let Some((name, _)) = m.tables.iter().find(|(name, t)| {
+            t.incremental
+                && kartoteka_engine::model::table(name).is_some_and(|t| t.cursor.is_none())
+        }) {
+            return Err(Error::Mapping {
+                path: m.path.clone(),
+                detail: format!(
+                    "[tables.{name}] incremental = true, but {name} has no updated_at column to follow"
                 ),
             });
         }
@@ -142,6 +169,14 @@ impl Mapping {
     /// Money settings (integers as minor units unless said otherwise is *not* assumed).
     pub fn money_integers(&self) -> Option<MoneyIntegers> {
         self.money.as_ref().and_then(|m| m.integers)
+    }
+
+    /// The overlap window of incremental reads, in seconds.
+    pub fn overlap_seconds(&self) -> u64 {
+        self.sync
+            .as_ref()
+            .and_then(|s| s.overlap_seconds)
+            .unwrap_or(300)
     }
 
     /// The value conversions this mapping asks for.

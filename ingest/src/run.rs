@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use kartoteka_engine::Engine;
-use kartoteka_engine::lake::Lake;
 use kartoteka_engine::model::{self, Table};
-use kartoteka_engine::reconcile::{KeyFingerprint, KeyHasher};
+use kartoteka_engine::reconcile::{KeyFingerprint, KeyHasher, KeySet, key_columns};
 use serde::Serialize;
 
 use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::source::{Decoder, Rows, SnapshotReader, Source, SourceRow};
+use crate::sync::{Cursor, CursorParam, CursorRepr, SyncRead};
 
 /// Rows per record batch handed to the lake writer.
 pub const BATCH_ROWS: usize = 32 * 1024;
@@ -39,8 +39,19 @@ impl Progress for NoProgress {}
 pub struct TableReport {
     /// Canonical table.
     pub table: String,
-    /// Rows read and written.
+    /// Rows read from the source and written (all of them in a full load; the changed ones, with
+    /// the overlap window, in an incremental one).
     pub rows: u64,
+    /// `full` or `incremental`.
+    pub mode: &'static str,
+    /// Live rows of the table after the run.
+    pub live_rows: u64,
+    /// Rows of earlier versions dropped: replaced by a newer version, or gone from the source.
+    pub rows_dropped: u64,
+    /// The cursor the run started from (`None`: a full load).
+    pub cursor_before: Option<serde_json::Value>,
+    /// The cursor committed with the data.
+    pub cursor_after: Option<serde_json::Value>,
     /// Files written.
     pub files: usize,
     /// Bytes written.
@@ -62,8 +73,11 @@ pub struct IngestOptions {
     /// Store no personal data of clients without a recorded consent (`clients.consent_at` NULL):
     /// their pii columns — and the pii of rows about them in other tables — are written as NULL.
     pub refuse_pii_without_consent: bool,
-    /// Do not read the source's key sets for reconciliation (faster; nothing proves the lake then).
+    /// Do not read the source's key sets for reconciliation (faster; nothing proves the lake then,
+    /// and rows deleted in the source are not found by incremental runs).
     pub skip_reconciliation: bool,
+    /// Reload every table in full, whatever cursors the lake holds.
+    pub full: bool,
 }
 
 /// Clients without consent, learnt from the clients table and applied to the tables after it.
@@ -143,8 +157,8 @@ pub struct IngestReport {
 /// How one canonical table is read: for each result column of its mapping query, the canonical
 /// column it fills and how its values are decoded.
 #[derive(Debug)]
-struct TablePlan {
-    table: &'static Table,
+pub(crate) struct TablePlan {
+    pub(crate) table: &'static Table,
     index: Vec<usize>,
     decoders: Vec<Decoder>,
 }
@@ -228,15 +242,34 @@ macro_rules! fetch {
     };
 }
 
-/// Full load of a source into `lake`, committed as one snapshot.
+/// The rows of a [`SyncRead`] in the transaction `tx`, the cursor bound by the source's own type.
+macro_rules! sync_fetch {
+    ($tx:expr, $read:expr) => {{
+        let q = sqlx::query(sqlx::AssertSqlSafe($read.query.clone()));
+        let q = match &$read.param {
+            None => q,
+            Some(CursorParam::Instant(t)) => q.bind(*t),
+            Some(CursorParam::Local(t)) => q.bind(*t),
+            Some(CursorParam::Text(t)) => q.bind(t.clone()),
+            Some(CursorParam::Epoch(t)) => q.bind(*t),
+        };
+        q.fetch(&mut **$tx)
+    }};
+}
+
+/// Load a source into the lake behind `engine`, committed as one snapshot: tables mapped
+/// `incremental` whose cursor the lake holds read only what changed since (plus the overlap window)
+/// and replace older versions by key; the others — and every table on a first run, or with
+/// [`IngestOptions::full`] — are reloaded in full.
 pub async fn ingest(
-    lake: &Lake,
+    engine: &Engine,
     source: &Source,
     mapping: &Mapping,
     operation: &str,
     progress: &dyn Progress,
     options: IngestOptions,
 ) -> Result<IngestReport> {
+    let lake = engine.lake();
     let start = Instant::now();
     let plans = plan(source, mapping).await?;
     let mut consent = Consent {
@@ -255,9 +288,20 @@ pub async fn ingest(
         let mut reports = Vec::new();
         for plan in &plans {
             let table = plan.table;
+            let spec = &mapping.tables[table.name];
             let t0 = Instant::now();
             progress.table_started(table.name);
-            let query = &mapping.tables[table.name].query;
+            let base = txn.base().table(table.name).cloned();
+            // Consent refusal learns the non-consenting clients from the whole clients table and
+            // must re-apply to every stored row about a client whose consent is gone, changed or
+            // not: tables with personal data are then reloaded in full.
+            let full_only = options.full
+                || (options.refuse_pii_without_consent && table.pii_columns().next().is_some());
+            let prior = match (&base, spec.incremental && !full_only) {
+                (Some(state), true) => Cursor::from_state(state, mapping),
+                _ => None,
+            };
+            let read = SyncRead::new(source, plan, mapping, prior.as_ref());
             let mut writer = txn.table_writer(table.name).await?;
             let mut load = Load {
                 plan,
@@ -265,40 +309,99 @@ pub async fn ingest(
                 progress,
                 consent: &mut consent,
                 refused: 0,
+                changed: match prior {
+                    Some(_) => Some(KeySet::new(table)?),
+                    None => None,
+                },
+                max_cursor: None,
+                cursor_repr: None,
             };
             match &mut reader {
-                SnapshotReader::Sqlite(tx) => load.drain(fetch!(tx, query), &mut writer).await?,
-                SnapshotReader::Postgres(tx) => load.drain(fetch!(tx, query), &mut writer).await?,
-                SnapshotReader::MySql(tx) => load.drain(fetch!(tx, query), &mut writer).await?,
+                SnapshotReader::Sqlite(tx) => {
+                    load.drain(sync_fetch!(tx, read), &mut writer).await?
+                }
+                SnapshotReader::Postgres(tx) => {
+                    load.drain(sync_fetch!(tx, read), &mut writer).await?
+                }
+                SnapshotReader::MySql(tx) => load.drain(sync_fetch!(tx, read), &mut writer).await?,
             }
             let pii_refused = load.refused;
-            let files = writer.finish().await?;
+            let new_files = writer.finish().await?;
+            let rows: u64 = new_files.iter().map(|f| f.rows).sum();
             let t1 = Instant::now();
-            let source_keys = if options.skip_reconciliation {
-                None
+            // The source's key set, in the same source snapshot: for reconciliation, and — for an
+            // incremental table — to find rows deleted in the source.
+            let (source_keys, source_set) = if options.skip_reconciliation {
+                (None, None)
             } else {
                 let keys = KeyRead::new(plan, mapping)?;
-                Some(match &mut reader {
-                    SnapshotReader::Sqlite(tx) => keys.fingerprint(fetch!(tx, keys.query)).await?,
-                    SnapshotReader::Postgres(tx) => {
-                        keys.fingerprint(fetch!(tx, keys.query)).await?
+                let collect = prior.is_some();
+                let (fp, set) = match &mut reader {
+                    SnapshotReader::Sqlite(tx) => {
+                        keys.read(fetch!(tx, keys.query), collect).await?
                     }
-                    SnapshotReader::MySql(tx) => keys.fingerprint(fetch!(tx, keys.query)).await?,
-                })
+                    SnapshotReader::Postgres(tx) => {
+                        keys.read(fetch!(tx, keys.query), collect).await?
+                    }
+                    SnapshotReader::MySql(tx) => keys.read(fetch!(tx, keys.query), collect).await?,
+                };
+                (Some(fp), set)
             };
-            let rows = files.iter().map(|f| f.rows).sum();
+            let t2 = Instant::now();
+            let (files, rows_dropped) = match (&prior, &base) {
+                (Some(_), Some(state)) => {
+                    let (mut kept, dropped) = engine
+                        .files_without_keys(
+                            &txn,
+                            table.name,
+                            &state.files,
+                            load.changed.as_ref(),
+                            source_set.as_ref(),
+                        )
+                        .await?;
+                    kept.extend(new_files.iter().cloned());
+                    (kept, dropped)
+                }
+                _ => (new_files.clone(), 0),
+            };
+            let cursor_after = spec.incremental.then(|| {
+                let before = prior.as_ref().and_then(|p| p.micros);
+                let micros = match (before, load.max_cursor) {
+                    (Some(p), Some(m)) => Some(p.max(m)),
+                    (p, m) => p.or(m),
+                };
+                Cursor {
+                    mapping: mapping.name.clone(),
+                    micros,
+                    repr: load
+                        .cursor_repr
+                        .or(prior.as_ref().map(|p| p.repr))
+                        .unwrap_or(CursorRepr::Text),
+                }
+                .to_json()
+            });
+            let live_rows = files.iter().map(|f| f.rows).sum();
             progress.table_done(table.name, rows);
             reports.push(TableReport {
                 table: table.name.into(),
                 rows,
-                files: files.len(),
-                bytes: files.iter().map(|f| f.bytes).sum(),
-                seconds: t1.duration_since(t0).as_secs_f64(),
+                mode: if prior.is_some() {
+                    "incremental"
+                } else {
+                    "full"
+                },
+                live_rows,
+                rows_dropped,
+                cursor_before: prior.as_ref().map(Cursor::to_json),
+                cursor_after: cursor_after.clone(),
+                files: new_files.len(),
+                bytes: new_files.iter().map(|f| f.bytes).sum(),
+                seconds: t1.duration_since(t0).as_secs_f64() + t2.elapsed().as_secs_f64(),
                 pii_refused,
                 source_keys,
-                reconcile_seconds: t1.elapsed().as_secs_f64(),
+                reconcile_seconds: t2.duration_since(t1).as_secs_f64(),
             });
-            txn.replace_table(table.name, files, None)?;
+            txn.replace_table(table.name, files, cursor_after)?;
         }
         let snapshot = txn.commit(operation).await?;
         Ok::<_, Error>(IngestReport {
@@ -357,25 +460,33 @@ impl KeyRead {
         })
     }
 
-    async fn fingerprint<R: SourceRow>(&self, mut rows: Rows<'_, R>) -> Result<KeyFingerprint> {
+    /// The key set's fingerprint, and (with `collect`) the keys themselves.
+    async fn read<R: SourceRow>(
+        &self,
+        mut rows: Rows<'_, R>,
+        collect: bool,
+    ) -> Result<(KeyFingerprint, Option<KeySet>)> {
         let table = self.table;
         let mut indices: Vec<usize> = self.columns.iter().map(|(c, _)| *c).collect();
         indices.sort_unstable();
         let mut builder = BatchBuilder::for_columns(table, self.conversions, &indices);
         let mut hasher = KeyHasher::new(table)?;
+        let mut set = if collect {
+            Some(KeySet::new(table)?)
+        } else {
+            None
+        };
         let query_err = |cause| Error::SourceQuery {
             table: table.name.into(),
             cause,
         };
         let mut hash = |batch: RecordBatch| -> Result<()> {
             // Key order, as the lake's side reads them.
-            let schema = batch.schema();
-            let order = table
-                .key
-                .iter()
-                .map(|k| schema.index_of(k))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            hasher.add(&batch.project(&order)?)?;
+            let keys = key_columns(table, &batch)?;
+            hasher.add(&keys)?;
+            if let Some(set) = &mut set {
+                set.insert(&keys)?;
+            }
             Ok(())
         };
         while let Some(row) = rows.try_next().await.map_err(query_err)? {
@@ -391,7 +502,7 @@ impl KeyRead {
         if !builder.is_empty() {
             hash(builder.finish()?)?;
         }
-        Ok(hasher.finish())
+        Ok((hasher.finish(), set))
     }
 }
 
@@ -438,6 +549,12 @@ struct Load<'a> {
     progress: &'a dyn Progress,
     consent: &'a mut Consent,
     refused: u64,
+    /// Keys read by an incremental run (their older versions are dropped).
+    changed: Option<KeySet>,
+    /// Newest `updated_at` read.
+    max_cursor: Option<i64>,
+    /// How the source holds `updated_at`, as first seen.
+    cursor_repr: Option<CursorRepr>,
 }
 
 impl Load<'_> {
@@ -452,11 +569,17 @@ impl Load<'_> {
             table: table.name.into(),
             cause,
         };
+        let cursor = table
+            .cursor
+            .and_then(|c| table.columns.iter().position(|tc| tc.name == c));
         while let Some(row) = rows.try_next().await.map_err(query_err)? {
             self.builder.start_row();
             for (i, (&col, &decoder)) in self.plan.index.iter().zip(&self.plan.decoders).enumerate()
             {
                 let v = row.value(i, decoder).map_err(query_err)?;
+                if Some(col) == cursor && self.cursor_repr.is_none() {
+                    self.cursor_repr = CursorRepr::of(&v);
+                }
                 self.builder.push(col, v)?;
             }
             self.builder.end_row();
@@ -472,10 +595,22 @@ impl Load<'_> {
 
     async fn flush(&mut self, writer: &mut kartoteka_engine::lake::TableWriter<'_>) -> Result<()> {
         self.progress.rows(self.builder.len() as u64);
-        let (batch, n) = self
-            .consent
-            .apply(self.plan.table, self.builder.finish()?)?;
+        let table = self.plan.table;
+        let (batch, n) = self.consent.apply(table, self.builder.finish()?)?;
         self.refused += n;
+        if let Some(changed) = &mut self.changed {
+            changed.insert(&key_columns(table, &batch)?)?;
+        }
+        if let Some(c) = table.cursor {
+            let column = batch.column(batch.schema().index_of(c)?);
+            if let Some(ts) = column
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                && let Some(m) = arrow::compute::max(ts)
+            {
+                self.max_cursor = Some(self.max_cursor.map_or(m, |c| c.max(m)));
+            }
+        }
         writer.write(&batch).await?;
         Ok(())
     }

@@ -74,8 +74,9 @@ pub async fn ingest_into_new_lake(
             .await
             .expect("lake"),
     );
+    let engine = kartoteka_engine::Engine::new(lake.clone(), Default::default()).expect("engine");
     kartoteka_ingest::ingest(
-        &lake,
+        &engine,
         source,
         &mapping,
         "test",
@@ -114,4 +115,37 @@ pub fn fail(dir: &std::path::Path, args: &[&str]) -> String {
     let out = run(dir, args);
     assert!(!out.status.success(), "kartoteka {args:?} should fail");
     String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Every canonical table of the lake behind `session`, in key order, every column as text.
+pub async fn lake_contents(
+    session: &kartoteka_engine::QuerySession,
+) -> Vec<(String, Vec<Vec<String>>)> {
+    let mut out = Vec::new();
+    for table in kartoteka_engine::model::tables() {
+        let columns: Vec<&str> = table.columns.iter().map(|c| c.name).collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            columns.join(", "),
+            table.name,
+            table.key.join(", ")
+        );
+        let r = session.sql(&sql).await.expect("lake query");
+        out.push((table.name.to_string(), rows(&r.batches)));
+    }
+    out
+}
+
+/// Assert two lakes' contents are equal, table by table, naming the first difference.
+pub fn assert_same_contents(
+    want: &[(String, Vec<Vec<String>>)],
+    got: &[(String, Vec<Vec<String>>)],
+    what: &str,
+) {
+    for ((table, want), (_, got)) in want.iter().zip(got) {
+        assert_eq!(want.len(), got.len(), "{what}: {table} row count");
+        for (w, g) in want.iter().zip(got) {
+            assert_eq!(w, g, "{what}: {table}");
+        }
+    }
 }

@@ -103,6 +103,8 @@ pub struct SourceSpec {
     pub password: Option<String>,
     /// Connection attempts before giving up (at least 1).
     pub connect_attempts: u32,
+    /// How long one attempt may take (the driver retries within it while the server refuses).
+    pub connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for SourceSpec {
@@ -120,7 +122,8 @@ impl SourceSpec {
         SourceSpec {
             url: url.into(),
             password: None,
-            connect_attempts: 4,
+            connect_attempts: 3,
+            connect_timeout: Duration::from_secs(10),
         }
     }
 
@@ -195,12 +198,16 @@ impl Source {
         let mut attempt = 1;
         loop {
             let outcome = match scheme.as_deref() {
-                Some("postgres" | "postgresql") => PgSource::open(url, spec.password.as_deref())
-                    .await
-                    .map(Source::Postgres),
-                Some("mysql" | "mariadb") => MySqlSource::open(url, spec.password.as_deref())
-                    .await
-                    .map(Source::MySql),
+                Some("postgres" | "postgresql") => {
+                    PgSource::open(url, spec.password.as_deref(), spec.connect_timeout)
+                        .await
+                        .map(Source::Postgres)
+                }
+                Some("mysql" | "mariadb") => {
+                    MySqlSource::open(url, spec.password.as_deref(), spec.connect_timeout)
+                        .await
+                        .map(Source::MySql)
+                }
                 Some("sqlite") => {
                     let path = url.split_once("://").map_or(url, |(_, p)| p);
                     return SqliteSource::open(std::path::Path::new(path))

@@ -22,7 +22,11 @@ pub struct MySqlSource {
 
 impl MySqlSource {
     /// Connect to `url` (`mysql://` or `mariadb://`); `password` overrides the URL's.
-    pub async fn open(url: &str, password: Option<&str>) -> Result<MySqlSource, sqlx::Error> {
+    pub async fn open(
+        url: &str,
+        password: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<MySqlSource, sqlx::Error> {
         let normalized = match url.split_once("://") {
             Some((_, rest)) => format!("mysql://{rest}"),
             None => url.to_string(),
@@ -35,7 +39,7 @@ impl MySqlSource {
         }
         let pool = MySqlPoolOptions::new()
             .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(timeout)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute("SET SESSION TRANSACTION READ ONLY").await?;

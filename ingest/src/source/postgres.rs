@@ -25,7 +25,11 @@ pub struct PgSource {
 
 impl PgSource {
     /// Connect to `url` (read-only session, time zone UTC); `password` overrides the URL's.
-    pub async fn open(url: &str, password: Option<&str>) -> Result<PgSource, sqlx::Error> {
+    pub async fn open(
+        url: &str,
+        password: Option<&str>,
+        timeout: std::time::Duration,
+    ) -> Result<PgSource, sqlx::Error> {
         let mut options = PgConnectOptions::from_str(url)?
             .application_name("kartoteka-ingest")
             .options([("default_transaction_read_only", "on"), ("TimeZone", "UTC")]);
@@ -34,7 +38,7 @@ impl PgSource {
         }
         let pool = PgPoolOptions::new()
             .max_connections(2)
-            .acquire_timeout(std::time::Duration::from_secs(10))
+            .acquire_timeout(timeout)
             .connect_with(options)
             .await?;
         sqlx::query("SELECT 1").execute(&pool).await?;

@@ -1,0 +1,258 @@
+//! Incremental sync and crash safety, on the embedded SQLite source (the same code serves the servers).
+//!
+//! The oracle is a full load of the source *as it is now* into a fresh lake (full loads are proven
+//! against the source's own SQL by `oracle.rs` and `servers.rs`): after every incremental run the
+//! lake must hold exactly that — every table, every value, each key once.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal};
+use kartoteka_ingest::demo::{self, DemoConfig};
+use kartoteka_ingest::{IngestOptions, IngestReport, Mapping, NoProgress, Source, SqliteSource};
+use rand::{Rng, SeedableRng};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+
+async fn demo_db(dir: &Path, scale: f64, seed: u64) -> std::path::PathBuf {
+    let db = dir.join("crm.sqlite");
+    let end = NaiveDate::from_ymd_opt(2025, 7, 1).expect("date");
+    demo::generate(&db, DemoConfig { seed, scale, end })
+        .await
+        .expect("demo generates");
+    db
+}
+
+/// A writable connection to the source (the CRM itself changing).
+async fn crm(db: &Path) -> SqlitePool {
+    SqlitePool::connect_with(SqliteConnectOptions::new().filename(db))
+        .await
+        .expect("writable source")
+}
+
+async fn new_engine(dir: &Path) -> Engine {
+    std::fs::create_dir_all(dir).expect("dir");
+    let store = LakeStore::local(&dir.join("lake")).expect("store");
+    let key = MasterKeySource::create_key_file(&dir.join("master.key")).expect("key");
+    let lake = Arc::new(Lake::open_or_create(store, &key).await.expect("lake"));
+    Engine::new(lake, EngineConfig::default()).expect("engine")
+}
+
+async fn run(engine: &Engine, db: &Path, full: bool) -> IngestReport {
+    let source = Source::Sqlite(SqliteSource::open(db).await.expect("source"));
+    let mapping = Mapping::parse(demo::MAPPING, Path::new("demo-mapping.toml")).expect("mapping");
+    let report = kartoteka_ingest::ingest(
+        engine,
+        &source,
+        &mapping,
+        "test",
+        &NoProgress,
+        IngestOptions {
+            full,
+            ..IngestOptions::default()
+        },
+    )
+    .await
+    .expect("ingest");
+    let checks = kartoteka_ingest::reconcile(engine, &report)
+        .await
+        .expect("reconcile");
+    assert!(checks.iter().all(|c| c.matches()), "{checks:?}");
+    report
+}
+
+async fn contents(engine: &Engine) -> Vec<(String, Vec<Vec<String>>)> {
+    let session = engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    common::lake_contents(&session).await
+}
+
+/// What a full load of the source as it is now gives.
+async fn fresh_full_load(dir: &Path, db: &Path) -> Vec<(String, Vec<Vec<String>>)> {
+    let _ = std::fs::remove_dir_all(dir);
+    let engine = new_engine(dir).await;
+    run(&engine, db, true).await;
+    contents(&engine).await
+}
+
+fn table<'a>(r: &'a IngestReport, name: &str) -> &'a kartoteka_ingest::run::TableReport {
+    r.tables.iter().find(|t| t.table == name).expect("table")
+}
+
+async fn count(pool: &SqlitePool, sql: &str) -> u64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(pool)
+        .await
+        .expect("count") as u64
+}
+
+#[tokio::test]
+async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = demo_db(dir.path(), 0.03, 5).await;
+    let engine = new_engine(&dir.path().join("a")).await;
+    let first = run(&engine, &db, false).await;
+    assert!(first.tables.iter().all(|t| t.mode == "full"), "first run");
+
+    // The CRM changes: updated deals and clients, new calls, hard-deleted tasks, and paid invoices
+    // cancelled (they leave the `payments` mapping's WHERE: a delete seen through the mapping).
+    let pool = crm(&db).await;
+    let leads = count(&pool, "SELECT COUNT(*) FROM leads").await;
+    let max_modified: String = sqlx::query_scalar("SELECT MAX(modified_at) FROM leads")
+        .fetch_one(&pool)
+        .await
+        .expect("max");
+    for sql in [
+        "UPDATE leads SET price_kopecks = COALESCE(price_kopecks, 0) + 100, modified_at = '2025-07-02 10:00:00' WHERE id % 17 = 0",
+        "UPDATE contacts SET city = 'Казань', modified_at = '2025-07-02 09:00:00' WHERE id % 11 = 0",
+        "INSERT INTO calls (id, contact_id, lead_id, user_id, direction, started_at, duration_sec, result, note)
+         SELECT id + 1000000, contact_id, lead_id, user_id, direction, '2025-07-02 11:00:00', duration_sec, result, note
+         FROM calls WHERE id % 23 = 0",
+        "DELETE FROM todo WHERE id % 13 = 0",
+        "UPDATE invoices SET status = 'cancelled', modified_at = '2025-07-02 12:00:00' WHERE status = 'paid' AND id % 7 = 0",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("change");
+    }
+    let second = run(&engine, &db, false).await;
+    let want = fresh_full_load(&dir.path().join("b"), &db).await;
+    common::assert_same_contents(&want, &contents(&engine).await, "after the changes");
+
+    // deals read only what changed, plus the overlap window behind the old cursor — counted here by
+    // SQLite itself.
+    let deals = table(&second, "deals");
+    assert_eq!(deals.mode, "incremental");
+    let expected = count(
+        &pool,
+        &format!(
+            "SELECT COUNT(*) FROM leads WHERE modified_at >= datetime('{max_modified}', '-300 seconds') OR modified_at IS NULL"
+        ),
+    )
+    .await;
+    assert_eq!(deals.rows, expected, "deals read");
+    assert!(
+        deals.rows * 10 < leads,
+        "{} of {leads} deals read",
+        deals.rows
+    );
+    assert!(
+        deals.rows_dropped > 0,
+        "older versions of the updated deals dropped"
+    );
+    // Deleted tasks and cancelled payments are gone; new calls are there.
+    assert!(table(&second, "tasks").rows_dropped > 0);
+    assert!(table(&second, "payments").rows_dropped > 0);
+    assert!(table(&second, "interactions").rows < table(&first, "interactions").rows / 5);
+    // Tables without a cursor are reloaded in full every run.
+    assert_eq!(table(&second, "pipeline_stages").mode, "full");
+
+    // Nothing changed: a third run reads at most the overlap window and changes nothing.
+    let third = run(&engine, &db, false).await;
+    assert!(table(&third, "deals").rows <= deals.rows);
+    common::assert_same_contents(&want, &contents(&engine).await, "after an idle run");
+    let snapshots = engine.lake().snapshot_ids().await.expect("ids").len();
+    assert_eq!(snapshots, 3, "one snapshot per run");
+    assert!(
+        third
+            .tables
+            .iter()
+            .filter(|t| t.mode == "incremental")
+            .all(|t| t.cursor_before.is_some() && t.cursor_after.is_some())
+    );
+}
+
+/// Kill `kartoteka ingest` (SIGKILL) at random moments while the CRM keeps changing; after every kill
+/// a run to completion must leave the lake exactly equal to the source — nothing lost, nothing twice.
+#[tokio::test]
+async fn a_killed_ingest_restarts_and_ends_with_exactly_the_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    common::ok(&home, &["demo", "--scale", "0.02", "--end", "2025-07-01"]);
+    let db = home.join("demo-crm.sqlite");
+    let pool = crm(&db).await;
+    // How long a run takes here, so kills land anywhere inside one.
+    let t = std::time::Instant::now();
+    common::ok(&home, &["ingest"]);
+    let span_ms = (t.elapsed().as_millis() as u64).max(50);
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261129);
+    let mut interrupted = 0;
+    let runs = 20;
+    for i in 0..runs {
+        // The CRM changes between runs (and so, in the killed run's source snapshot or not).
+        let stamp = format!("2025-07-{:02} 10:{:02}:00", 2 + i / 10, i % 60);
+        let changes = [
+            format!("UPDATE leads SET price_kopecks = COALESCE(price_kopecks, 0) + 1, modified_at = '{stamp}' WHERE id % {} = 0", rng.random_range(5..40)),
+            format!("INSERT INTO calls (id, contact_id, lead_id, user_id, direction, started_at, duration_sec, result, note)
+                     SELECT id + {}, contact_id, lead_id, user_id, direction, '{stamp}', duration_sec, result, note FROM calls WHERE id % 53 = 0 AND id < 1000000",
+                    (i as i64 + 1) * 1_000_000),
+            format!("DELETE FROM todo WHERE id % {} = 0", rng.random_range(50..200)),
+            format!("UPDATE contacts SET phone = NULL, modified_at = '{stamp}' WHERE id % {} = 0", rng.random_range(20..90)),
+        ];
+        for sql in &changes {
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&pool)
+                .await
+                .expect("change");
+        }
+        let mut child = common::kartoteka()
+            .arg("--dir")
+            .arg(&home)
+            .arg("ingest")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawns");
+        std::thread::sleep(std::time::Duration::from_millis(
+            rng.random_range(0..span_ms),
+        ));
+        if child.try_wait().expect("wait").is_none() {
+            interrupted += 1;
+        }
+        child.kill().ok(); // SIGKILL
+        child.wait().expect("reaped");
+        // Restart and finish: the next run continues from the last committed snapshot.
+        let out = common::run(&home, &["ingest"]);
+        assert!(
+            out.status.success(),
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("reconciled"));
+        let lake = Arc::new(
+            Lake::open(
+                LakeStore::local(&home.join("lake")).expect("store"),
+                &MasterKeySource::from_key_file(&home.join("master.key")).expect("key"),
+            )
+            .await
+            .expect("lake"),
+        );
+        let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
+        let want = fresh_full_load(&dir.path().join("oracle"), &db).await;
+        common::assert_same_contents(&want, &contents(&engine).await, &format!("run {i}"));
+    }
+    assert!(
+        interrupted >= runs / 2,
+        "most kills must land inside a run ({interrupted} of {runs})"
+    );
+    // Every run is recorded; killed ones are marked interrupted once a later run starts.
+    let runs_json: serde_json::Value = serde_json::from_str(&common::ok(
+        &home,
+        &["runs", "--limit", "100", "--format", "json"],
+    ))
+    .expect("json");
+    let outcomes: Vec<&str> = runs_json
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["outcome"].as_str().expect("outcome"))
+        .collect();
+    assert!(
+        outcomes.iter().all(|o| ["ok", "interrupted"].contains(o)),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&"interrupted"), "{outcomes:?}");
+}
