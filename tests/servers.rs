@@ -817,3 +817,74 @@ async fn the_cli_registers_a_server_source_reconciles_and_records_every_run() {
         assert_eq!(a["lake_keys"], b["lake_keys"], "{}", a["table"]);
     }
 }
+
+/// Incremental runs against each server: the cursor is handed back in the server's own type
+/// (PostgreSQL TIMESTAMPTZ, MariaDB DATETIME in Moscow time), changed rows replace their older
+/// versions, deleted rows go, and the lake ends equal to a full load of the server as it is now.
+#[tokio::test]
+async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
+    for server in [Server::Postgres, Server::MySql] {
+        let Some(db) = TestDb::create(server, "incr").await else {
+            continue;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = demo_sqlite(dir.path(), 0.03, 8).await;
+        servers::copy_to_server(&sqlite, &db.url)
+            .await
+            .expect("copied");
+        let mapping_text = match server {
+            Server::Postgres => servers::POSTGRES_MAPPING,
+            Server::MySql => servers::MYSQL_MAPPING,
+        };
+        let mapping = Mapping::parse(mapping_text, Path::new("m.toml")).expect("mapping");
+        let source = Source::open(&SourceSpec::new(db.url.clone()))
+            .await
+            .expect("opens");
+        let lake = common::ingest_into_new_lake(&dir.path().join("a"), &source, mapping_text).await;
+        let engine = engine_over(lake);
+        let changes: &[&str] = match server {
+            Server::Postgres => &[
+                "UPDATE leads SET price = COALESCE(price, 0) + 1.5, modified_at = TIMESTAMPTZ '2025-07-02 10:00:00+00' WHERE id % 17 = 0",
+                "INSERT INTO calls SELECT id + 1000000, contact_id, lead_id, user_id, direction, TIMESTAMPTZ '2025-07-02 11:00:00+00', duration_sec, result, note FROM calls WHERE id % 23 = 0",
+                "DELETE FROM todo WHERE id % 13 = 0",
+            ],
+            Server::MySql => &[
+                "UPDATE leads SET price = COALESCE(price, 0) + 1.5, modified_at = '2025-07-02 13:00:00' WHERE id % 17 = 0",
+                "INSERT INTO calls SELECT id + 1000000, contact_id, lead_id, user_id, direction, '2025-07-02 14:00:00', duration_sec, result, note FROM calls WHERE id % 23 = 0",
+                "DELETE FROM todo WHERE id % 13 = 0",
+            ],
+        };
+        admin(server, &db.url, &changes.join(";\n")).await;
+        let report = kartoteka_ingest::ingest(
+            &engine,
+            &source,
+            &mapping,
+            "test",
+            &NoProgress,
+            IngestOptions::default(),
+        )
+        .await
+        .expect("incremental run");
+        let deals = report
+            .tables
+            .iter()
+            .find(|t| t.table == "deals")
+            .expect("deals");
+        assert_eq!(deals.mode, "incremental");
+        assert!(
+            deals.rows > 0 && deals.rows * 5 < deals.live_rows,
+            "{deals:?}"
+        );
+        let checks = kartoteka_ingest::reconcile(&engine, &report)
+            .await
+            .expect("reconcile");
+        assert!(checks.iter().all(|c| c.matches()), "{checks:?}");
+        let fresh =
+            common::ingest_into_new_lake(&dir.path().join("b"), &source, mapping_text).await;
+        common::assert_same_contents(
+            &common::lake_contents(&owner(&engine_over(fresh)).await).await,
+            &common::lake_contents(&owner(&engine).await).await,
+            "incremental vs full",
+        );
+    }
+}
