@@ -134,6 +134,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Rewrite tables that incremental runs left in many small files into few large ones.
+    Compact {
+        /// Compact tables holding more than this many files.
+        #[arg(long, default_value_t = 1)]
+        max_files: usize,
+    },
     /// Delete data files no snapshot references (left by crashed or failed writes).
     Gc {
         /// Only files older than this many seconds.
@@ -366,6 +372,30 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Compact { max_files } => {
+            let home = Home::open(&cli.dir)?;
+            let lake = home.lake().await?;
+            let engine = home.engine(lake)?;
+            let outcome = engine.compact(max_files).await;
+            admin::record(
+                &home,
+                "compact",
+                "lake",
+                &outcome,
+                |(tables, snapshot)| serde_json::json!({ "tables": tables, "snapshot": snapshot.as_ref().map(|s| s.id) }),
+            )?;
+            match outcome? {
+                (tables, Some(snapshot)) => eprintln!(
+                    "compacted {} into snapshot {}; `kartoteka gc` frees the old files",
+                    tables.join(", "),
+                    snapshot.id
+                ),
+                (_, None) => {
+                    eprintln!("nothing to compact (no table holds more than {max_files} files)")
+                }
+            }
+            Ok(())
+        }
         Command::Runs { limit, format } => {
             let home = Home::open(&cli.dir)?;
             admin::runs(&home, limit, format).await
@@ -446,6 +476,9 @@ async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::
     ))
 }
 
+/// A table is compacted after an ingest once it holds more files than this.
+const AUTO_COMPACT_FILES: usize = 32;
+
 async fn ingest(
     home: &Home,
     lake: &std::sync::Arc<Lake>,
@@ -482,6 +515,19 @@ async fn ingest(
         )
         .await?;
         let checks = kartoteka_ingest::reconcile(&engine, &report).await?;
+        // Incremental runs add a few small files each: compact a table once it holds many.
+        let snapshot = lake.snapshot(report.snapshot_id).await?;
+        if checks.iter().all(|c| c.matches())
+            && snapshot
+                .tables
+                .values()
+                .any(|t| t.files.len() > AUTO_COMPACT_FILES)
+        {
+            let (tables, compacted) = engine.compact(AUTO_COMPACT_FILES).await?;
+            if let Some(s) = compacted {
+                eprintln!("compacted {} into snapshot {}", tables.join(", "), s.id);
+            }
+        }
         anyhow::Ok((report, checks))
     }
     .await;

@@ -155,6 +155,17 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
     common::assert_same_contents(&want, &contents(&engine).await, "after an idle run");
     let snapshots = engine.lake().snapshot_ids().await.expect("ids").len();
     assert_eq!(snapshots, 3, "one snapshot per run");
+    // Compaction: the tables incremental runs left in several files become one file each, with
+    // the same contents and cursors.
+    let before = engine.lake().current().await.expect("snapshot");
+    let (tables, after) = engine.compact(1).await.expect("compacts");
+    let after = after.expect("something to compact");
+    assert!(tables.iter().any(|t| t == "interactions"), "{tables:?}");
+    for (name, state) in &after.tables {
+        assert!(state.files.len() <= 1, "{name}: {} files", state.files.len());
+        assert_eq!(state.cursor, before.tables[name].cursor, "{name}");
+    }
+    common::assert_same_contents(&want, &contents(&engine).await, "after compaction");
     assert!(
         third
             .tables

@@ -650,6 +650,39 @@ impl Engine {
         Ok((new_ids, snapshot))
     }
 
+    /// Compaction: every table holding more than `max_files` files (incremental runs add a few per
+    /// run) is rewritten into as few files as [`crate::lake::FILE_ROWS`] allows, its cursor kept.
+    /// Older versions of rows never survive a write, so there is nothing else to drop. Returns the
+    /// tables compacted and the new snapshot (`None` when nothing needed it).
+    pub async fn compact(&self, max_files: usize) -> Result<(Vec<String>, Option<Snapshot>)> {
+        let mut txn = self.lake.begin_write().await?;
+        let base = txn.base().clone();
+        let ctx = self
+            .raw_context(&base, &[Class::Internal, Class::Pii])
+            .await?;
+        let mut compacted = Vec::new();
+        for (name, state) in &base.tables {
+            if state.files.len() <= max_files {
+                continue;
+            }
+            let mut writer = txn.table_writer(name).await?;
+            let mut stream = ctx.table(name.as_str()).await?.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?).await?;
+            }
+            let files = writer.finish().await?;
+            txn.replace_table(name, files, state.cursor.clone())?;
+            compacted.push(name.clone());
+        }
+        if compacted.is_empty() {
+            return Ok((compacted, None));
+        }
+        let snapshot = txn
+            .commit(&format!("compact {}", compacted.join(", ")))
+            .await?;
+        Ok((compacted, Some(snapshot)))
+    }
+
     /// The clients and deals a manager or team lead may see in `snapshot`, cached per snapshot.
     async fn scope(&self, principal: &Principal, snapshot: &Snapshot) -> Result<Arc<Scope>> {
         let staff = principal.staff_scope();
