@@ -188,6 +188,42 @@ async fn main() -> Result<()> {
             )
             .await?;
             let ingest_rss = peak_rss_mb();
+
+            // 1% of the CRM changes: updated deals and clients, new calls, deleted tasks.
+            admin(
+                &url,
+                "UPDATE leads SET price = COALESCE(price, 0) + 1, modified_at = '2025-07-02 12:00:00' WHERE id % 100 = 0;
+                 UPDATE contacts SET city = 'Казань', modified_at = '2025-07-02 12:00:00' WHERE id % 100 = 0;
+                 INSERT INTO calls SELECT id + 100000000, contact_id, lead_id, user_id, direction, '2025-07-02 12:00:00',
+                        duration_sec, result, note FROM calls WHERE id % 100 = 0;
+                 DELETE FROM todo WHERE id % 100 = 0",
+            )
+            .await?;
+            let mut incremental = Vec::new();
+            for skip_reconciliation in [false, true] {
+                let t = Instant::now();
+                let r = kartoteka_ingest::ingest(
+                    &engine,
+                    &source,
+                    &mapping,
+                    "bench incremental",
+                    &NoProgress,
+                    IngestOptions {
+                        skip_reconciliation,
+                        ..IngestOptions::default()
+                    },
+                )
+                .await?;
+                let secs = t.elapsed().as_secs_f64();
+                incremental.push(json!({
+                    "key_reconciliation": !skip_reconciliation,
+                    "seconds": secs,
+                    "fraction_of_full_run": secs / report.seconds,
+                    "rows_read": r.tables.iter().map(|t| t.rows).sum::<u64>(),
+                    "rows_dropped": r.tables.iter().map(|t| t.rows_dropped).sum::<u64>(),
+                    "reconcile_seconds": r.tables.iter().map(|t| t.reconcile_seconds).sum::<f64>(),
+                }));
+            }
             let inter = report
                 .tables
                 .iter()
@@ -215,6 +251,7 @@ async fn main() -> Result<()> {
                     "ingest_seconds": inter.seconds,
                     "ingest_rows_per_second": inter.rows as f64 / inter.seconds,
                 },
+                "incremental_after_1pct_change": incremental,
                 "full_ingest": {
                     "seconds": report.seconds,
                     "rows": report.tables.iter().map(|t| t.rows).sum::<u64>(),
