@@ -134,6 +134,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Erase a client on request: their rows and their deals' rows leave every table and every
+    /// file, older snapshots are expired, and no later ingest brings them back.
+    Erase {
+        /// The client's id (`clients.client_id`).
+        #[arg(long)]
+        client: i64,
+    },
     /// Rewrite tables that incremental runs left in many small files into few large ones.
     Compact {
         /// Compact tables holding more than this many files.
@@ -370,6 +377,29 @@ async fn run(cli: Cli) -> Result<()> {
                 write_chart(metric, &result, &path)?;
                 eprintln!("chart written to {}", path.display());
             }
+            Ok(())
+        }
+        Command::Erase { client } => {
+            let home = Home::open(&cli.dir)?;
+            let lake = home.lake().await?;
+            let engine = home.engine(lake)?;
+            let outcome = engine.erase_client(client).await;
+            // The audit entry names the client id only: no personal data.
+            admin::record(&home, "erase", &format!("client {client}"), &outcome, |e| {
+                serde_json::json!({
+                    "deals": e.deals, "removed": e.removed, "snapshot": e.snapshot,
+                    "expired_snapshots": e.expired_snapshots.len(), "files_deleted": e.files_deleted,
+                })
+            })?;
+            let e = outcome?;
+            let rows: u64 = e.removed.values().sum();
+            eprintln!(
+                "erased client {client}: {rows} rows ({} deals) removed in snapshot {}; {} older snapshots expired, {} files deleted; later ingests skip them",
+                e.deals,
+                e.snapshot,
+                e.expired_snapshots.len(),
+                e.files_deleted
+            );
             Ok(())
         }
         Command::Compact { max_files } => {

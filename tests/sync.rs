@@ -162,7 +162,11 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
     let after = after.expect("something to compact");
     assert!(tables.iter().any(|t| t == "interactions"), "{tables:?}");
     for (name, state) in &after.tables {
-        assert!(state.files.len() <= 1, "{name}: {} files", state.files.len());
+        assert!(
+            state.files.len() <= 1,
+            "{name}: {} files",
+            state.files.len()
+        );
         assert_eq!(state.cursor, before.tables[name].cursor, "{name}");
     }
     common::assert_same_contents(&want, &contents(&engine).await, "after compaction");
@@ -266,4 +270,103 @@ async fn a_killed_ingest_restarts_and_ends_with_exactly_the_source() {
         "{outcomes:?}"
     );
     assert!(outcomes.contains(&"interrupted"), "{outcomes:?}");
+}
+
+/// Erasure on request: a client with deals, interactions and payments is removed from every table and
+/// every file kept (checked by decrypting everything the lake still has), older snapshots go, and the
+/// next ingest — from a source that still holds them — does not bring them back, and reconciles.
+#[tokio::test]
+async fn an_erased_client_is_gone_from_every_file_and_stays_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = dir.path().join("home");
+    common::ok(&home, &["demo", "--scale", "0.02", "--end", "2025-07-01"]);
+    let db = home.join("demo-crm.sqlite");
+    let pool = crm(&db).await;
+    // A client with many rows about them, found in the source.
+    let (client, name): (i64, String) = sqlx::query_as(
+        "SELECT c.id, c.display_name FROM contacts c JOIN leads l ON l.contact_id = c.id
+         JOIN invoices i ON i.contact_id = c.id WHERE i.status = 'paid' AND c.display_name IS NOT NULL
+           AND (SELECT COUNT(*) FROM contacts o WHERE o.display_name = c.display_name) = 1
+         GROUP BY c.id ORDER BY COUNT(*) DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("a client with deals and payments");
+    let about = |home: &Path| {
+        // Every row about the client in every table, read by the owner (every key).
+        let sql = "SELECT (SELECT COUNT(*) FROM clients WHERE client_id = $C)
+                  + (SELECT COUNT(*) FROM deals WHERE client_id = $C)
+                  + (SELECT COUNT(*) FROM interactions WHERE client_id = $C)
+                  + (SELECT COUNT(*) FROM payments WHERE client_id = $C)
+                  + (SELECT COUNT(*) FROM tasks WHERE client_id = $C)
+                  + (SELECT COUNT(*) FROM ownership_changes WHERE client_id = $C)
+                  + (SELECT COUNT(*) FROM deal_stage_changes s JOIN deals d ON d.deal_id = s.deal_id WHERE d.client_id = $C)"
+            .replace("$C", &client.to_string());
+        common::ok(home, &["query", &sql, "--format", "csv"])
+            .lines()
+            .nth(1)
+            .expect("a count")
+            .parse::<u64>()
+            .expect("number")
+    };
+    let before = about(&home);
+    assert!(before > 5, "the client has rows ({before})");
+    common::ok(&home, &["ingest"]); // a second snapshot, which also holds them
+
+    let out = common::run(&home, &["erase", "--client", &client.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("older snapshots expired"), "{stderr}");
+    assert_eq!(about(&home), 0);
+    // Decrypt everything the lake keeps, every snapshot and every file: the name is nowhere.
+    let lake = Arc::new(
+        Lake::open(
+            LakeStore::local(&home.join("lake")).expect("store"),
+            &MasterKeySource::from_key_file(&home.join("master.key")).expect("key"),
+        )
+        .await
+        .expect("lake"),
+    );
+    let ids = lake.snapshot_ids().await.expect("ids");
+    assert_eq!(ids.len(), 1, "only the snapshot without them is left");
+    let engine = Engine::new(lake.clone(), EngineConfig::default()).expect("engine");
+    let files: usize = walk(&home.join("lake/tables"));
+    let referenced: usize = lake
+        .current()
+        .await
+        .expect("snapshot")
+        .tables
+        .values()
+        .map(|t| t.files.len())
+        .sum();
+    assert_eq!(files, referenced, "no file outside the snapshot remains");
+    for (table, rows) in contents(&engine).await {
+        for row in rows {
+            assert!(!row.iter().any(|v| v == &name), "{table}: {row:?}");
+        }
+    }
+    // The source still has them: the next ingest keeps them out and still reconciles.
+    common::ok(&home, &["ingest"]);
+    common::ok(&home, &["ingest", "--full"]);
+    assert_eq!(about(&home), 0);
+    let audit = common::ok(&home, &["audit", "tail", "--lines", "20"]);
+    assert!(audit.contains("erase") && !audit.contains(&name), "{audit}");
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p)
+                    } else {
+                        usize::from(p.extension().is_some_and(|x| x == "parquet"))
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -90,6 +90,53 @@ pub struct Snapshot {
     pub operation: String,
     /// Per-table state.
     pub tables: BTreeMap<String, TableState>,
+    /// People erased on request: their rows are never written again, whatever the source holds.
+    #[serde(default, skip_serializing_if = "Erased::is_empty")]
+    pub erased: Erased,
+}
+
+/// Clients erased on request, and their deals (rows about a deal are about its client).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erased {
+    /// Client ids.
+    pub clients: BTreeSet<i64>,
+    /// Deal ids of those clients.
+    pub deals: BTreeSet<i64>,
+}
+
+impl Erased {
+    /// Nobody erased.
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty() && self.deals.is_empty()
+    }
+
+    /// For each row of `batch`: is it about an erased person (its `client_id` erased, or its
+    /// `deal_id` one of their deals)? Batches without those columns are about nobody.
+    pub fn mask(&self, batch: &RecordBatch) -> Result<arrow::array::BooleanArray> {
+        use arrow::array::{Array, Int64Array};
+        let n = batch.num_rows();
+        let mut mask = vec![false; n];
+        for (column, ids) in [("client_id", &self.clients), ("deal_id", &self.deals)] {
+            if ids.is_empty() {
+                continue;
+            }
+            let Ok(i) = batch.schema().index_of(column) else {
+                continue;
+            };
+            let values = batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .ok_or_else(|| Error::SchemaMismatch {
+                    table: column.into(),
+                    detail: "ids are BIGINT".into(),
+                })?;
+            for (m, v) in mask.iter_mut().zip(values.iter()) {
+                *m |= v.is_some_and(|v| ids.contains(&v));
+            }
+        }
+        Ok(arrow::array::BooleanArray::from(mask))
+    }
 }
 
 impl Snapshot {
@@ -101,6 +148,7 @@ impl Snapshot {
             committed_at: DateTime::<Utc>::UNIX_EPOCH,
             operation: "empty".into(),
             tables: BTreeMap::new(),
+            erased: Erased::default(),
         }
     }
 
@@ -255,6 +303,22 @@ impl Lake {
         self.keyring.read().await.list()
     }
 
+    /// Delete the manifests of every snapshot older than `keep_from` (erasure: no older snapshot may
+    /// still lead to an erased person's rows); their files then go with the next [`Lake::gc`].
+    pub async fn expire_before(&self, keep_from: u64) -> Result<Vec<u64>> {
+        let _lock = self.lock()?;
+        let mut expired = Vec::new();
+        for id in self.snapshot_ids().await? {
+            if id < keep_from {
+                self.store
+                    .delete(&Path::from(snapshot_path(id).as_str()))
+                    .await?;
+                expired.push(id);
+            }
+        }
+        Ok(expired)
+    }
+
     /// Garbage collection: delete data files that no snapshot references and that are older than
     /// `grace`. Takes the writer lock, so a running writer's uncommitted files are never touched.
     pub async fn gc(&self, grace: Duration) -> Result<GcReport> {
@@ -375,6 +439,12 @@ impl WriteTxn<'_> {
             current: None,
             files: Vec::new(),
         })
+    }
+
+    /// Record people erased by this transaction (kept by every later snapshot).
+    pub fn erase(&mut self, clients: &[i64], deals: &[i64]) {
+        self.next.erased.clients.extend(clients);
+        self.next.erased.deals.extend(deals);
     }
 
     /// Replace a table's contents with `files` (a full load) and set its cursor.

@@ -192,6 +192,23 @@ impl Limits {
     }
 }
 
+/// What an erasure did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Erasure {
+    /// The client erased.
+    pub client_id: i64,
+    /// Their deals, erased with them.
+    pub deals: usize,
+    /// Rows removed per table.
+    pub removed: BTreeMap<String, u64>,
+    /// The snapshot without them.
+    pub snapshot: u64,
+    /// Older snapshots expired (they still held the rows).
+    pub expired_snapshots: Vec<u64>,
+    /// Data files deleted (nothing references them any more).
+    pub files_deleted: usize,
+}
+
 /// Limits and tuning shared by all sessions of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -508,7 +525,7 @@ impl Engine {
     /// holds (or, with `keep_only`, whose key `keep_only` lacks) left out: a file holding none of
     /// them is kept as it is; any other is rewritten through `txn` into new files. Returns the
     /// resulting file list and the rows left out. Used by incremental ingest (older versions of
-    /// updated rows, rows deleted in the source) and by erasure.
+    /// updated rows, rows deleted in the source).
     pub async fn files_without_keys(
         &self,
         txn: &crate::lake::WriteTxn<'_>,
@@ -516,6 +533,34 @@ impl Engine {
         files: &[crate::lake::DataFile],
         drop: Option<&crate::reconcile::KeySet>,
         keep_only: Option<&crate::reconcile::KeySet>,
+    ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
+        let t = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let gone = |batch: &RecordBatch| -> Result<arrow::array::BooleanArray> {
+            let keys = crate::reconcile::key_columns(t, batch)?;
+            let mut mask = match drop {
+                Some(set) => set.contains(&keys)?,
+                None => arrow::array::BooleanArray::from(vec![false; batch.num_rows()]),
+            };
+            if let Some(keep) = keep_only {
+                let absent = arrow::compute::not(&keep.contains(&keys)?)?;
+                mask = arrow::compute::or(&mask, &absent)?;
+            }
+            Ok(mask)
+        };
+        self.files_without_rows(txn, table, files, &t.key, &gone)
+            .await
+    }
+
+    /// `files` of `table` without the rows `gone` marks (it sees at least `check_columns`): files
+    /// with no such row are kept as they are, the others rewritten through `txn`. Returns the new
+    /// file list and the rows left out.
+    pub async fn files_without_rows(
+        &self,
+        txn: &crate::lake::WriteTxn<'_>,
+        table: &str,
+        files: &[crate::lake::DataFile],
+        check_columns: &[&str],
+        gone: &(dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync),
     ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
         use futures::TryStreamExt;
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
@@ -534,24 +579,12 @@ impl Engine {
                 },
             );
             let ctx = self.raw_context(&one, &classes).await?;
-            let gone = |batch: &RecordBatch| -> Result<arrow::array::BooleanArray> {
-                let keys = crate::reconcile::key_columns(table, batch)?;
-                let mut mask = match drop {
-                    Some(set) => set.contains(&keys)?,
-                    None => arrow::array::BooleanArray::from(vec![false; batch.num_rows()]),
-                };
-                if let Some(keep) = keep_only {
-                    let absent = arrow::compute::not(&keep.contains(&keys)?)?;
-                    mask = arrow::compute::or(&mask, &absent)?;
-                }
-                Ok(mask)
-            };
-            // First the keys only: most files hold none of the keys and stay as they are.
+            // First the columns that decide: most files hold no such row and stay as they are.
             let mut hits = 0u64;
             let mut stream = ctx
                 .table(table.name)
                 .await?
-                .select_columns(&table.key)?
+                .select_columns(check_columns)?
                 .execute_stream()
                 .await?;
             while let Some(batch) = stream.try_next().await? {
@@ -574,6 +607,74 @@ impl Engine {
             out.extend(writer.finish().await?);
         }
         Ok((out, removed))
+    }
+
+    /// Erase a client on request: every row about them — theirs (`client_id`) or about their deals
+    /// (`deal_id`) — leaves every table, by rewriting the files that hold any; the client and their
+    /// deals are recorded in the snapshot so no later ingest writes them again; every older snapshot
+    /// is expired and every file no snapshot needs is deleted. Returns the rows removed per table,
+    /// the new snapshot and the snapshots expired.
+    pub async fn erase_client(&self, client_id: i64) -> Result<Erasure> {
+        use futures::TryStreamExt;
+        let mut txn = self.lake.begin_write().await?;
+        let base = txn.base().clone();
+        // Their deals, from the lake (and those erased already with them).
+        let ctx = self.raw_context(&base, &[Class::Internal]).await?;
+        let mut deals: Vec<i64> = Vec::new();
+        if base.table("deals").is_some() {
+            let mut stream = ctx
+                .table("deals")
+                .await?
+                .filter(
+                    datafusion::prelude::col("client_id").eq(datafusion::prelude::lit(client_id)),
+                )?
+                .select_columns(&["deal_id"])?
+                .execute_stream()
+                .await?;
+            while let Some(b) = stream.try_next().await? {
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .ok_or_else(|| Error::Denied("deals.deal_id is not BIGINT".into()))?;
+                deals.extend(ids.iter().flatten());
+            }
+        }
+        txn.erase(&[client_id], &deals);
+        let erased = crate::lake::Erased {
+            clients: [client_id].into(),
+            deals: deals.iter().copied().collect(),
+        };
+        let mut removed = BTreeMap::new();
+        for (name, state) in &base.tables {
+            let table = model::table(name).ok_or_else(|| Error::UnknownTable(name.clone()))?;
+            let columns: Vec<&str> = ["client_id", "deal_id"]
+                .into_iter()
+                .filter(|c| table.column(c).is_some())
+                .collect();
+            if columns.is_empty() {
+                continue;
+            }
+            let gone = |batch: &RecordBatch| erased.mask(batch);
+            let (files, n) = self
+                .files_without_rows(&txn, name, &state.files, &columns, &gone)
+                .await?;
+            if n > 0 {
+                txn.replace_table(name, files, state.cursor.clone())?;
+                removed.insert(name.clone(), n);
+            }
+        }
+        let snapshot = txn.commit(&format!("erase client {client_id}")).await?;
+        let expired = self.lake.expire_before(snapshot.id).await?;
+        let gc = self.lake.gc(Duration::ZERO).await?;
+        Ok(Erasure {
+            client_id,
+            deals: deals.len(),
+            removed,
+            snapshot: snapshot.id,
+            expired_snapshots: expired,
+            files_deleted: gc.deleted.len(),
+        })
     }
 
     /// Keys of `table` in snapshot `snapshot_id` held by more than one row (0 in a sound lake).

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use kartoteka_engine::Engine;
+use kartoteka_engine::lake::Erased;
 use kartoteka_engine::model::{self, Table};
 use kartoteka_engine::reconcile::{KeyFingerprint, KeyHasher, KeySet, key_columns};
 use serde::Serialize;
@@ -285,6 +286,7 @@ pub async fn ingest(
                 source_name: source.display(),
                 cause,
             })?;
+        let erased = txn.base().erased.clone();
         let mut reports = Vec::new();
         for plan in &plans {
             let table = plan.table;
@@ -315,6 +317,7 @@ pub async fn ingest(
                 },
                 max_cursor: None,
                 cursor_repr: None,
+                erased: &erased,
             };
             match &mut reader {
                 SnapshotReader::Sqlite(tx) => {
@@ -334,7 +337,7 @@ pub async fn ingest(
             let (source_keys, source_set) = if options.skip_reconciliation {
                 (None, None)
             } else {
-                let keys = KeyRead::new(plan, mapping)?;
+                let keys = KeyRead::new(plan, mapping, &erased)?;
                 let collect = prior.is_some();
                 let (fp, set) = match &mut reader {
                     SnapshotReader::Sqlite(tx) => {
@@ -423,16 +426,25 @@ pub async fn ingest(
 struct KeyRead {
     table: &'static Table,
     query: String,
-    /// Per key column (in key order): canonical index and decoder.
+    /// Per column read (the key columns in key order, then `client_id`/`deal_id` when people have
+    /// been erased): canonical index and decoder.
     columns: Vec<(usize, Decoder)>,
     conversions: crate::mapping::Conversions,
+    erased: Erased,
 }
 
 impl KeyRead {
-    fn new(plan: &TablePlan, mapping: &Mapping) -> Result<KeyRead> {
+    fn new(plan: &TablePlan, mapping: &Mapping, erased: &Erased) -> Result<KeyRead> {
         let table = plan.table;
-        let columns = table
-            .key
+        let mut names: Vec<&str> = table.key.clone();
+        if !erased.is_empty() {
+            for c in ["client_id", "deal_id"] {
+                if table.column(c).is_some() && !names.contains(&c) {
+                    names.push(c);
+                }
+            }
+        }
+        let columns = names
             .iter()
             .map(|k| {
                 let canonical = table
@@ -452,11 +464,12 @@ impl KeyRead {
             table,
             query: format!(
                 "SELECT {} FROM ({}) AS kartoteka_keys",
-                table.key.join(", "),
+                names.join(", "),
                 mapping.tables[table.name].query
             ),
             columns,
             conversions: mapping.conversions(),
+            erased: erased.clone(),
         })
     }
 
@@ -480,7 +493,10 @@ impl KeyRead {
             table: table.name.into(),
             cause,
         };
+        let erased = &self.erased;
         let mut hash = |batch: RecordBatch| -> Result<()> {
+            // Erased people are not in the lake and never will be: not in the source's set either.
+            let batch = without_erased(erased, batch)?;
             // Key order, as the lake's side reads them.
             let keys = key_columns(table, &batch)?;
             hasher.add(&keys)?;
@@ -504,6 +520,15 @@ impl KeyRead {
         }
         Ok((hasher.finish(), set))
     }
+}
+
+/// `batch` without the rows about people erased on request.
+fn without_erased(erased: &Erased, batch: RecordBatch) -> Result<RecordBatch> {
+    if erased.is_empty() {
+        return Ok(batch);
+    }
+    let keep = arrow::compute::not(&erased.mask(&batch)?)?;
+    Ok(arrow::compute::filter_record_batch(&batch, &keep)?)
 }
 
 /// One table's key set in the source and in the lake after a run.
@@ -555,6 +580,8 @@ struct Load<'a> {
     max_cursor: Option<i64>,
     /// How the source holds `updated_at`, as first seen.
     cursor_repr: Option<CursorRepr>,
+    /// People erased on request: their rows are dropped as they arrive.
+    erased: &'a Erased,
 }
 
 impl Load<'_> {
@@ -596,7 +623,8 @@ impl Load<'_> {
     async fn flush(&mut self, writer: &mut kartoteka_engine::lake::TableWriter<'_>) -> Result<()> {
         self.progress.rows(self.builder.len() as u64);
         let table = self.plan.table;
-        let (batch, n) = self.consent.apply(table, self.builder.finish()?)?;
+        let batch = without_erased(self.erased, self.builder.finish()?)?;
+        let (batch, n) = self.consent.apply(table, batch)?;
         self.refused += n;
         if let Some(changed) = &mut self.changed {
             changed.insert(&key_columns(table, &batch)?)?;
