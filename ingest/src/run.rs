@@ -332,37 +332,64 @@ pub async fn ingest(
             let new_files = writer.finish().await?;
             let rows: u64 = new_files.iter().map(|f| f.rows).sum();
             let t1 = Instant::now();
-            // The source's key set, in the same source snapshot: for reconciliation, and — for an
-            // incremental table — to find rows deleted in the source.
-            let (source_keys, source_set) = if options.skip_reconciliation {
-                (None, None)
+            // The source's key set, in the same source snapshot: its fingerprint for reconciliation.
+            let keys = KeyRead::new(plan, mapping, &erased)?;
+            let source_keys = if options.skip_reconciliation {
+                None
             } else {
-                let keys = KeyRead::new(plan, mapping, &erased)?;
-                let collect = prior.is_some();
-                let (fp, set) = match &mut reader {
-                    SnapshotReader::Sqlite(tx) => {
-                        keys.read(fetch!(tx, keys.query), collect).await?
+                Some(
+                    match &mut reader {
+                        SnapshotReader::Sqlite(tx) => {
+                            keys.read(fetch!(tx, keys.query), false).await?
+                        }
+                        SnapshotReader::Postgres(tx) => {
+                            keys.read(fetch!(tx, keys.query), false).await?
+                        }
+                        SnapshotReader::MySql(tx) => {
+                            keys.read(fetch!(tx, keys.query), false).await?
+                        }
                     }
-                    SnapshotReader::Postgres(tx) => {
-                        keys.read(fetch!(tx, keys.query), collect).await?
-                    }
-                    SnapshotReader::MySql(tx) => keys.read(fetch!(tx, keys.query), collect).await?,
-                };
-                (Some(fp), set)
+                    .0,
+                )
             };
             let t2 = Instant::now();
             let (files, rows_dropped) = match (&prior, &base) {
                 (Some(_), Some(state)) => {
-                    let (mut kept, dropped) = engine
+                    // Older versions of the rows just read go.
+                    let (mut kept, mut dropped) = engine
                         .files_without_keys(
                             &txn,
                             table.name,
                             &state.files,
                             load.changed.as_ref(),
-                            source_set.as_ref(),
+                            None,
                         )
                         .await?;
                     kept.extend(new_files.iter().cloned());
+                    // Rows deleted in the source: only when the counts say some are (every insert is
+                    // read, so equal counts mean none; the checksum after the commit proves it), the
+                    // source's keys are read again into a set and the lake's rows without one go.
+                    let live: u64 = kept.iter().map(|f| f.rows).sum();
+                    if let Some(fp) = source_keys
+                        && fp.rows != live
+                    {
+                        let (_, set) = match &mut reader {
+                            SnapshotReader::Sqlite(tx) => {
+                                keys.read(fetch!(tx, keys.query), true).await?
+                            }
+                            SnapshotReader::Postgres(tx) => {
+                                keys.read(fetch!(tx, keys.query), true).await?
+                            }
+                            SnapshotReader::MySql(tx) => {
+                                keys.read(fetch!(tx, keys.query), true).await?
+                            }
+                        };
+                        let (files, gone) = engine
+                            .files_without_keys(&txn, table.name, &kept, None, set.as_ref())
+                            .await?;
+                        kept = files;
+                        dropped += gone;
+                    }
                     (kept, dropped)
                 }
                 _ => (new_files.clone(), 0),
