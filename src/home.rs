@@ -148,7 +148,9 @@ impl SourceConfig {
                 "source kind {kind:?}: `kind` is no longer used; the url says which database it is"
             );
         }
-        let url = if self.url.contains("://") {
+        let url = if let Some(dir) = self.url.strip_prefix("files://") {
+            format!("files://{}", home.path(std::path::Path::new(dir)).display())
+        } else if self.url.contains("://") {
             self.url.clone()
         } else {
             home.path(std::path::Path::new(&self.url))

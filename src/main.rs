@@ -522,7 +522,7 @@ async fn ingest(
         .await?;
     let outcome = async {
         let mapping = Mapping::load(&home.path(&source.mapping))?;
-        let db = Source::open(&source.spec(home)?).await?;
+        let db = Source::open_for(&source.spec(home)?, &mapping).await?;
         eprintln!(
             "ingesting source {name} ({}) with mapping {}",
             db.display(),

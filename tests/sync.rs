@@ -9,21 +9,11 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::NaiveDate;
 use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal};
-use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{IngestOptions, IngestReport, Mapping, NoProgress, Source, SqliteSource};
+use kartoteka_ingest::demo;
+use kartoteka_ingest::{IngestOptions, IngestReport, Mapping, Source, SqliteSource};
 use rand::{Rng, SeedableRng};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-
-async fn demo_db(dir: &Path, scale: f64, seed: u64) -> std::path::PathBuf {
-    let db = dir.join("crm.sqlite");
-    let end = NaiveDate::from_ymd_opt(2025, 7, 1).expect("date");
-    demo::generate(&db, DemoConfig { seed, scale, end })
-        .await
-        .expect("demo generates");
-    db
-}
 
 /// A writable connection to the source (the CRM itself changing).
 async fn crm(db: &Path) -> SqlitePool {
@@ -43,24 +33,16 @@ async fn new_engine(dir: &Path) -> Engine {
 async fn run(engine: &Engine, db: &Path, full: bool) -> IngestReport {
     let source = Source::Sqlite(SqliteSource::open(db).await.expect("source"));
     let mapping = Mapping::parse(demo::MAPPING, Path::new("demo-mapping.toml")).expect("mapping");
-    let report = kartoteka_ingest::ingest(
+    common::ingest_reconciled(
         engine,
         &source,
         &mapping,
-        "test",
-        &NoProgress,
         IngestOptions {
             full,
             ..IngestOptions::default()
         },
     )
     .await
-    .expect("ingest");
-    let checks = kartoteka_ingest::reconcile(engine, &report)
-        .await
-        .expect("reconcile");
-    assert!(checks.iter().all(|c| c.matches()), "{checks:?}");
-    report
 }
 
 async fn contents(engine: &Engine) -> Vec<(String, Vec<Vec<String>>)> {
@@ -93,7 +75,7 @@ async fn count(pool: &SqlitePool, sql: &str) -> u64 {
 #[tokio::test]
 async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = demo_db(dir.path(), 0.03, 5).await;
+    let db = common::demo_sqlite(dir.path(), 0.03, 5).await;
     let engine = new_engine(&dir.path().join("a")).await;
     let first = run(&engine, &db, false).await;
     assert!(first.tables.iter().all(|t| t.mode == "full"), "first run");

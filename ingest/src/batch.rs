@@ -138,6 +138,16 @@ pub fn parse_money(s: &str) -> Option<i128> {
     Decimal::parse(s)?.rescale(u32::from(MONEY_SCALE.unsigned_abs()))
 }
 
+/// `[+-]digits` (surrounding spaces allowed) as an integer; anything else is not one.
+fn integer_text(s: &str) -> Option<i64> {
+    let t = s.trim();
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
 const MAX_MONEY: i128 = 10i128.pow(MONEY_PRECISION as u32) - 1;
 
@@ -246,6 +256,23 @@ impl BatchBuilder {
                     ))
                 })
         };
+        let int_money = |v: i64| -> Result<i128> {
+            let minor = match self.conversions.money {
+                Some(MoneyIntegers::MinorUnits) => v as i128,
+                Some(MoneyIntegers::Units) => v as i128 * 100,
+                None => {
+                    return Err(fail(
+                        "integer money, but the mapping does not say whether integers are minor units; \
+                         add [money] integers = \"minor_units\" (or \"units\")"
+                            .into(),
+                    ));
+                }
+            };
+            if minor.abs() > MAX_MONEY {
+                return Err(fail(format!("{v} does not fit DECIMAL(18,2)")));
+            }
+            Ok(minor)
+        };
         match (builder, value) {
             (ColumnBuilder::Int64(b), Value::Int(v)) => b.append_value(v),
             (ColumnBuilder::Int32(b), Value::Int(v)) => b.append_value(
@@ -263,6 +290,16 @@ impl BatchBuilder {
                     .and_then(|v| i32::try_from(v).ok())
                     .ok_or_else(|| fail(format!("{d:?} is not a whole INT")))?,
             ),
+            // Export files hold only text: a whole number written out is an integer.
+            (ColumnBuilder::Int64(b), Value::Text(t)) if integer_text(t).is_some() => {
+                b.append_value(integer_text(t).expect("checked"))
+            }
+            (ColumnBuilder::Int32(b), Value::Text(t)) if integer_text(t).is_some() => {
+                let v = integer_text(t).expect("checked");
+                b.append_value(
+                    i32::try_from(v).map_err(|_| fail(format!("{v} does not fit in INT")))?,
+                )
+            }
             (ColumnBuilder::Int64(_), _) => return Err(wrong("an integer (BIGINT)")),
             (ColumnBuilder::Int32(_), _) => return Err(wrong("an integer (INT)")),
             (ColumnBuilder::Text(b), Value::Text(s)) => b.append_value(s),
@@ -314,23 +351,13 @@ impl BatchBuilder {
                     "a date (a DATE, or text YYYY-MM-DD); CAST a timestamp to date in the mapping query if that is meant",
                 ));
             }
-            (ColumnBuilder::Money(b), Value::Int(v)) => {
-                let minor = match self.conversions.money {
-                    Some(MoneyIntegers::MinorUnits) => v as i128,
-                    Some(MoneyIntegers::Units) => v as i128 * 100,
-                    None => {
-                        return Err(fail(
-                            "integer money, but the mapping does not say whether integers are minor units; \
-                             add [money] integers = \"minor_units\" (or \"units\")"
-                                .into(),
-                        ));
-                    }
-                };
-                if minor.abs() > MAX_MONEY {
-                    return Err(fail(format!("{v} does not fit DECIMAL(18,2)")));
-                }
-                b.append_value(minor)
+            // Export files write integer money as text: the mapping's integer rule applies to it.
+            (ColumnBuilder::Money(b), Value::Text(t))
+                if self.conversions.money.is_some() && integer_text(t).is_some() =>
+            {
+                b.append_value(int_money(integer_text(t).expect("checked"))?)
             }
+            (ColumnBuilder::Money(b), Value::Int(v)) => b.append_value(int_money(v)?),
             (ColumnBuilder::Money(b), Value::Text(s)) => {
                 let minor = parse_money(s)
                     .filter(|m| m.abs() <= MAX_MONEY)

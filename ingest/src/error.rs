@@ -72,6 +72,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// An export file cannot be read.
+    #[error("export file {path}: {detail}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line when there is one.
+        detail: String,
+    },
+
     /// Writing to the lake failed.
     #[error(transparent)]
     Lake(#[from] kartoteka_engine::Error),

@@ -86,6 +86,9 @@ pub struct Mapping {
     pub time: Option<TimeSpec>,
     /// Incremental sync settings.
     pub sync: Option<SyncSpec>,
+    /// Export files (for a `files://DIR` source): SQL table name → file and how to read it.
+    #[serde(default)]
+    pub files: BTreeMap<String, crate::source::files::FileSpec>,
     /// Canonical table → source query.
     pub tables: BTreeMap<String, TableMapping>,
     #[serde(skip)]

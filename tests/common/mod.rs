@@ -149,3 +149,56 @@ pub fn assert_same_contents(
         }
     }
 }
+
+/// The demo CRM (history ending 2025-07-01) as SQLite at `dir/crm.sqlite`.
+pub async fn demo_sqlite(dir: &std::path::Path, scale: f64, seed: u64) -> std::path::PathBuf {
+    let db = dir.join("crm.sqlite");
+    let end = chrono::NaiveDate::from_ymd_opt(2025, 7, 1).expect("date");
+    kartoteka_ingest::demo::generate(&db, kartoteka_ingest::demo::DemoConfig { seed, scale, end })
+        .await
+        .expect("demo generates");
+    db
+}
+
+/// Ingest `source` into the lake behind `engine`, reconcile, and require every table to match.
+pub async fn ingest_reconciled(
+    engine: &kartoteka_engine::Engine,
+    source: &kartoteka_ingest::Source,
+    mapping: &kartoteka_ingest::Mapping,
+    options: kartoteka_ingest::IngestOptions,
+) -> kartoteka_ingest::IngestReport {
+    let report = kartoteka_ingest::ingest(
+        engine,
+        source,
+        mapping,
+        "test",
+        &kartoteka_ingest::NoProgress,
+        options,
+    )
+    .await
+    .expect("ingest");
+    let checks = kartoteka_ingest::reconcile(engine, &report)
+        .await
+        .expect("reconcile");
+    assert!(checks.iter().all(|c| c.matches()), "{checks:?}");
+    report
+}
+
+/// Ingest that must fail: its error, as the user reads it.
+pub async fn ingest_error(
+    engine: &kartoteka_engine::Engine,
+    source: &kartoteka_ingest::Source,
+    mapping: &kartoteka_ingest::Mapping,
+) -> String {
+    kartoteka_ingest::ingest(
+        engine,
+        source,
+        mapping,
+        "test",
+        &kartoteka_ingest::NoProgress,
+        kartoteka_ingest::IngestOptions::default(),
+    )
+    .await
+    .expect_err("the run must fail")
+    .to_string()
+}

@@ -5,6 +5,7 @@
 //! from the column's declared type, and a type Kartoteka cannot map faithfully is an error naming the
 //! table and column before the first row. Rows are then decoded column by column into [`Value`]s.
 
+pub mod files;
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
@@ -188,6 +189,17 @@ pub fn default_name(location: &str) -> String {
 }
 
 impl Source {
+    /// Open the source `spec` names for `mapping`: `files://DIR` imports the export files the
+    /// mapping's `[files.*]` sections name (relative to DIR); anything else is [`Source::open`].
+    pub async fn open_for(spec: &SourceSpec, mapping: &crate::Mapping) -> Result<Source> {
+        match spec.url.trim().strip_prefix("files://") {
+            Some(dir) => Ok(Source::Sqlite(
+                files::open_files(std::path::Path::new(dir), &mapping.files).await?,
+            )),
+            None => Source::open(spec).await,
+        }
+    }
+
     /// Connect to the source `spec` names, retrying with backoff (0.5 s, 1 s, 2 s, …) when the server
     /// cannot be reached; every session is read-only.
     pub async fn open(spec: &SourceSpec) -> Result<Source> {

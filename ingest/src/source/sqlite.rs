@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub struct SqliteSource {
     pool: SqlitePool,
     path: PathBuf,
+    /// The staging directory of imported export files, deleted with the source.
+    _staging: Option<tempfile::TempDir>,
 }
 
 impl SqliteSource {
@@ -44,7 +46,18 @@ impl SqliteSource {
         Ok(SqliteSource {
             pool,
             path: path.to_path_buf(),
+            _staging: None,
         })
+    }
+
+    /// Open the staging database of imported export files; `staging` is deleted with the source.
+    pub(crate) async fn open_staged(
+        path: &Path,
+        staging: tempfile::TempDir,
+    ) -> Result<SqliteSource> {
+        let mut source = SqliteSource::open(path).await?;
+        source._staging = Some(staging);
+        Ok(source)
     }
 
     /// The database file.
