@@ -518,7 +518,7 @@ async fn mysql_types_decode_to_exact_values() {
 }
 
 #[tokio::test]
-async fn an_unmappable_type_names_table_and_column_before_anything_is_written() {
+async fn unmappable_types_and_wrong_values_name_table_and_column_and_commit_nothing() {
     let Some(db) = TestDb::create(Server::Postgres, "pg_unmappable").await else {
         return;
     };
@@ -540,6 +540,22 @@ async fn an_unmappable_type_names_table_and_column_before_anything_is_written() 
             && msg.contains("city")
             && msg.contains("POINT")
             && msg.contains("CAST"),
+        "{msg}"
+    );
+    // A mappable type whose values are wrong for the canonical column: text where a staff id goes
+    // (found at the first row, after earlier tables were read), named by table, column and row.
+    let text = servers::POSTGRES_MAPPING.replace(
+        "assignee_id AS staff_id",
+        "'staff-' || assignee_id AS staff_id",
+    );
+    assert_ne!(text, servers::POSTGRES_MAPPING);
+    let mapping = Mapping::parse(&text, Path::new("m.toml")).expect("mapping");
+    let msg = common::ingest_error(&engine_over(lake.clone()), &source, &mapping).await;
+    assert!(
+        msg.contains("tasks")
+            && msg.contains("staff_id")
+            && msg.contains("row 1")
+            && msg.contains("integer"),
         "{msg}"
     );
     assert_eq!(
