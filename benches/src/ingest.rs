@@ -19,6 +19,10 @@ use kartoteka_ingest::source::SourceRow;
 use kartoteka_ingest::{IngestOptions, Mapping, NoProgress, Source, SourceSpec};
 use serde_json::json;
 
+mod rss;
+
+use rss::{peak_rss_mb, reset_peak};
+
 #[derive(Debug, Parser)]
 struct Args {
     /// Demo scale (10 ≈ 3 million interactions).
@@ -36,17 +40,6 @@ struct Args {
     /// Skip a server: `postgres` or `mysql`.
     #[arg(long)]
     skip: Vec<String>,
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// The `interactions` query of a mapping.

@@ -17,6 +17,9 @@ use kartoteka_queries::Catalog;
 use serde_json::json;
 
 mod peers;
+mod rss;
+
+use rss::{peak_rss_mb, reset_peak};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -60,17 +63,6 @@ fn audit_throughput(dir: &std::path::Path, n: usize) -> Result<serde_json::Value
         "entries": n, "seconds": secs, "entries_per_second": n as f64 / secs,
         "fsync": "every entry (fdatasync before append returns)", "checkpoint_every": 100,
     }))
-}
-
-fn reset_peak() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 #[tokio::main]

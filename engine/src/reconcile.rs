@@ -21,6 +21,21 @@ pub struct KeyFingerprint {
     pub checksum: u64,
 }
 
+/// Arrow's row format for `table`'s key columns: equal keys, equal bytes.
+fn key_converter(table: &Table) -> Result<RowConverter> {
+    let schema = table.schema();
+    let fields = table
+        .key
+        .iter()
+        .map(|k| {
+            Ok(SortField::new(
+                schema.field_with_name(k)?.data_type().clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RowConverter::new(fields)?)
+}
+
 /// Accumulates a [`KeyFingerprint`] from batches holding a table's key columns, in key order.
 #[derive(Debug)]
 pub struct KeyHasher {
@@ -31,18 +46,8 @@ pub struct KeyHasher {
 impl KeyHasher {
     /// A hasher for `table`'s key columns.
     pub fn new(table: &Table) -> Result<KeyHasher> {
-        let schema = table.schema();
-        let fields = table
-            .key
-            .iter()
-            .map(|k| {
-                Ok(SortField::new(
-                    schema.field_with_name(k)?.data_type().clone(),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(KeyHasher {
-            converter: RowConverter::new(fields)?,
+            converter: key_converter(table)?,
             fingerprint: KeyFingerprint::default(),
         })
     }
@@ -77,18 +82,8 @@ pub struct KeySet {
 impl KeySet {
     /// An empty set for `table`'s keys.
     pub fn new(table: &Table) -> Result<KeySet> {
-        let schema = table.schema();
-        let fields = table
-            .key
-            .iter()
-            .map(|k| {
-                Ok(SortField::new(
-                    schema.field_with_name(k)?.data_type().clone(),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(KeySet {
-            converter: RowConverter::new(fields)?,
+            converter: key_converter(table)?,
             keys: std::collections::HashSet::new(),
         })
     }

@@ -72,6 +72,32 @@ pub trait SourceRow: sqlx::Row {
     fn value(&self, i: usize, decoder: Decoder) -> Result<Value<'_>, sqlx::Error>;
 }
 
+/// The result columns of `query` in `pool`'s database, prepared (not run), each with the decoder
+/// `decoder` picks for its declared type.
+pub(crate) async fn describe_with<DB: sqlx::Database>(
+    pool: &sqlx::Pool<DB>,
+    query: &str,
+    decoder: impl Fn(&DB::TypeInfo) -> Option<Decoder>,
+) -> Result<Vec<SourceColumn>, sqlx::Error>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    use sqlx::{Column, Executor, SqlSafeStr, Statement, TypeInfo};
+    // Mapping queries are SQL written by the owner in their own config: trusted as SQL by design.
+    let stmt = pool
+        .prepare(sqlx::AssertSqlSafe(query).into_sql_str())
+        .await?;
+    Ok(stmt
+        .columns()
+        .iter()
+        .map(|c| SourceColumn {
+            name: c.name().to_string(),
+            type_name: c.type_info().name().to_string(),
+            decoder: decoder(c.type_info()),
+        })
+        .collect())
+}
+
 /// Wrap a decoding failure of column `i` as a driver error.
 pub(crate) fn decode_error(
     i: usize,

@@ -6,9 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::StreamExt;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow, MySqlTypeInfo};
-use sqlx::{
-    AssertSqlSafe, Column, Decode, Executor, MySql, Row, SqlSafeStr, Statement, TypeInfo, ValueRef,
-};
+use sqlx::{AssertSqlSafe, Decode, Executor, MySql, Row, TypeInfo, ValueRef};
 
 use super::{Decoder, Rows, SourceColumn, SourceRow, decode_error, redact_url};
 use crate::batch::{Decimal, Value};
@@ -67,19 +65,7 @@ impl MySqlSource {
 
     /// The columns `query` returns and how each is decoded, without running it.
     pub async fn describe(&self, query: &str) -> Result<Vec<SourceColumn>, sqlx::Error> {
-        // Mapping queries are SQL written by the owner in their own config: trusted as SQL by design.
-        let stmt = (&self.pool)
-            .prepare(AssertSqlSafe(query).into_sql_str())
-            .await?;
-        Ok(stmt
-            .columns()
-            .iter()
-            .map(|c| SourceColumn {
-                name: c.name().to_string(),
-                type_name: c.type_info().name().to_string(),
-                decoder: decoder(c.type_info()),
-            })
-            .collect())
+        super::describe_with(&self.pool, query, decoder).await
     }
 
     /// Stream the rows of `query`.

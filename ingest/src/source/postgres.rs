@@ -8,10 +8,7 @@ use futures::StreamExt;
 use sqlx::postgres::{
     PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo, PgTypeKind, PgValueFormat,
 };
-use sqlx::{
-    AssertSqlSafe, Column, Decode, Executor, Postgres, Row, SqlSafeStr, Statement, TypeInfo,
-    ValueRef,
-};
+use sqlx::{AssertSqlSafe, Decode, Postgres, Row, TypeInfo, ValueRef};
 
 use super::{Decoder, Rows, SourceColumn, SourceRow, decode_error, redact_url};
 use crate::batch::{Decimal, Value};
@@ -60,19 +57,7 @@ impl PgSource {
 
     /// The columns `query` returns and how each is decoded, without running it.
     pub async fn describe(&self, query: &str) -> Result<Vec<SourceColumn>, sqlx::Error> {
-        // Mapping queries are SQL written by the owner in their own config: trusted as SQL by design.
-        let stmt = (&self.pool)
-            .prepare(AssertSqlSafe(query).into_sql_str())
-            .await?;
-        Ok(stmt
-            .columns()
-            .iter()
-            .map(|c| SourceColumn {
-                name: c.name().to_string(),
-                type_name: c.type_info().name().to_string(),
-                decoder: decoder(c.type_info()),
-            })
-            .collect())
+        super::describe_with(&self.pool, query, decoder).await
     }
 
     /// Stream the rows of `query`.

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{
-    AssertSqlSafe, Column, Decode, Executor, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
-};
+use sqlx::{AssertSqlSafe, Decode, Row, Sqlite, TypeInfo, ValueRef};
 
 use super::{Decoder, SourceColumn, SourceRow};
 use crate::batch::Value;
@@ -68,19 +66,7 @@ impl SqliteSource {
     /// The columns `query` returns, without running it. SQLite types values, not columns: every
     /// column is decoded by each value's storage class.
     pub async fn describe(&self, query: &str) -> Result<Vec<SourceColumn>, sqlx::Error> {
-        // Mapping queries are SQL written by the owner in their own config: trusted as SQL by design.
-        let stmt = (&self.pool)
-            .prepare(AssertSqlSafe(query).into_sql_str())
-            .await?;
-        Ok(stmt
-            .columns()
-            .iter()
-            .map(|c| SourceColumn {
-                name: c.name().to_string(),
-                type_name: c.type_info().name().to_string(),
-                decoder: Some(Decoder::Dynamic),
-            })
-            .collect())
+        super::describe_with(&self.pool, query, |_| Some(Decoder::Dynamic)).await
     }
 
     /// Stream the rows of `query`.
