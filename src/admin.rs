@@ -141,6 +141,14 @@ pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
                 .await?;
             println!("user {} now has the role {}", u.login, u.role.as_str());
         }
+        UsersCommand::SetEmail { login, email } => {
+            let u = control.set_email(&login, &email, CLI_ACTOR).await?;
+            println!(
+                "reports for {} are e-mailed to {}",
+                u.login,
+                u.email.unwrap_or_default()
+            );
+        }
         UsersCommand::Reset { login } => {
             let password = control.reset_password(&login, CLI_ACTOR).await?;
             println!(

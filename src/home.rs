@@ -44,6 +44,103 @@ pub(crate) struct Config {
     /// Ingest choices.
     #[serde(default)]
     pub(crate) ingest: IngestSettings,
+    /// Report specs and the archive.
+    #[serde(default)]
+    pub(crate) reports: ReportsConfig,
+}
+
+/// Where report specs live and how long rendered copies are kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReportsConfig {
+    /// Directory of report specs (`*.toml`), relative to the home unless absolute.
+    #[serde(default = "default_reports_dir")]
+    pub(crate) dir: PathBuf,
+    /// Directory of the sealed archive of rendered copies.
+    #[serde(default = "default_archive_dir")]
+    pub(crate) archive: PathBuf,
+    /// Rendered copies older than this many days are deleted (each recipient's newest stays).
+    #[serde(default = "default_retention_days")]
+    pub(crate) retention_days: u32,
+    /// The SMTP server reports are e-mailed through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) smtp: Option<SmtpConfig>,
+}
+
+/// `[reports.smtp]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SmtpConfig {
+    /// Host name.
+    pub(crate) host: String,
+    /// Port (default 587).
+    #[serde(default = "default_smtp_port")]
+    pub(crate) port: u16,
+    /// `starttls` (default), `tls`, or `none` (a relay on the same machine or network only).
+    #[serde(default = "default_smtp_security")]
+    pub(crate) security: String,
+    /// Sender address.
+    pub(crate) from: String,
+    /// Login, when the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) username: Option<String>,
+    /// Environment variable holding the password (never the password itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) password_env: Option<String>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_smtp_security() -> String {
+    "starttls".into()
+}
+
+impl SmtpConfig {
+    /// The server, with the password read from its environment variable.
+    pub(crate) fn resolve(&self) -> Result<kartoteka_reports::deliver::Smtp> {
+        let credentials = match (&self.username, &self.password_env) {
+            (Some(user), Some(var)) => Some((
+                user.clone(),
+                std::env::var(var).with_context(|| {
+                    format!("the SMTP password is read from ${var}, which is not set")
+                })?,
+            )),
+            (Some(_), None) => bail!("[reports.smtp] username needs password_env"),
+            (None, _) => None,
+        };
+        Ok(kartoteka_reports::deliver::Smtp {
+            host: self.host.clone(),
+            port: self.port,
+            security: self.security.clone(),
+            from: self.from.clone(),
+            credentials,
+        })
+    }
+}
+
+fn default_reports_dir() -> PathBuf {
+    "reports".into()
+}
+
+fn default_archive_dir() -> PathBuf {
+    "archive".into()
+}
+
+fn default_retention_days() -> u32 {
+    90
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            dir: default_reports_dir(),
+            archive: default_archive_dir(),
+            retention_days: default_retention_days(),
+            smtp: None,
+        }
+    }
 }
 
 /// When audit checkpoints are signed and where they are shipped.
@@ -76,6 +173,10 @@ pub(crate) struct IngestSettings {
     /// Store no personal data of clients without recorded consent (152-FZ).
     #[serde(default)]
     pub(crate) refuse_pii_without_consent: bool,
+    /// Cron schedule (in `[query] time_zone`) on which `kartoteka serve` compacts tables holding
+    /// many small files; ingests also compact when a table passes 32 files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) compact_schedule: Option<String>,
 }
 
 /// Where the lake lives.
@@ -137,6 +238,13 @@ pub(crate) struct SourceConfig {
     /// Written by earlier versions (`kind = "sqlite"`); the URL now says which database it is.
     #[serde(default, skip_serializing)]
     pub(crate) kind: Option<String>,
+    /// Cron schedule for `kartoteka serve`: 5 fields (minute hour day month weekday) or 6 (seconds
+    /// first), e.g. `"*/15 * * * *"`. Without it the source is ingested only by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) schedule: Option<String>,
+    /// Time zone of the schedule (IANA name; default: `[query] time_zone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) time_zone: Option<String>,
 }
 
 impl SourceConfig {
@@ -180,6 +288,7 @@ impl Config {
             sources: Default::default(),
             audit: AuditSettings::default(),
             ingest: IngestSettings::default(),
+            reports: ReportsConfig::default(),
         }
     }
 }

@@ -5,6 +5,8 @@ mod admin;
 mod home;
 mod output;
 mod progress;
+mod report;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -125,6 +127,15 @@ enum Command {
     },
     /// List the lake's snapshots.
     Snapshots,
+    /// Run the scheduler: every source with a `schedule` is ingested on it, every report spec
+    /// rendered on its own (and compaction on `[ingest] compact_schedule`), missed runs caught up
+    /// once, until Ctrl-C or SIGTERM.
+    Serve,
+    /// Report specs: list them, render one now, list archived copies.
+    Report {
+        #[command(subcommand)]
+        command: report::ReportCommand,
+    },
     /// Recent ingest runs: start, end, outcome, snapshot, rows and reconciliation per table.
     Runs {
         /// How many (newest first).
@@ -188,6 +199,13 @@ enum UsersCommand {
         login: String,
         /// New role.
         role: String,
+    },
+    /// Set where a user's reports are e-mailed.
+    SetEmail {
+        /// Login.
+        login: String,
+        /// Address.
+        email: String,
     },
     /// Issue a new random password (printed once; must be changed at next login).
     Reset {
@@ -308,6 +326,8 @@ async fn run(cli: Cli) -> Result<()> {
                         password_env,
                         mapping: abs(mapping),
                         kind: None,
+                        schedule: None,
+                        time_zone: None,
                     };
                     ingest(&home, &lake, &name, &source, full).await?;
                     home.config.sources.insert(name.clone(), source);
@@ -382,16 +402,38 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Erase { client } => {
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
-            let engine = home.engine(lake)?;
-            let outcome = engine.erase_client(client).await;
+            let engine = home.engine(lake.clone())?;
+            let control = std::sync::Arc::new(home.control().await?);
+            let outcome = async {
+                let e = engine.erase_client(client).await?;
+                // Report copies drawn from the expired snapshots may show the person: they go too.
+                let archive = kartoteka_reports::archive::Archive::new(
+                    home.path(&home.config.reports.archive),
+                    lake,
+                    control,
+                );
+                let copies = archive.purge_before_snapshot(e.snapshot).await?;
+                anyhow::Ok((e, copies))
+            }
+            .await;
             // The audit entry names the client id only: no personal data.
-            admin::record(&home, "erase", &format!("client {client}"), &outcome, |e| {
-                serde_json::json!({
-                    "deals": e.deals, "removed": e.removed, "snapshot": e.snapshot,
-                    "expired_snapshots": e.expired_snapshots.len(), "files_deleted": e.files_deleted,
-                })
-            })?;
-            let e = outcome?;
+            admin::record(
+                &home,
+                "erase",
+                &format!("client {client}"),
+                &outcome,
+                |(e, copies)| {
+                    serde_json::json!({
+                        "deals": e.deals, "removed": e.removed, "snapshot": e.snapshot,
+                        "expired_snapshots": e.expired_snapshots.len(), "files_deleted": e.files_deleted,
+                        "report_copies_deleted": copies,
+                    })
+                },
+            )?;
+            let (e, copies) = outcome?;
+            if copies > 0 {
+                eprintln!("{copies} archived report copies rendered before the erasure deleted");
+            }
             let rows: u64 = e.removed.values().sum();
             eprintln!(
                 "erased client {client}: {rows} rows ({} deals) removed in snapshot {}; {} older snapshots expired, {} files deleted; later ingests skip them",
@@ -426,6 +468,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve => serve::serve(&cli.dir).await,
+        Command::Report { command } => report::report(&Home::open(&cli.dir)?, command).await,
         Command::Runs { limit, format } => {
             let home = Home::open(&cli.dir)?;
             admin::runs(&home, limit, format).await
@@ -507,7 +551,7 @@ async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::
 }
 
 /// A table is compacted after an ingest once it holds more files than this.
-const AUTO_COMPACT_FILES: usize = 32;
+pub(crate) const AUTO_COMPACT_FILES: usize = 32;
 
 async fn ingest(
     home: &Home,
@@ -673,27 +717,10 @@ fn write_chart(
     result: &kartoteka_engine::QueryResult,
     path: &Path,
 ) -> Result<()> {
-    let hint = metric
-        .chart
-        .as_ref()
-        .context("this metric has no chart hint")?;
-    let y = hint
-        .y
-        .first()
-        .context("chart hint without a value column")?;
-    let unit = metric
-        .columns
-        .iter()
-        .find(|c| &c.name == y)
-        .map_or("", |c| c.unit.as_str());
-    let chart = kartoteka_reports::chart::BarChart::from_batches(
-        &metric.name,
-        &metric.title,
-        &result.batches,
-        &hint.x,
-        y,
-        unit,
-    )?;
+    // The metric's own chart hint; a KPI tile drawn here has no previous period to compare with.
+    let panel = kartoteka_reports::spec::Panel::build(metric, Default::default(), Vec::new())
+        .map_err(|(field, detail)| anyhow::anyhow!("the chart hint's {field}: {detail}"))?;
+    let chart = kartoteka_reports::chart::Chart::from_result(&panel, &result.batches, None)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -732,6 +759,8 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         password_env: None,
         mapping: "demo-mapping.toml".into(),
         kind: None,
+        schedule: None,
+        time_zone: None,
     };
     home.config.sources.insert("demo".into(), source.clone());
     home.config.default_source.get_or_insert("demo".into());

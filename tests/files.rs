@@ -1,7 +1,9 @@
 //! CRM export files: the demo CRM exported table by table to CSV — contacts in Windows-1251 with `;`
 //! (as Russian CRMs export), the rest UTF-8 with `,` — and ingested through the demo's own mapping gives
 //! the lake the SQLite demo gives (CSV cannot tell an empty string from a missing value: both compare
-//! as missing). Broken files name the file and line, and commit nothing.
+//! as missing). The same export as one XLSX workbook (a sheet per table, numbers as numbers, times as
+//! Excel date cells) gives the same lake too. Broken files name the file and line (or sheet and cell),
+//! and commit nothing.
 
 mod common;
 
@@ -31,42 +33,135 @@ const TABLES: &[&str] = &[
     "ad_budget",
 ];
 
-/// Export every demo table to `dir`; returns the `[files.*]` sections naming them.
-async fn export(db: &Path, dir: &Path) -> String {
+/// One demo value as an export holds it.
+enum Cell {
+    Missing,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+impl Cell {
+    fn csv(&self) -> String {
+        match self {
+            Cell::Missing => String::new(),
+            Cell::Int(v) => v.to_string(),
+            Cell::Real(v) => v.to_string(),
+            Cell::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// Every demo table: (name, header, rows).
+async fn demo_tables(db: &Path) -> Vec<(&'static str, Vec<String>, Vec<Vec<Cell>>)> {
     let pool =
         sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db))
             .await
             .expect("demo");
-    let mut sections = String::new();
+    let mut out = Vec::new();
     for table in TABLES {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
             .fetch_all(&pool)
             .await
             .expect("rows");
-        let cp1251 = *table == "contacts";
-        let delimiter = if cp1251 { b';' } else { b',' };
-        let mut w = csv::WriterBuilder::new()
-            .delimiter(delimiter)
-            .from_writer(Vec::new());
         let header: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
         )))
         .fetch_all(&pool)
         .await
         .expect("columns");
+        let rows = rows
+            .iter()
+            .map(|r| {
+                (0..r.columns().len())
+                    .map(
+                        |i| match kartoteka_ingest::source::sqlite::value(r, i).expect("value") {
+                            kartoteka_ingest::batch::Value::Null => Cell::Missing,
+                            kartoteka_ingest::batch::Value::Int(v) => Cell::Int(v),
+                            kartoteka_ingest::batch::Value::Real(v) => Cell::Real(v),
+                            kartoteka_ingest::batch::Value::Text(t) => Cell::Text(t.to_string()),
+                            other => panic!("the demo holds no {other:?}"),
+                        },
+                    )
+                    .collect()
+            })
+            .collect();
+        out.push((*table, header, rows));
+    }
+    pool.close().await;
+    out
+}
+
+/// Export the demo as one workbook `demo.xlsx` in `dir`, a sheet per table (Russian CRMs name them
+/// in Russian: `contacts` is «Контакты»); returns the `[files.*]` sections naming the sheets. Times
+/// become Excel date cells, numbers number cells, as a CRM's XLSX export has them.
+async fn export_xlsx(db: &Path, dir: &Path) -> String {
+    use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+    let date = Format::new().set_num_format("yyyy-mm-dd");
+    let datetime = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
+    let mut book = Workbook::new();
+    let mut sections = String::new();
+    for (table, header, rows) in demo_tables(db).await {
+        let sheet_name = if table == "contacts" {
+            "Контакты"
+        } else {
+            table
+        };
+        let sheet = book.add_worksheet();
+        sheet.set_name(sheet_name).expect("sheet name");
+        for (c, h) in header.iter().enumerate() {
+            sheet.write_string(0, c as u16, h).expect("header");
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let r = r as u32 + 1;
+            for (c, cell) in row.iter().enumerate() {
+                let c = c as u16;
+                match cell {
+                    Cell::Missing => {}
+                    Cell::Int(v) => {
+                        sheet.write_number(r, c, *v as f64).expect("number");
+                    }
+                    Cell::Real(v) => {
+                        sheet.write_number(r, c, *v).expect("number");
+                    }
+                    Cell::Text(t) if t.len() == 10 && t.as_bytes()[4] == b'-' => {
+                        let d = ExcelDateTime::parse_from_str(t).expect("a demo date");
+                        sheet
+                            .write_datetime_with_format(r, c, d, &date)
+                            .expect("date");
+                    }
+                    Cell::Text(t) if t.len() == 19 && t.as_bytes()[10] == b' ' => {
+                        let d = ExcelDateTime::parse_from_str(t).expect("a demo time");
+                        sheet
+                            .write_datetime_with_format(r, c, d, &datetime)
+                            .expect("time");
+                    }
+                    Cell::Text(t) => {
+                        sheet.write_string(r, c, t).expect("text");
+                    }
+                }
+            }
+        }
+        sections.push_str(&format!(
+            "\n[files.{table}]\npath = \"demo.xlsx\"\nsheet = \"{sheet_name}\"\n"
+        ));
+    }
+    book.save(dir.join("demo.xlsx")).expect("save");
+    sections
+}
+
+/// Export every demo table to `dir`; returns the `[files.*]` sections naming them.
+async fn export(db: &Path, dir: &Path) -> String {
+    let mut sections = String::new();
+    for (table, header, rows) in demo_tables(db).await {
+        let cp1251 = table == "contacts";
+        let delimiter = if cp1251 { b';' } else { b',' };
+        let mut w = csv::WriterBuilder::new()
+            .delimiter(delimiter)
+            .from_writer(Vec::new());
         w.write_record(&header).expect("header");
-        for r in &rows {
-            let fields: Vec<String> = (0..r.columns().len())
-                .map(
-                    |i| match kartoteka_ingest::source::sqlite::value(r, i).expect("value") {
-                        kartoteka_ingest::batch::Value::Null => String::new(),
-                        kartoteka_ingest::batch::Value::Int(v) => v.to_string(),
-                        kartoteka_ingest::batch::Value::Real(v) => v.to_string(),
-                        kartoteka_ingest::batch::Value::Text(t) => t.to_string(),
-                        other => panic!("the demo holds no {other:?}"),
-                    },
-                )
-                .collect();
+        for row in &rows {
+            let fields: Vec<String> = row.iter().map(Cell::csv).collect();
             w.write_record(&fields).expect("row");
         }
         let text = String::from_utf8(w.into_inner().expect("csv")).expect("utf-8");
@@ -116,19 +211,18 @@ fn missing_as_null(mut t: Vec<(String, Vec<Vec<String>>)>) -> Vec<(String, Vec<V
     t
 }
 
-#[tokio::test]
-async fn exported_csv_files_give_the_same_lake_as_the_database() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (db, exports, mapping_text) = exported_demo(dir.path(), 0.02).await;
-    let raw = std::fs::read(exports.join("contacts.csv")).expect("contacts");
-    assert!(
-        std::str::from_utf8(&raw).is_err(),
-        "contacts.csv really is Windows-1251"
-    );
-    let mapping = Mapping::parse(&mapping_text, Path::new("m.toml")).expect("mapping");
-
-    let (_, want_lake) = common::ingest_demo_source(&dir.path().join("a"), &db).await;
-    let lake = new_lake(&dir.path().join("b")).await;
+/// The lake a `files://` ingest of `exports` through `mapping_text` gives equals the SQLite demo's
+/// lake from `db` (missing and empty compare equal).
+async fn assert_export_gives_the_demo_lake(
+    dir: &Path,
+    db: &Path,
+    exports: &Path,
+    mapping_text: &str,
+    what: &str,
+) {
+    let mapping = Mapping::parse(mapping_text, Path::new("m.toml")).expect("mapping");
+    let (_, want_lake) = common::ingest_demo_source(&dir.join("a"), db).await;
+    let lake = new_lake(&dir.join("b")).await;
     let engine = Engine::new(lake, EngineConfig::default()).expect("engine");
     let source = Source::open_for(
         &SourceSpec::new(format!("files://{}", exports.display())),
@@ -147,8 +241,117 @@ async fn exported_csv_files_give_the_same_lake_as_the_database() {
     common::assert_same_contents(
         &missing_as_null(common::lake_contents(&want).await),
         &missing_as_null(common::lake_contents(&got).await),
-        "CSV exports vs the database",
+        what,
     );
+}
+
+#[tokio::test]
+async fn an_exported_xlsx_workbook_gives_the_same_lake_as_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = common::demo_sqlite(dir.path(), 0.02, 4).await;
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let sections = export_xlsx(&db, &exports).await;
+    let mapping_text = format!("{}{sections}", demo::MAPPING);
+    assert_export_gives_the_demo_lake(
+        dir.path(),
+        &db,
+        &exports,
+        &mapping_text,
+        "XLSX vs the database",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn broken_xlsx_names_sheet_and_cell_and_commits_nothing() {
+    use rust_xlsxwriter::{Formula, Workbook};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(&exports).expect("dir");
+    let mapping_for = |sheet: &str| {
+        let text = format!(
+            "{}\n[files.users]\npath = \"staff.xlsx\"\nsheet = \"{sheet}\"\n",
+            demo::MAPPING
+        );
+        Mapping::parse(&text, Path::new("m.toml")).expect("mapping")
+    };
+    let spec = SourceSpec::new(format!("files://{}", exports.display()));
+    let write = |build: &dyn Fn(&mut rust_xlsxwriter::Worksheet)| {
+        let mut book = Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.set_name("Сотрудники").expect("name");
+        for (c, h) in ["id", "full_name", "email"].iter().enumerate() {
+            sheet.write_string(0, c as u16, *h).expect("header");
+        }
+        sheet.write_number(1, 0, 1.0).expect("id");
+        sheet.write_string(1, 1, "Анна Петрова").expect("name");
+        build(sheet);
+        book.save(exports.join("staff.xlsx")).expect("save");
+    };
+
+    // An error value left in a cell (a formula that divides by zero), on row 3.
+    write(&|s| {
+        s.write_number(2, 0, 2.0).expect("id");
+        s.write_formula(2, 2, Formula::new("=1/0").set_result("#DIV/0!"))
+            .expect("formula");
+    });
+    let e = Source::open_for(&spec, &mapping_for("Сотрудники"))
+        .await
+        .expect_err("error cell")
+        .to_string();
+    assert!(
+        e.contains("staff.xlsx")
+            && e.contains("Сотрудники")
+            && e.contains("C3")
+            && e.contains("#DIV/0!"),
+        "{e}"
+    );
+
+    // A value to the right of the header's columns.
+    write(&|s| {
+        s.write_string(1, 5, "stray").expect("stray");
+    });
+    let e = Source::open_for(&spec, &mapping_for("Сотрудники"))
+        .await
+        .expect_err("stray value")
+        .to_string();
+    assert!(e.contains("F2") && e.contains("outside the header"), "{e}");
+
+    // A sheet the workbook does not have: the error lists the sheets it has.
+    write(&|_| {});
+    let e = Source::open_for(&spec, &mapping_for("Staff"))
+        .await
+        .expect_err("no such sheet")
+        .to_string();
+    assert!(e.contains("\"Staff\"") && e.contains("Сотрудники"), "{e}");
+
+    // Not a workbook at all.
+    std::fs::write(exports.join("staff.xlsx"), "id,full_name\n1,x\n").expect("write");
+    let e = Source::open_for(&spec, &mapping_for("Сотрудники"))
+        .await
+        .expect_err("not xlsx")
+        .to_string();
+    assert!(e.contains("staff.xlsx") && e.contains("XLSX"), "{e}");
+}
+
+#[tokio::test]
+async fn exported_csv_files_give_the_same_lake_as_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (db, exports, mapping_text) = exported_demo(dir.path(), 0.02).await;
+    let raw = std::fs::read(exports.join("contacts.csv")).expect("contacts");
+    assert!(
+        std::str::from_utf8(&raw).is_err(),
+        "contacts.csv really is Windows-1251"
+    );
+    assert_export_gives_the_demo_lake(
+        dir.path(),
+        &db,
+        &exports,
+        &mapping_text,
+        "CSV exports vs the database",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -50,7 +50,106 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         tables TEXT NOT NULL DEFAULT '[]'
     )",
+    // 3: scheduled jobs: the newest schedule slot each job has handled (catch-up after downtime)
+    "CREATE TABLE job_slots (
+        job TEXT PRIMARY KEY,
+        slot TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT,
+        changed_at TEXT NOT NULL
+    )",
+    // 4: report runs: one row per rendered copy (report × recipient), its sealed files in the archive
+    "CREATE TABLE report_runs (
+        id INTEGER PRIMARY KEY,
+        report TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        ended_at TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed')),
+        snapshot_id INTEGER,
+        params TEXT NOT NULL,
+        content_hash TEXT,
+        files TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        seconds REAL NOT NULL
+    );
+    CREATE INDEX report_runs_by_recipient ON report_runs (report, recipient, id)",
+    // 5: where a user's reports are e-mailed, and every delivery attempt of a report copy
+    "ALTER TABLE users ADD COLUMN email TEXT;
+    CREATE TABLE report_deliveries (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL,
+        channel TEXT NOT NULL CHECK (channel IN ('email', 'webhook')),
+        target TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'skipped')),
+        error TEXT,
+        at TEXT NOT NULL
+    )",
 ];
+
+/// One delivery of a report copy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportDelivery {
+    /// The copy (`report_runs.id`).
+    pub run_id: i64,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// Address or URL.
+    pub target: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// `ok`, `failed` (after every retry) or `skipped` (e.g. no address).
+    pub outcome: String,
+    /// The last error.
+    pub error: Option<String>,
+}
+
+/// One rendered copy of a report for one recipient.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReportRun {
+    /// Row id (0 before it is recorded).
+    pub id: i64,
+    /// Report id.
+    pub report: String,
+    /// Login it was rendered for (under whose policy).
+    pub recipient: String,
+    /// `schedule`, `manual` or `catch-up`.
+    pub trigger: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// RFC 3339.
+    pub ended_at: String,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    /// The lake snapshot every panel read.
+    pub snapshot_id: Option<i64>,
+    /// Each panel's metric and parameters, as JSON.
+    pub params: serde_json::Value,
+    /// SHA-256 of the rendered files, in order.
+    pub content_hash: Option<String>,
+    /// Archive paths of the sealed files, relative to the archive root.
+    pub files: Vec<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Render time.
+    pub seconds: f64,
+}
+
+/// What a scheduled job last did (`kartoteka serve`'s scheduler).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobSlot {
+    /// Job id (`ingest:crm`, `report:weekly`, …).
+    pub job: String,
+    /// The newest schedule slot handled.
+    pub slot: chrono::DateTime<chrono::Utc>,
+    /// `ok`, `failed`, `skipped` (the previous run was still going), or `armed` (a new job: slots
+    /// before this one are not run).
+    pub outcome: String,
+    /// The error, or why it was skipped.
+    pub detail: Option<String>,
+}
 
 /// One recorded ingest run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -99,6 +198,8 @@ pub struct User {
     pub changed_at: String,
     /// Who changed it last.
     pub changed_by: String,
+    /// Where reports are e-mailed.
+    pub email: Option<String>,
 }
 
 /// A new user's attributes.
@@ -310,6 +411,184 @@ impl ControlPlane {
             .collect()
     }
 
+    /// The newest slot job `job` has handled, if it ever ran under this control plane.
+    pub async fn job_slot(&self, job: &str) -> Result<Option<JobSlot>> {
+        let row: Option<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT slot, outcome, detail FROM job_slots WHERE job = ?")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(slot, outcome, detail)| {
+            let slot = chrono::DateTime::parse_from_rfc3339(&slot)
+                .map_err(|e| Error::Control(format!("job {job}: bad slot {slot:?}: {e}")))?
+                .with_timezone(&chrono::Utc);
+            Ok(JobSlot {
+                job: job.into(),
+                slot,
+                outcome,
+                detail,
+            })
+        })
+        .transpose()
+    }
+
+    /// Record that job `job` handled schedule slot `slot` with `outcome`. The recorded slot never
+    /// moves back (a long run finishing after a later slot was skipped keeps the later slot).
+    pub async fn set_job_slot(
+        &self,
+        job: &str,
+        slot: chrono::DateTime<chrono::Utc>,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_slots (job, slot, outcome, detail, changed_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (job) DO UPDATE SET slot = excluded.slot, outcome = excluded.outcome,
+                 detail = excluded.detail, changed_at = excluded.changed_at
+             WHERE excluded.slot >= job_slots.slot",
+        )
+        .bind(job)
+        .bind(slot.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .bind(outcome)
+        .bind(detail)
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Record a rendered report copy; returns its id.
+    pub async fn add_report_run(&self, run: &ReportRun) -> Result<i64> {
+        let id = sqlx::query(
+            "INSERT INTO report_runs (report, recipient, trigger, started_at, ended_at, outcome, snapshot_id,
+                 params, content_hash, files, error, seconds)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&run.report)
+        .bind(&run.recipient)
+        .bind(&run.trigger)
+        .bind(&run.started_at)
+        .bind(&run.ended_at)
+        .bind(&run.outcome)
+        .bind(run.snapshot_id)
+        .bind(run.params.to_string())
+        .bind(&run.content_hash)
+        .bind(serde_json::to_string(&run.files).expect("strings serialise"))
+        .bind(&run.error)
+        .bind(run.seconds)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    /// Report runs, newest first: of `report` (all when `None`), for `recipient` (all when `None`).
+    pub async fn report_runs(
+        &self,
+        report: Option<&str>,
+        recipient: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ReportRun>> {
+        self.select_report_runs(report, recipient, None, limit)
+            .await
+    }
+
+    async fn select_report_runs(
+        &self,
+        report: Option<&str>,
+        recipient: Option<&str>,
+        id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<ReportRun>> {
+        let rows = sqlx::query(
+            "SELECT id, report, recipient, trigger, started_at, ended_at, outcome, snapshot_id, params,
+                    content_hash, files, error, seconds
+             FROM report_runs
+             WHERE (?1 IS NULL OR report = ?1) AND (?2 IS NULL OR recipient = ?2)
+               AND (?3 IS NULL OR id = ?3)
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(report)
+        .bind(recipient)
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(ReportRun {
+                    id: r.try_get(0).map_err(db)?,
+                    report: r.try_get(1).map_err(db)?,
+                    recipient: r.try_get(2).map_err(db)?,
+                    trigger: r.try_get(3).map_err(db)?,
+                    started_at: r.try_get(4).map_err(db)?,
+                    ended_at: r.try_get(5).map_err(db)?,
+                    outcome: r.try_get(6).map_err(db)?,
+                    snapshot_id: r.try_get(7).map_err(db)?,
+                    params: serde_json::from_str(&r.try_get::<String, _>(8).map_err(db)?)
+                        .unwrap_or(serde_json::Value::Null),
+                    content_hash: r.try_get(9).map_err(db)?,
+                    files: serde_json::from_str(&r.try_get::<String, _>(10).map_err(db)?)
+                        .unwrap_or_default(),
+                    error: r.try_get(11).map_err(db)?,
+                    seconds: r.try_get(12).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget every report run rendered from a snapshot older than `snapshot` (an erasure: those
+    /// copies may show the erased person). Returns them, for the caller to delete their files.
+    pub async fn take_report_runs_before_snapshot(&self, snapshot: u64) -> Result<Vec<ReportRun>> {
+        let old: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM report_runs WHERE snapshot_id < ? ORDER BY id")
+                .bind(snapshot as i64)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        self.take_report_runs(old).await
+    }
+
+    async fn take_report_runs(&self, ids: Vec<i64>) -> Result<Vec<ReportRun>> {
+        let mut gone = Vec::new();
+        for id in ids {
+            let mut runs = self.select_report_runs(None, None, Some(id), 1).await?;
+            sqlx::query("DELETE FROM report_runs WHERE id = ?")
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+            gone.append(&mut runs);
+        }
+        Ok(gone)
+    }
+
+    /// Forget report runs started before `before`, except the newest successful run of each
+    /// report for each recipient (what the dashboard shows). Returns the forgotten runs, whose files
+    /// the caller deletes.
+    pub async fn prune_report_runs(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ReportRun>> {
+        let cutoff = before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let old: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM report_runs r
+             WHERE started_at < ?
+               AND id <> COALESCE((SELECT MAX(id) FROM report_runs n
+                                   WHERE n.report = r.report AND n.recipient = r.recipient
+                                     AND n.outcome = 'ok'), -1)",
+        )
+        .bind(&cutoff)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        self.take_report_runs(old).await
+    }
+
     fn audit(
         &self,
         actor: &str,
@@ -385,7 +664,7 @@ impl ControlPlane {
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let rows = sqlx::query(
             "SELECT login, role, staff_id, team, status, must_change_password, created_at, created_by,
-                    changed_at, changed_by FROM users ORDER BY login",
+                    changed_at, changed_by, email FROM users ORDER BY login",
         )
         .fetch_all(&self.pool)
         .await
@@ -397,7 +676,7 @@ impl ControlPlane {
     pub async fn user(&self, login: &str) -> Result<Option<User>> {
         let row = sqlx::query(
             "SELECT login, role, staff_id, team, status, must_change_password, created_at, created_by,
-                    changed_at, changed_by FROM users WHERE login = ?",
+                    changed_at, changed_by, email FROM users WHERE login = ?",
         )
         .bind(login)
         .fetch_optional(&self.pool)
@@ -423,6 +702,7 @@ impl ControlPlane {
             "status" => {
                 "UPDATE users SET status = ?, changed_at = ?, changed_by = ? WHERE login = ?"
             }
+            "email" => "UPDATE users SET email = ?, changed_at = ?, changed_by = ? WHERE login = ?",
             _ => return Err(Error::Control(format!("unknown user attribute {set}"))),
         };
         sqlx::query(sql)
@@ -434,10 +714,10 @@ impl ControlPlane {
             .await
             .map_err(db)?;
         let after = self.require(login).await?;
-        let old = if set == "role" {
-            before.role.as_str().to_string()
-        } else {
-            before.status
+        let old = match set {
+            "role" => before.role.as_str().to_string(),
+            "email" => before.email.unwrap_or_default(),
+            _ => before.status,
         };
         self.audit(
             by,
@@ -446,6 +726,63 @@ impl ControlPlane {
             serde_json::json!({ "from": old, "to": value }),
         )?;
         Ok(after)
+    }
+
+    /// Set where a user's reports are e-mailed.
+    pub async fn set_email(&self, login: &str, email: &str, by: &str) -> Result<User> {
+        let valid = email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
+        });
+        if !valid {
+            return Err(Error::Control(format!(
+                "{email:?} is not an e-mail address"
+            )));
+        }
+        self.update(login, "email", email, by).await
+    }
+
+    /// Record a delivery of report copy `d.run_id`.
+    pub async fn add_report_delivery(&self, d: &ReportDelivery) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO report_deliveries (run_id, channel, target, attempts, outcome, error, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(d.run_id)
+        .bind(&d.channel)
+        .bind(&d.target)
+        .bind(d.attempts)
+        .bind(&d.outcome)
+        .bind(&d.error)
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The deliveries of report copy `run_id`.
+    pub async fn report_deliveries(&self, run_id: i64) -> Result<Vec<ReportDelivery>> {
+        let rows: Vec<(i64, String, String, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT run_id, channel, target, attempts, outcome, error FROM report_deliveries
+             WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(run_id, channel, target, attempts, outcome, error)| ReportDelivery {
+                    run_id,
+                    channel,
+                    target,
+                    attempts,
+                    outcome,
+                    error,
+                },
+            )
+            .collect())
     }
 
     /// Disable a user: they can no longer sign in or be previewed.
@@ -533,5 +870,6 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
         created_by: row.try_get("created_by").map_err(db)?,
         changed_at: row.try_get("changed_at").map_err(db)?,
         changed_by: row.try_get("changed_by").map_err(db)?,
+        email: row.try_get("email").map_err(db)?,
     })
 }

@@ -466,6 +466,53 @@ impl Keyring {
         format!("tok_{}", &hex::encode(digest)[..20])
     }
 
+    /// The key sealing the report archive: HMAC-SHA256 of a fixed label under the lake's token secret
+    /// (random, kept wrapped by the master key, so it survives master-key rotation).
+    fn archive_key(&self) -> SecretKey {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.token_secret.bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(b"kartoteka/report-archive/v1");
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&mac.finalize().into_bytes());
+        SecretKey(key)
+    }
+
+    /// Seal `plaintext` for the report archive: `nonce || AES-256-GCM(plaintext, aad)`. `aad` binds
+    /// the sealed bytes to their place (a file moved elsewhere no longer opens).
+    pub fn seal_blob(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let ct = self
+            .archive_key()
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .expect("AES-GCM encryption cannot fail for archive-sized buffers");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Open what [`Keyring::seal_blob`] sealed with the same `aad`; `None` if it was altered, moved,
+    /// or sealed under another lake's keys.
+    pub fn open_blob(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        self.archive_key()
+            .cipher()
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .ok()
+            .map(Zeroizing::new)
+    }
+
     async fn save(&self, store: &LakeStore) -> Result<()> {
         let json = serde_json::to_vec_pretty(&self.file).expect("keyring file serialises");
         store.put_durable(KEYRING_PATH, json).await

@@ -298,6 +298,21 @@ impl Lake {
             .await
     }
 
+    /// Seal bytes kept outside the lake (the report archive) under the lake's keys; see
+    /// [`Keyring::seal_blob`].
+    pub async fn seal_blob(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.keyring.read().await.seal_blob(aad, plaintext)
+    }
+
+    /// Open bytes sealed by [`Lake::seal_blob`] with the same `aad`.
+    pub async fn open_blob(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.keyring.read().await.open_blob(aad, sealed)
+    }
+
     /// The data keys (ids, versions, no key material).
     pub async fn keys(&self) -> Vec<crate::keyring::KeyInfo> {
         self.keyring.read().await.list()

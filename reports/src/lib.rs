@@ -1,11 +1,18 @@
-//! Kartoteka's reports: charts drawn with plotters from metric results. A bundled font (DejaVu Sans,
-//! with Cyrillic) is used through `ab_glyph`, so no system font library is needed. Report specs,
-//! schedules, the archive and delivery arrive with the reports step.
+//! Kartoteka's reports: specs (`spec`), charts drawn with plotters from metric results (`chart`),
+//! rendering a report once per recipient under that recipient's own policy (`render`), the sealed
+//! archive of every rendered copy (`archive`), delivery by e-mail and webhook (`deliver`), and the one scheduler that `kartoteka serve` runs for
+//! ingest and report jobs (`schedule`). A bundled font (DejaVu Sans, with Cyrillic) is used through
+//! `ab_glyph`, so no system font library is needed.
 //!
 //! This crate turns results into pictures; it never queries the lake except through the catalog and
 //! the engine's session for a principal.
 
+pub mod archive;
 pub mod chart;
+pub mod deliver;
+pub mod render;
+pub mod schedule;
+pub mod spec;
 
 /// The reports crate's error type.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +28,15 @@ pub enum Error {
     /// Drawing failed.
     #[error("drawing the chart failed: {0}")]
     Draw(String),
+    /// Running a panel's metric failed.
+    #[error("{0}")]
+    Query(String),
+    /// The archive could not store or read a copy.
+    #[error("report archive: {0}")]
+    Archive(String),
+    /// A delivery could not be prepared or recorded.
+    #[error("report delivery: {0}")]
+    Delivery(String),
 }
 
 /// The reports crate's result type.

@@ -1,0 +1,202 @@
+//! `kartoteka serve`: the long-running process. It runs the one scheduler (`reports::schedule`) that
+//! fires the scheduled jobs — an ingest per source with a `schedule`, a report run per valid report
+//! spec, compaction on `[ingest] compact_schedule` — until SIGINT or SIGTERM. The web dashboard joins it in a later step.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use kartoteka_reports::schedule::{Job, JobFuture, Schedule, Scheduler};
+
+use crate::home::Home;
+use crate::{admin, ingest};
+
+/// How long a stop waits for runs still going (an interrupted ingest is safe: it commits nothing and
+/// the next start catches up).
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// The jobs the config and the report specs declare. Invalid report specs are reported and left
+/// out; the rest run.
+async fn jobs(
+    home: &Arc<Home>,
+    lake: &Arc<kartoteka_engine::Lake>,
+    control: &Arc<kartoteka_engine::control::ControlPlane>,
+) -> Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    let default_zone = home.config.query.time_zone.clone();
+    for (name, source) in &home.config.sources {
+        let Some(expr) = &source.schedule else {
+            continue;
+        };
+        let zone = source.time_zone.as_deref().unwrap_or(&default_zone);
+        let schedule =
+            Schedule::parse(expr, zone).map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))?;
+        let (home, lake, name, source) = (home.clone(), lake.clone(), name.clone(), source.clone());
+        jobs.push(Job {
+            id: format!("ingest:{name}"),
+            schedule,
+            run: Arc::new(move |_slot| {
+                let (home, lake, name, source) =
+                    (home.clone(), lake.clone(), name.clone(), source.clone());
+                blocking_job(move || async move {
+                    ingest(&home, &lake, &name, &source, false)
+                        .await
+                        .map(|r| format!("snapshot {}", r.snapshot_id))
+                        .map_err(|e| format!("{e:#}"))
+                })
+            }),
+        });
+    }
+    let (specs, errors) = crate::report::load_specs(home, control).await?;
+    for e in &errors {
+        eprintln!("INVALID report spec, not scheduled: {e}");
+        let failed: std::result::Result<(), String> = Err(e.to_string());
+        admin::record(
+            home,
+            "report.invalid",
+            &e.file.display().to_string(),
+            &failed,
+            |_| serde_json::Value::Null,
+        )?;
+    }
+    for spec in specs {
+        let (home, lake, control) = (home.clone(), lake.clone(), control.clone());
+        let spec = Arc::new(spec);
+        jobs.push(Job {
+            id: format!("report:{}", spec.id),
+            schedule: spec.schedule.clone(),
+            run: Arc::new(move |_slot| {
+                let (home, lake, control, spec) =
+                    (home.clone(), lake.clone(), control.clone(), spec.clone());
+                Box::pin(async move {
+                    crate::report::run_spec(&home, lake, control, &spec, "schedule", None)
+                        .await
+                        .map_err(|e| format!("{e:#}"))
+                }) as JobFuture
+            }),
+        });
+    }
+    if let Some(expr) = &home.config.ingest.compact_schedule {
+        let schedule = Schedule::parse(expr, &default_zone)
+            .map_err(|e| anyhow!("[ingest] compact_schedule: {e}"))?;
+        let (home, lake) = (home.clone(), lake.clone());
+        jobs.push(Job {
+            id: "compact".into(),
+            schedule,
+            run: Arc::new(move |_slot| {
+                let (home, lake) = (home.clone(), lake.clone());
+                blocking_job(move || async move {
+                    compact(&home, lake).await.map_err(|e| format!("{e:#}"))
+                })
+            }),
+        });
+    }
+    Ok(jobs)
+}
+
+/// A job whose future is not `Send` (the lake writer's futures hold parquet encoders across awaits)
+/// runs to completion on a blocking thread of the runtime.
+fn blocking_job<F>(make: impl FnOnce() -> F + Send + 'static) -> JobFuture
+where
+    F: std::future::Future<Output = std::result::Result<String, String>> + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || handle.block_on(make()))
+            .await
+            .map_err(|e| format!("the job's task failed: {e}"))?
+    })
+}
+
+async fn compact(home: &Home, lake: Arc<kartoteka_engine::Lake>) -> Result<String> {
+    let engine = home.engine(lake)?;
+    let outcome = engine.compact(crate::AUTO_COMPACT_FILES).await;
+    admin::record(
+        home,
+        "compact",
+        "lake",
+        &outcome,
+        |(tables, snapshot)| serde_json::json!({ "tables": tables, "snapshot": snapshot.as_ref().map(|s| s.id), "scheduled": true }),
+    )?;
+    Ok(match outcome? {
+        (tables, Some(s)) => format!("compacted {} into snapshot {}", tables.join(", "), s.id),
+        (_, None) => "nothing to compact".into(),
+    })
+}
+
+/// Run the scheduler until a stop signal.
+pub(crate) async fn serve(dir: &Path) -> Result<()> {
+    let home = Arc::new(Home::open(dir)?);
+    let lake = home
+        .lake()
+        .await
+        .context("serve runs jobs over an existing lake; create one with `kartoteka demo` or `kartoteka ingest`")?;
+    let control = Arc::new(home.control().await?);
+    let jobs = jobs(&home, &lake, &control).await?;
+    if jobs.is_empty() {
+        bail!(
+            "nothing to serve: no source has a schedule and there are no report specs; add `schedule = \"*/15 * * * *\"` \
+             to a [sources.NAME] section of {}, or a report spec to {}",
+            home.dir.join(crate::home::CONFIG_FILE).display(),
+            home.path(&home.config.reports.dir).display()
+        );
+    }
+    let now = chrono::Utc::now();
+    for job in &jobs {
+        let next = job
+            .schedule
+            .next_after(now)
+            .map(|t| {
+                t.with_timezone(&job.schedule.zone())
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "never".into());
+        eprintln!("job {}: {} — next run {next}", job.id, job.schedule);
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let started = Scheduler::start(control, jobs)
+        .await
+        .map_err(|e| anyhow!(e));
+    admin::record(
+        &home,
+        "serve.start",
+        "scheduler",
+        &started,
+        |_| serde_json::json!({ "jobs": ids, "pid": std::process::id() }),
+    )?;
+    let scheduler = started?;
+    eprintln!("serving; stop with Ctrl-C or SIGTERM");
+    stop_signal().await?;
+    eprintln!(
+        "stopping: no new runs; waiting up to {} s for runs going",
+        STOP_GRACE.as_secs()
+    );
+    let still = scheduler.shutdown(STOP_GRACE).await;
+    let stopped: Result<Vec<String>> = Ok(still.clone());
+    admin::record(
+        &home,
+        "serve.stop",
+        "scheduler",
+        &stopped,
+        |still| serde_json::json!({ "still_running": still }),
+    )?;
+    if !still.is_empty() {
+        eprintln!(
+            "left running at exit: {} (nothing half-committed; the next start catches up)",
+            still.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn stop_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
