@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chrono::Datelike;
 use clap::{Parser, Subcommand};
 use kartoteka_engine::{Lake, Principal};
 use kartoteka_ingest::demo::{self, DemoConfig};
@@ -774,10 +775,27 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     let catalog = Catalog::builtin()?;
     for metric in catalog.metrics() {
         // The demo company's "today" is the end of its history, so metrics are asked as of then.
-        let mut args: Vec<(String, String)> = ["to", "as_of"]
-            .into_iter()
-            .filter(|p| metric.has_param(p))
-            .map(|p| (p.to_string(), end.to_string()))
+        // A month-aligned bound is the first month start on or after it (the partial last month
+        // included).
+        let month_end = if end.day() == 1 {
+            end
+        } else {
+            end.with_day(1)
+                .and_then(|d| d.checked_add_months(chrono::Months::new(1)))
+                .context("the month after the demo's end")?
+        };
+        let mut args: Vec<(String, String)> = metric
+            .params
+            .iter()
+            .filter(|p| p.name == "to" || p.name == "as_of")
+            .map(|p| {
+                let bound = if p.align.as_deref() == Some("month") {
+                    month_end
+                } else {
+                    end
+                };
+                (p.name.clone(), bound.to_string())
+            })
             .collect();
         if metric.name == "activity_by_manager" {
             args.push(("grain".into(), "week".into()));

@@ -91,7 +91,8 @@ async fn main() -> Result<()> {
         DemoConfig {
             seed: 42,
             scale: args.scale,
-            end: chrono::NaiveDate::from_ymd_opt(2025, 7, 1).context("date")?,
+            // History up to today: report panels default to periods ending at the snapshot's time.
+            end: chrono::Utc::now().date_naive(),
         },
     )
     .await?;

@@ -39,6 +39,38 @@ const GREEN: RGBColor = RGBColor(0x00, 0x8A, 0x3E);
 const RED: RGBColor = RGBColor(0xC0, 0x1B, 0x1B);
 const GREY: RGBColor = RGBColor(0x55, 0x55, 0x55);
 
+/// Width of the plotting area of a chart panel, pixels (the panel less the value axis and margins).
+const PLOT_WIDTH: f64 = (SIZE.0 - 100 - 32) as f64;
+
+/// `s`, cut to `max` characters with an ellipsis.
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() > max.max(2) {
+        format!("{}…", s.chars().take(max.max(2) - 1).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// A short form for labels on bars: `10.0 млн ₽`, `830 тыс ₽`, `45.2 %`.
+pub fn compact_value(v: f64, unit: &str) -> String {
+    let suffix = match unit {
+        "RUB" => "\u{A0}₽",
+        "ratio" | "" => "",
+        _ => return format_value(v, unit),
+    };
+    if unit == "ratio" {
+        return format_value(v, unit);
+    }
+    let (n, scale) = match v.abs() {
+        a if a >= 1e9 => (v / 1e9, "\u{A0}млрд"),
+        a if a >= 1e6 => (v / 1e6, "\u{A0}млн"),
+        a if a >= 1e4 => (v / 1e3, "\u{A0}тыс"),
+        _ => return format_value(v, unit),
+    };
+    let digits = if n.abs() >= 100.0 { 0 } else { 1 };
+    format!("{n:.digits$}{scale}{suffix}")
+}
+
 /// Series beyond this many are folded into «прочие» (others), so the legend stays readable.
 const MAX_SERIES: usize = 8;
 /// Rows a table panel shows; the rest are counted under it.
@@ -519,14 +551,20 @@ impl Chart {
         >,
     > {
         let n = x.len();
+        // Labels stay horizontal: as many as fit side by side (plotters spaces them), each cut to
+        // what its slot can hold when every category gets one.
+        let slot_px = PLOT_WIDTH / n.max(1) as f64;
+        let longest = x.iter().map(|l| l.chars().count()).max().unwrap_or(1);
+        let (labels_shown, max_chars) = if slot_px >= 6.5 * longest.min(6) as f64 + 8.0 {
+            (n, ((slot_px - 8.0) / 6.5) as usize)
+        } else {
+            let width = 6.5 * longest.min(14) as f64 + 12.0;
+            ((PLOT_WIDTH / width).max(2.0) as usize, 14)
+        };
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FAMILY, 24))
             .margin(16)
-            .x_label_area_size(if x.iter().any(|l| l.chars().count() > 8) {
-                90
-            } else {
-                50
-            })
+            .x_label_area_size(50)
             .y_label_area_size(100)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), range)
             .map_err(draw)?;
@@ -536,34 +574,21 @@ impl Chart {
             if (v - i).abs() > 1e-6 || i < 0.0 {
                 return String::new();
             }
-            let label = x.get(i as usize).cloned().unwrap_or_default();
-            if label.chars().count() > 14 {
-                format!("{}…", label.chars().take(13).collect::<String>())
-            } else {
-                label
-            }
+            cut(&x.get(i as usize).cloned().unwrap_or_default(), max_chars)
         };
         let value_of = move |v: &f64| format_value(*v, &unit);
-        let slanted = x.iter().any(|l| l.chars().count() > 8) || n > 12;
         let mut mesh = chart.configure_mesh();
         mesh.disable_x_mesh()
-            .light_line_style(RGBColor(0xEE, 0xEE, 0xEE))
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(RGBColor(0xDD, 0xDD, 0xDD))
             .x_desc(&self.x_caption)
             .y_desc(&self.y_caption)
-            .x_labels(n.min(31))
+            .x_labels(labels_shown.min(n))
             .x_label_formatter(&label_of)
             .y_label_formatter(&value_of)
             .y_labels(8)
             .axis_desc_style((FAMILY, 15))
-            .label_style((FAMILY, 13));
-        if slanted {
-            mesh.x_label_style(
-                (FAMILY, 12)
-                    .into_font()
-                    .transform(FontTransform::Rotate90)
-                    .into_text_style(root),
-            );
-        }
+            .label_style((FAMILY, 12));
         mesh.draw().map_err(draw)?;
         Ok(chart)
     }
@@ -672,20 +697,41 @@ impl Chart {
                     Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
                 });
         }
-        // One series: its value over each bar (when the bars are few enough to read them).
-        if k == 1 && x.len() <= 16 {
-            let unit = self.unit.clone();
-            chart
-                .draw_series(series[0].values.iter().enumerate().filter_map(|(i, v)| {
-                    v.map(|v| {
-                        Text::new(
-                            format_value(v, &unit),
-                            (i as f64 - 0.35, v),
-                            (FAMILY, 12).into_font().color(&GREY),
-                        )
-                    })
-                }))
-                .map_err(draw)?;
+        // One series: its value over each bar — exact when that fits the bars, else short, else
+        // none.
+        let slot_px = PLOT_WIDTH / x.len().max(1) as f64;
+        if k == 1 {
+            let fits = |labels: &[(f64, f64, String)]| {
+                let widest = labels
+                    .iter()
+                    .map(|l| l.2.chars().count())
+                    .max()
+                    .unwrap_or(0);
+                6.5 * widest as f64 + 6.0 <= slot_px
+            };
+            let labelled = |f: &dyn Fn(f64) -> String| -> Vec<(f64, f64, String)> {
+                series[0]
+                    .values
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (i as f64, v, f(v))))
+                    .collect()
+            };
+            let exact = labelled(&|v| format_value(v, &self.unit));
+            let labels = if fits(&exact) {
+                Some(exact)
+            } else {
+                Some(labelled(&|v| compact_value(v, &self.unit))).filter(|l| fits(l))
+            };
+            if let Some(labels) = labels {
+                chart
+                    .draw_series(labels.into_iter().map(|(i, v, text)| {
+                        let half = (3.25 * text.chars().count() as f64) as i32;
+                        EmptyElement::at((i, v))
+                            + Text::new(text, (-half, -16), (FAMILY, 12).into_font().color(&GREY))
+                    }))
+                    .map_err(draw)?;
+            }
         }
         Self::legend(&mut chart, series)
     }
@@ -709,9 +755,10 @@ impl Chart {
             .fold(0.0f64, |a, b| a.max(*b))
             .max(f64::MIN_POSITIVE);
         let first = values.values.first().copied().flatten();
+        // Stage names on the left, the value and share to the right of each bar.
         let label_w = 220i32;
-        let area = w as i32 - label_w - 40;
-        let centre = label_w + area / 2;
+        let area = w as i32 - label_w - 190;
+        let centre = label_w + 10 + area / 2;
         for (i, stage) in stages.iter().enumerate() {
             let v = values.values[i].unwrap_or(0.0);
             let half = ((v / max) * area as f64 / 2.0).round() as i32;
@@ -724,11 +771,7 @@ impl Chart {
                 PALETTE[0].mix(1.0 - 0.5 * i as f64 / n as f64).filled(),
             ))
             .map_err(draw)?;
-            let stage_text = if stage.chars().count() > 24 {
-                format!("{}…", stage.chars().take(23).collect::<String>())
-            } else {
-                stage.clone()
-            };
+            let stage_text = cut(stage, 24);
             root.draw_text(
                 &stage_text,
                 &(FAMILY, 15).into_text_style(root),
@@ -879,13 +922,6 @@ impl Chart {
             .map_err(draw)?;
         let cw = (w as i32 - 48) / columns.len().max(1) as i32;
         let max_chars = (cw / 8).max(4) as usize;
-        let cut = |s: &str| {
-            if s.chars().count() > max_chars {
-                format!("{}…", s.chars().take(max_chars - 1).collect::<String>())
-            } else {
-                s.to_string()
-            }
-        };
         let top = 60i32;
         let rh = 22i32;
         root.draw(&Rectangle::new(
@@ -895,7 +931,7 @@ impl Chart {
         .map_err(draw)?;
         for (c, name) in columns.iter().enumerate() {
             root.draw_text(
-                &cut(&name.replace('_', " ")),
+                &cut(&name.replace('_', " "), max_chars),
                 &(FAMILY, 13).into_text_style(root),
                 (28 + c as i32 * cw, top + 4),
             )
@@ -912,7 +948,7 @@ impl Chart {
             }
             for (c, cell) in row.iter().enumerate() {
                 root.draw_text(
-                    &cut(cell),
+                    &cut(cell, max_chars),
                     &(FAMILY, 12).into_text_style(root),
                     (28 + c as i32 * cw, y + 5),
                 )
@@ -1196,6 +1232,10 @@ mod tests {
         assert_eq!(format_value(0.4567, "ratio"), "45.7\u{A0}%");
         assert_eq!(format_value(2500.0, "RUB"), "2\u{202F}500\u{A0}₽");
         assert_eq!(format_value(3.25, "min"), "3.25\u{A0}min");
+        assert_eq!(compact_value(10_030_000.0, "RUB"), "10.0\u{A0}млн\u{A0}₽");
+        assert_eq!(compact_value(830_400.0, "RUB"), "830\u{A0}тыс\u{A0}₽");
+        assert_eq!(compact_value(950.0, "RUB"), "950\u{A0}₽");
+        assert_eq!(compact_value(0.452, "ratio"), "45.2\u{A0}%");
         assert_eq!(short_label("2025-02-01"), "2025-02");
         assert_eq!(short_label("2025-02-03"), "2025-02-03");
         assert_eq!(short_label("2025-02-01T00:00:00+03:00"), "2025-02");

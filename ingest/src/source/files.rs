@@ -483,28 +483,26 @@ fn read_xlsx(
             None => (u32::MAX, 0),
         };
         // A new row begins: the row just read is complete.
-        if current.as_ref().is_some_and(|(r, _)| *r != row) || cell.is_none() {
-            if let Some((r, values)) = current.take() {
-                if width.is_none() {
-                    // The first row with anything in it is the header.
-                    let mut header: Vec<String> = values
-                        .into_iter()
-                        .map(|v| v.unwrap_or_default().trim().to_string())
-                        .collect();
-                    while header.last().is_some_and(String::is_empty) {
-                        header.pop();
-                    }
-                    width = Some(header.len() as u32);
-                    if !send(XlsxRows::Header(header)) {
-                        return Ok(());
-                    }
-                } else if values.iter().any(Option::is_some) {
-                    chunk.push((r + 1, values));
-                    if chunk.len() == XLSX_CHUNK
-                        && !send(XlsxRows::Rows(std::mem::take(&mut chunk)))
-                    {
-                        return Ok(());
-                    }
+        if (current.as_ref().is_some_and(|(r, _)| *r != row) || cell.is_none())
+            && let Some((r, values)) = current.take()
+        {
+            if width.is_none() {
+                // The first row with anything in it is the header.
+                let mut header: Vec<String> = values
+                    .into_iter()
+                    .map(|v| v.unwrap_or_default().trim().to_string())
+                    .collect();
+                while header.last().is_some_and(String::is_empty) {
+                    header.pop();
+                }
+                width = Some(header.len() as u32);
+                if !send(XlsxRows::Header(header)) {
+                    return Ok(());
+                }
+            } else if values.iter().any(Option::is_some) {
+                chunk.push((r + 1, values));
+                if chunk.len() == XLSX_CHUNK && !send(XlsxRows::Rows(std::mem::take(&mut chunk))) {
+                    return Ok(());
                 }
             }
         }
