@@ -282,3 +282,108 @@ fn done(
         error: result.err(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::chart::{Chart, ChartData};
+    use crate::render::RenderedPanel;
+    use crate::spec::{ChartKind, Context};
+
+    #[tokio::test]
+    async fn a_webhook_that_never_answers_is_retried_and_recorded_as_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let control = ControlPlane::open(&dir.path().join("control.sqlite"), None)
+            .await
+            .expect("control");
+        // A port nobody listens on: bind, note it, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let catalog = kartoteka_queries::Catalog::builtin().expect("catalog");
+        let users = BTreeMap::from([("owner".to_string(), kartoteka_engine::Role::Owner)]);
+        let spec = ReportSpec::parse(
+            &format!(
+                "id = \"r\"\ntitle = \"R\"\nschedule = \"0 8 * * *\"\n[audience]\nusers = [\"owner\"]\n\
+                 [delivery]\nemail = true\nwebhook = \"http://127.0.0.1:{port}/x\"\n\
+                 [[panels]]\nmetric = \"avg_deal_size\"\n"
+            ),
+            Path::new("r.toml"),
+            &Context {
+                catalog: &catalog,
+                users: &users,
+                default_zone: "UTC",
+            },
+        )
+        .expect("spec");
+        let panel = spec.panels[0].clone();
+        let rendered = Rendered {
+            report: "r".into(),
+            title: "R".into(),
+            recipient: "owner".into(),
+            snapshot_id: 1,
+            panels: vec![RenderedPanel {
+                chart: Chart {
+                    kind: ChartKind::Kpi,
+                    title: "t".into(),
+                    x_caption: String::new(),
+                    y_caption: String::new(),
+                    unit: String::new(),
+                    data: ChartData::Kpi {
+                        value: Some(1.0),
+                        previous: None,
+                    },
+                },
+                panel,
+                rows: 1,
+                files: vec![(Format::Svg, b"<svg/>".to_vec())],
+            }],
+            content_hash: "00".repeat(32),
+            seconds: 0.1,
+        };
+        let run = ReportRun {
+            id: 42,
+            report: "r".into(),
+            recipient: "owner".into(),
+            trigger: "manual".into(),
+            started_at: String::new(),
+            ended_at: String::new(),
+            outcome: "ok".into(),
+            snapshot_id: Some(1),
+            params: serde_json::Value::Null,
+            content_hash: None,
+            files: vec![],
+            error: None,
+            seconds: 0.1,
+        };
+        let started = std::time::Instant::now();
+        let got = deliver(&control, &spec, None, None, &rendered, &run)
+            .await
+            .expect("recorded");
+        assert!(
+            started.elapsed() >= Duration::from_secs(3),
+            "backed off 1 s and 2 s"
+        );
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].channel.as_str(), got[0].outcome.as_str()),
+            ("email", "skipped"),
+            "no SMTP server configured"
+        );
+        assert_eq!(
+            (
+                got[1].channel.as_str(),
+                got[1].outcome.as_str(),
+                got[1].attempts
+            ),
+            ("webhook", "failed", 3)
+        );
+        assert!(got[1].error.as_deref().is_some_and(|e| !e.is_empty()));
+        assert_eq!(control.report_deliveries(42).await.expect("rows"), got);
+    }
+}
