@@ -245,6 +245,7 @@ mod tests {
             y: vec!["revenue".into()],
             series: None,
             unit: "RUB".into(),
+            column_units: Default::default(),
         };
         Rendered {
             report: "weekly".into(),

@@ -324,11 +324,46 @@ impl Chart {
                             .collect()
                     })
                     .unwrap_or_default();
+                // Numbers with a unit in the catalog as people read them (identifiers have none and
+                // stay as they are); everything else as text.
+                let numeric = |c: &str| {
+                    panel.column_units.get(c).is_some_and(|u| !u.is_empty())
+                        && batches.first().is_some_and(|b| {
+                            b.column_by_name(c)
+                                .is_some_and(|a| a.data_type().is_numeric())
+                        })
+                };
                 let texts = columns
                     .iter()
-                    .map(|c| cols.texts(c))
+                    .map(|c| {
+                        if numeric(c) {
+                            // ₽ and % go with each value; other units (deals, min) in the header.
+                            let unit = panel.column_units.get(c).map_or("", String::as_str).trim();
+                            let unit = if matches!(unit, "RUB" | "ratio") {
+                                unit
+                            } else {
+                                ""
+                            };
+                            Ok(cols
+                                .numbers(c)?
+                                .into_iter()
+                                .map(|v| v.map_or("—".into(), |v| format_value(v, unit)))
+                                .collect())
+                        } else {
+                            cols.texts(c)
+                        }
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let shown = rows.min(MAX_TABLE_ROWS);
+                let columns = columns
+                    .into_iter()
+                    .map(|c| match panel.column_units.get(&c).map(|u| u.trim()) {
+                        Some(u) if !u.is_empty() && u != "RUB" && u != "ratio" => {
+                            format!("{c}, {u}")
+                        }
+                        _ => c,
+                    })
+                    .collect();
                 ChartData::Table {
                     rows: (0..shown)
                         .map(|r| texts.iter().map(|c| c[r].clone()).collect())
@@ -921,7 +956,7 @@ impl Chart {
         root.draw_text(&self.title, &(FAMILY, 24).into_text_style(root), (24, 16))
             .map_err(draw)?;
         let cw = (w as i32 - 48) / columns.len().max(1) as i32;
-        let max_chars = (cw / 8).max(4) as usize;
+        let max_chars = (cw / 7).max(4) as usize;
         let top = 60i32;
         let rh = 22i32;
         root.draw(&Rectangle::new(
@@ -1241,6 +1276,81 @@ mod tests {
         assert_eq!(short_label("2025-02-01T00:00:00+03:00"), "2025-02");
         assert_eq!(short_label("2025-02-03T09:30:00"), "2025-02-03 09:30");
         assert_eq!(short_label("Анна"), "Анна");
+    }
+
+    #[test]
+    fn table_cells_carry_the_catalogs_units() {
+        use arrow::array::{Float64Array, Int64Array, StringArray};
+        use std::sync::Arc;
+        let batch = RecordBatch::try_from_iter(vec![
+            (
+                "manager",
+                Arc::new(Int64Array::from(vec![1234])) as ArrayRef,
+            ),
+            (
+                "name",
+                Arc::new(StringArray::from(vec!["Анна"])) as ArrayRef,
+            ),
+            (
+                "revenue",
+                Arc::new(Float64Array::from(vec![13_394_700.0])) as ArrayRef,
+            ),
+            (
+                "win_rate",
+                Arc::new(Float64Array::from(vec![0.2408])) as ArrayRef,
+            ),
+            (
+                "activities",
+                Arc::new(Int64Array::from(vec![2093])) as ArrayRef,
+            ),
+        ])
+        .expect("batch");
+        let panel = Panel {
+            title: "Scorecard".into(),
+            metric: "manager_scorecard".into(),
+            params: vec![],
+            chart: ChartKind::Table,
+            x: "manager".into(),
+            y: vec!["revenue".into()],
+            series: None,
+            unit: "RUB".into(),
+            column_units: [
+                ("manager", ""),
+                ("name", ""),
+                ("revenue", "RUB"),
+                ("win_rate", "ratio"),
+                ("activities", "interactions"),
+            ]
+            .into_iter()
+            .map(|(c, u)| (c.to_string(), u.to_string()))
+            .collect(),
+        };
+        let chart = Chart::from_result(&panel, &[batch], None).expect("chart");
+        let ChartData::Table { columns, rows, .. } = chart.data else {
+            panic!("a table");
+        };
+        assert_eq!(
+            columns,
+            [
+                "manager",
+                "name",
+                "revenue",
+                "win_rate",
+                "activities, interactions"
+            ]
+        );
+        // An identifier keeps its digits; money and ratios read as such; counts lose the unit
+        // (it is in the header).
+        assert_eq!(
+            rows,
+            vec![vec![
+                "1234".to_string(),
+                "Анна".into(),
+                "13\u{202F}394\u{202F}700\u{A0}₽".into(),
+                "24.1\u{A0}%".into(),
+                "2\u{202F}093".into(),
+            ]]
+        );
     }
 
     #[test]

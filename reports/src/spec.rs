@@ -133,6 +133,8 @@ pub struct Panel {
     pub series: Option<String>,
     /// Unit of the first value column, from the catalog (RUB, deals, ratio, …).
     pub unit: String,
+    /// Every result column's unit, from the catalog (for table cells).
+    pub column_units: BTreeMap<String, String>,
 }
 
 /// What a spec may choose for a panel; the metric's chart hint fills the rest.
@@ -195,6 +197,11 @@ impl Panel {
             y,
             series,
             unit,
+            column_units: metric
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.unit.clone()))
+                .collect(),
         })
     }
 }
