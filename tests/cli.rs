@@ -36,17 +36,7 @@ fn snapshot_count(home: &Path) -> usize {
 
 /// One demo home shared by the tests that only read it.
 fn demo_home() -> (tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = kartoteka()
-        .arg("demo")
-        .args(["--scale", "0.05", "--end", END, "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
-    (dir, stdout, stderr)
+    common::demo_home(END)
 }
 
 #[test]

@@ -13,19 +13,7 @@ use kartoteka_reports::chart::format_value;
 const END: &str = "2025-07-01";
 
 fn demo_home() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = kartoteka()
-        .arg("demo")
-        .args(["--scale", "0.05", "--end", END, "--dir"])
-        .arg(dir.path())
-        .output()
-        .expect("runs");
-    assert!(
-        out.status.success(),
-        "demo failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
+    common::demo_home(END).0
 }
 
 const SPEC: &str = r#"

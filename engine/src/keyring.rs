@@ -200,7 +200,8 @@ impl fmt::Debug for Keyring {
     }
 }
 
-fn seal(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> String {
+/// `nonce || AES-256-GCM(plaintext, aad)` under `key`, with a fresh random nonce.
+fn seal_bytes(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rng().fill_bytes(&mut nonce);
     let ct = key
@@ -212,22 +213,30 @@ fn seal(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> String {
                 aad,
             },
         )
-        .expect("AES-GCM encryption of a short buffer cannot fail");
+        .expect("AES-GCM encryption cannot fail below its 64 GiB message limit");
     let mut out = nonce.to_vec();
     out.extend_from_slice(&ct);
-    B64.encode(out)
+    out
 }
 
-fn open(key: &SecretKey, sealed: &str, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let raw = B64.decode(sealed).ok()?;
-    if raw.len() < NONCE_LEN {
+/// Open what [`seal_bytes`] sealed; `None` if it was altered or sealed under another key or `aad`.
+fn open_bytes(key: &SecretKey, sealed: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if sealed.len() < NONCE_LEN {
         return None;
     }
-    let (nonce, ct) = raw.split_at(NONCE_LEN);
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
     key.cipher()
         .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
         .ok()
         .map(Zeroizing::new)
+}
+
+fn seal(key: &SecretKey, plaintext: &[u8], aad: &[u8]) -> String {
+    B64.encode(seal_bytes(key, plaintext, aad))
+}
+
+fn open(key: &SecretKey, sealed: &str, aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    open_bytes(key, &B64.decode(sealed).ok()?, aad)
 }
 
 fn new_kek_spec(source: &MasterKeySource) -> KekSpec {
@@ -481,36 +490,13 @@ impl Keyring {
     /// Seal `plaintext` for the report archive: `nonce || AES-256-GCM(plaintext, aad)`. `aad` binds
     /// the sealed bytes to their place (a file moved elsewhere no longer opens).
     pub fn seal_blob(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
-        let ct = self
-            .archive_key()
-            .cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption cannot fail for archive-sized buffers");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&ct);
-        out
+        seal_bytes(&self.archive_key(), plaintext, aad)
     }
 
     /// Open what [`Keyring::seal_blob`] sealed with the same `aad`; `None` if it was altered, moved,
     /// or sealed under another lake's keys.
     pub fn open_blob(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        if sealed.len() < NONCE_LEN {
-            return None;
-        }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.archive_key()
-            .cipher()
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-            .ok()
-            .map(Zeroizing::new)
+        open_bytes(&self.archive_key(), sealed, aad)
     }
 
     async fn save(&self, store: &LakeStore) -> Result<()> {

@@ -88,6 +88,21 @@ pub async fn ingest_into_new_lake(
     lake
 }
 
+/// A demo home at scale 0.05 whose history ends on `end` (exclusive): (dir, stdout, stderr).
+pub fn demo_home(end: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = kartoteka()
+        .arg("demo")
+        .args(["--scale", "0.05", "--end", end, "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    (dir, stdout, stderr)
+}
+
 /// Run the binary on the home `dir`.
 pub fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     kartoteka()
