@@ -34,10 +34,10 @@ fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&values)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&values)?),
         Format::Csv | Format::Table => {
             let Some(first) = values.first() else {
-                println!("(none)");
+                outln!("(none)");
                 return Ok(());
             };
             let headers: Vec<&String> = first.keys().collect();
@@ -51,7 +51,7 @@ fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
                 .map(|m| headers.iter().map(|h| cell(&m[*h])).collect())
                 .collect();
             if format == Format::Csv {
-                println!(
+                outln!(
                     "{}",
                     headers
                         .iter()
@@ -70,7 +70,7 @@ fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
                             }
                         })
                         .collect();
-                    println!("{}", quoted.join(","));
+                    outln!("{}", quoted.join(","));
                 }
             } else {
                 let widths: Vec<usize> = headers
@@ -93,9 +93,9 @@ fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
                         .collect::<Vec<_>>()
                         .join("  ")
                 };
-                println!("{}", line(headers.iter().map(|h| h.as_str()).collect()));
+                outln!("{}", line(headers.iter().map(|h| h.as_str()).collect()));
                 for row in &table {
-                    println!("{}", line(row.iter().map(String::as_str).collect()));
+                    outln!("{}", line(row.iter().map(String::as_str).collect()));
                 }
             }
         }
@@ -123,7 +123,7 @@ pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
                     CLI_ACTOR,
                 )
                 .await?;
-            println!(
+            outln!(
                 "user {} ({}) created. Initial password, shown once — hand it to the user, who must change it at first login:\n{}",
                 user.login,
                 user.role.as_str(),
@@ -133,17 +133,17 @@ pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
         UsersCommand::List { format } => print_records(&control.list_users().await?, format)?,
         UsersCommand::Disable { login } => {
             let u = control.disable(&login, CLI_ACTOR).await?;
-            println!("user {} is {}", u.login, u.status);
+            outln!("user {} is {}", u.login, u.status);
         }
         UsersCommand::SetRole { login, role } => {
             let u = control
                 .set_role(&login, parse_role(&role)?, CLI_ACTOR)
                 .await?;
-            println!("user {} now has the role {}", u.login, u.role.as_str());
+            outln!("user {} now has the role {}", u.login, u.role.as_str());
         }
         UsersCommand::SetEmail { login, email } => {
             let u = control.set_email(&login, &email, CLI_ACTOR).await?;
-            println!(
+            outln!(
                 "reports for {} are e-mailed to {}",
                 u.login,
                 u.email.unwrap_or_default()
@@ -151,7 +151,7 @@ pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
         }
         UsersCommand::Reset { login } => {
             let password = control.reset_password(&login, CLI_ACTOR).await?;
-            println!(
+            outln!(
                 "new password for {login}, shown once — hand it to the user, who must change it at first login:\n{}",
                 password.expose()
             );
@@ -183,9 +183,15 @@ pub(crate) fn audit(dir: &Path, command: AuditCommand) -> Result<()> {
                 }
             }
             let report = audit::verify(&log, &files, &key)?;
+            for repair in &report.repairs {
+                outln!("repair recorded in the chain: {repair}");
+            }
+            for note in &report.notes {
+                outln!("note: {note}");
+            }
             match &report.broken {
                 None => {
-                    println!(
+                    outln!(
                         "audit log intact: {} entries, {} signed checkpoints verified (newest covers entry {})",
                         report.entries,
                         report.checkpoints,
@@ -207,7 +213,7 @@ pub(crate) fn audit(dir: &Path, command: AuditCommand) -> Result<()> {
             let log = home.audit()?;
             let entries = log.entries()?;
             for e in entries.iter().skip(entries.len().saturating_sub(lines)) {
-                println!("{}", serde_json::to_string(e)?);
+                outln!("{}", serde_json::to_string(e)?);
             }
             Ok(())
         }
@@ -244,7 +250,7 @@ pub(crate) fn record<T, E: std::fmt::Display>(
 pub(crate) async fn runs(home: &Home, limit: u32, format: Format) -> Result<()> {
     let runs = home.control().await?.ingest_runs(limit).await?;
     if matches!(format, Format::Json) {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        outln!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(());
     }
     #[derive(Serialize)]
@@ -296,7 +302,7 @@ pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
             )?;
             outcome?;
             new_source.install()?;
-            println!(
+            outln!(
                 "master key rotated ({}): data keys re-wrapped, no data rewritten",
                 new_source.kind
             );
@@ -311,7 +317,7 @@ pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
                     |(ids, snap)| serde_json::json!({ "new_keys": ids, "snapshot": snap.id }),
                 )?;
                 let (ids, snapshot) = outcome?;
-                println!(
+                outln!(
                     "data keys rotated: {} new keys, every file rewritten in snapshot {}. Old key versions \
                      are forgotten by `kartoteka gc` once no snapshot uses them.",
                     ids.len(),
@@ -357,16 +363,16 @@ fn new_master_key(home: &Home) -> Result<NewMaster> {
         });
     }
     let live = home.dir.join(home::KEY_FILE);
-    let staged = home.dir.join(format!("{}.new", home::KEY_FILE));
-    // A staged key from an interrupted rotation is unusable (the keyring was not re-wrapped with it,
-    // or was: then it is the only key that opens the lake). Refuse to guess.
+    let staged = home.dir.join(home::STAGED_KEY_FILE);
+    // The lake is open with the live key here, so a staged key left by a rotation interrupted
+    // before the keyring was re-wrapped protects nothing (one interrupted after it was re-wrapped is
+    // finished when the lake is opened): it is replaced.
     if staged.exists() {
-        bail!(
-            "{} exists from an interrupted rotation: if the lake opens with {}, delete the .new file; \
-             otherwise move it over {} and retry",
-            staged.display(),
-            live.display(),
-            live.display()
+        std::fs::remove_file(&staged)
+            .with_context(|| format!("cannot remove the unused {}", staged.display()))?;
+        eprintln!(
+            "note: {} from an interrupted rotation was never used by the keyring; replaced",
+            staged.display()
         );
     }
     let source = MasterKeySource::create_key_file(&staged)?;
@@ -458,15 +464,16 @@ pub(crate) async fn privacy(home: &Home, command: PrivacyCommand) -> Result<()> 
         pii_columns,
     };
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "Personal data of this lake is declared as kept in jurisdiction {} (lake: {}).",
-        report.jurisdiction, report.lake
+        report.jurisdiction,
+        report.lake
     );
     print_records(&report.pii_columns, format)?;
-    println!(
+    outln!(
         "\n{} of {} clients have no recorded consent{}",
         report.clients_without_consent,
         report.clients,
@@ -564,4 +571,51 @@ pub(crate) async fn demo_users(
         created.push((user.login, role, password.expose().to_string()));
     }
     Ok(created)
+}
+
+/// Ask the person at the terminal to type `expected`; without a terminal, refuse (scripts pass
+/// `--yes`).
+pub(crate) fn confirm(prompt: &str, expected: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "nothing was changed: confirmation needed and no terminal to ask; pass --yes to confirm"
+        );
+    }
+    eprint!("{prompt}: ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the confirmation")?;
+    if answer.trim() != expected {
+        bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
+/// `1–4, 7` for a sorted list of ids.
+pub(crate) fn id_ranges(ids: &[u64]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        let mut end = start;
+        while i + 1 < ids.len() && ids[i + 1] == end + 1 {
+            i += 1;
+            end = ids[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}–{end}")
+        });
+        i += 1;
+    }
+    if parts.is_empty() {
+        "(none)".into()
+    } else {
+        parts.join(", ")
+    }
 }

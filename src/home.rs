@@ -316,6 +316,7 @@ pub(crate) struct Home {
 impl Home {
     /// Open an existing home.
     pub(crate) fn open(dir: &Path) -> Result<Home> {
+        check_private(dir)?;
         let file = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&file).with_context(|| {
             format!(
@@ -334,15 +335,34 @@ impl Home {
             "KARTOTEKA_MEMORY_LIMIT_MB",
             &mut config.query.memory_limit_mb,
         )?;
+        if config.query.memory_limit_mb == 0 {
+            bail!(
+                "{}: [query] memory_limit_mb = 0 (or KARTOTEKA_MEMORY_LIMIT_MB=0) would refuse every query; \
+                 give the memory all running queries may use together, in MiB (default 2048)",
+                file.display()
+            );
+        }
+        if config.query.timeout_seconds == 0 {
+            bail!(
+                "{}: [query] timeout_seconds = 0 (or KARTOTEKA_QUERY_TIMEOUT_SECONDS=0) would stop every \
+                 query at once; give a limit in seconds (default 300)",
+                file.display()
+            );
+        }
         Ok(Home {
             dir: dir.to_path_buf(),
             config,
         })
     }
 
-    /// Open a home, creating the directory and a default config when missing.
+    /// Open a home, creating the directory (0700: it holds password hashes, the audit log and maybe
+    /// the key file) and a default config when missing.
     pub(crate) fn open_or_init(dir: &Path) -> Result<Home> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            set_mode(dir, 0o700)?;
+        }
         if !dir.join(CONFIG_FILE).exists() {
             Home {
                 dir: dir.to_path_buf(),
@@ -360,7 +380,8 @@ impl Home {
             toml::to_string_pretty(&self.config).context("config serialises")?
         );
         let file = self.dir.join(CONFIG_FILE);
-        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        set_mode(&file, 0o600)
     }
 
     /// Resolve a path from the config.
@@ -406,11 +427,71 @@ impl Home {
         )
     }
 
-    /// Open the lake (it must exist).
+    /// Open the lake (it must exist), its commits anchored in the control plane.
     pub(crate) async fn lake(&self) -> Result<Arc<Lake>> {
         let store = self.lake_store()?;
         let key = self.master_key(false)?;
-        Ok(Arc::new(Lake::open(store, &key).await?))
+        let lake = match Lake::open(store.clone(), &key).await {
+            Err(kartoteka_engine::Error::WrongMasterKey { .. })
+                if self.dir.join(STAGED_KEY_FILE).exists() =>
+            {
+                self.finish_interrupted_rotation(store).await?
+            }
+            other => other?,
+        };
+        Ok(Arc::new(lake.with_ledger(Arc::new(self.control().await?))))
+    }
+
+    /// Open the lake, creating it (and with `create_key_file`, a key file) when the home has none.
+    pub(crate) async fn lake_or_create(&self, create_key_file: bool) -> Result<Arc<Lake>> {
+        let store = self.lake_store()?;
+        if kartoteka_engine::keyring::Keyring::exists(&store).await? {
+            return self.lake().await;
+        }
+        // The control plane first: a new lake's keyring makes a missing control database an error.
+        let control = self.control().await?;
+        let key = self.master_key(create_key_file)?;
+        let lake = Lake::open_or_create(store, &key).await?;
+        Ok(Arc::new(lake.with_ledger(Arc::new(control))))
+    }
+
+    /// `keys rotate` re-wraps the keyring under a staged key file, then moves it over the old one.
+    /// Interrupted between the two, only the staged key opens the lake: the rotation is finished
+    /// here (the old key opens nothing any more), announced and audited.
+    async fn finish_interrupted_rotation(&self, store: LakeStore) -> Result<Lake> {
+        let staged = self.dir.join(STAGED_KEY_FILE);
+        let live = self.dir.join(KEY_FILE);
+        let key = MasterKeySource::from_key_file(&staged)?;
+        let lake = Lake::open(store, &key).await.map_err(|e| {
+            anyhow::anyhow!(
+                "the master key in {} does not open this lake, and {} (left by an interrupted \
+                 `kartoteka keys rotate`) does not either ({e}); restore the key file from a backup",
+                live.display(),
+                staged.display()
+            )
+        })?;
+        std::fs::rename(&staged, &live).with_context(|| {
+            format!(
+                "an interrupted `kartoteka keys rotate` left the lake's key in {}; moving it over {} failed",
+                staged.display(),
+                live.display()
+            )
+        })?;
+        sync_dir(&self.dir)?;
+        eprintln!(
+            "note: an earlier `kartoteka keys rotate` was interrupted after the keyring was re-wrapped; \
+             its new key ({}) was moved over {} to finish it. Back up the new key file.",
+            staged.display(),
+            live.display()
+        );
+        self.audit()?.append(kartoteka_engine::audit::Event {
+            actor: "owner".into(),
+            action: "keys.rotate-master".into(),
+            target: "keyring".into(),
+            details: serde_json::json!({ "kind": "key file", "finished_after_interruption": true }),
+            outcome: kartoteka_engine::audit::Outcome::Ok,
+        })?;
+        Ok(lake)
     }
 
     /// The engine over this home's lake, auditing into the home's log.
@@ -456,8 +537,95 @@ impl Home {
         Ok(Arc::clone(OPEN_AUDIT.get_or_init(|| log)))
     }
 
-    /// The home's identity store.
+    /// The home's identity store (and commit ledger). A home that already holds a lake or an audit
+    /// log but no control database lost it: users, run history and the commit anchor would be
+    /// silently replaced by empty ones, so it is refused.
     pub(crate) async fn control(&self) -> Result<ControlPlane> {
-        Ok(ControlPlane::open(&self.dir.join(CONTROL_FILE), Some(self.audit()?)).await?)
+        let path = self.dir.join(CONTROL_FILE);
+        if !path.exists() {
+            let lake_has_data = kartoteka_engine::keyring::Keyring::exists(&self.lake_store()?)
+                .await
+                .unwrap_or(true);
+            let audit_has_entries = std::fs::metadata(self.dir.join(AUDIT_DIR).join("audit.jsonl"))
+                .is_ok_and(|m| m.len() > 0);
+            if lake_has_data || audit_has_entries {
+                bail!(
+                    "the control database {} is missing, but this home already has a lake or an audit \
+                     log: users, their roles, run history and the lake's commit record would be lost. \
+                     Restore {CONTROL_FILE} from a backup; nothing was changed",
+                    path.display()
+                );
+            }
+        }
+        let control = ControlPlane::open(&path, Some(self.audit()?)).await?;
+        for file in [
+            path.clone(),
+            path.with_extension("sqlite-wal"),
+            path.with_extension("sqlite-shm"),
+        ] {
+            if file.exists() {
+                set_mode(&file, 0o600)?;
+            }
+        }
+        Ok(control)
     }
+}
+
+/// The staged key file of a `keys rotate` in progress.
+pub(crate) const STAGED_KEY_FILE: &str = "master.key.new";
+
+/// Set a file's or directory's permission bits (Unix).
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set permissions of {}", path.display()))?;
+    }
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// The home's secrets must not be readable by other users: a key file that is, is refused; a
+/// home directory others may enter is warned about.
+fn check_private(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for secret in [
+            dir.join(KEY_FILE),
+            dir.join(AUDIT_DIR).join("checkpoint.key"),
+        ] {
+            if let Ok(meta) = std::fs::metadata(&secret)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                bail!(
+                    "{} is readable by other users (mode {:o}): anyone who read it holds the key. \
+                     Restrict it with `chmod 600 {}` (and consider rotating the key with \
+                     `kartoteka keys rotate`)",
+                    secret.display(),
+                    meta.permissions().mode() & 0o777,
+                    secret.display()
+                );
+            }
+        }
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            eprintln!(
+                "warning: the home {} can be entered by other users (mode {:o}); it holds password \
+                 hashes and the audit log: `chmod 700 {}`",
+                dir.display(),
+                meta.permissions().mode() & 0o777,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
 }

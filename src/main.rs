@@ -1,6 +1,22 @@
 //! `kartoteka`: the command line. One subcommand per job; every command works on a Kartoteka home
 //! (`--dir`, env `KARTOTEKA_HOME`) and acts as the local owner — whoever holds the lake's key.
 
+/// `println!` that returns a write error instead of panicking (a closed pipe, a full disk).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::output::OutputError)?
+    }};
+}
+
+/// `print!` that returns a write error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*).map_err($crate::output::OutputError)?
+    }};
+}
+
 mod admin;
 mod home;
 mod output;
@@ -126,8 +142,11 @@ enum Command {
         #[command(subcommand)]
         command: PrivacyCommand,
     },
-    /// List the lake's snapshots.
-    Snapshots,
+    /// List the lake's snapshots (`snapshots trust` accepts a deliberate restore from backup).
+    Snapshots {
+        #[command(subcommand)]
+        command: Option<SnapshotsCommand>,
+    },
     /// Run the scheduler: every source with a `schedule` is ingested on it, every report spec
     /// rendered on its own (and compaction on `[ingest] compact_schedule`), missed runs caught up
     /// once, until Ctrl-C or SIGTERM.
@@ -152,6 +171,9 @@ enum Command {
         /// The client's id (`clients.client_id`).
         #[arg(long)]
         client: i64,
+        /// Do not ask: erase what the plan shows (for scripts).
+        #[arg(long)]
+        yes: bool,
     },
     /// Rewrite tables that incremental runs left in many small files into few large ones.
     Compact {
@@ -164,6 +186,17 @@ enum Command {
         /// Only files older than this many seconds.
         #[arg(long, default_value_t = 3600)]
         grace_seconds: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotsCommand {
+    /// Accept the newest snapshot on disk as current after restoring the lake from a backup on
+    /// purpose (it must authenticate and its files must be there); recorded in the audit log.
+    Trust {
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -268,9 +301,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Planning and evaluating an expression walks its tree recursively: room for the deepest
+        // statement the engine accepts, with a margin (tokio's default is 2 MiB).
+        .thread_stack_size(8 << 20)
         .build()
         .expect("a tokio runtime can be built");
     let outcome = runtime.block_on(run(cli));
+    // A query task still inside an operator when its statement timed out ends at its next batch;
+    // the process does not wait for it longer than this.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     // Sign off what this command appended, so truncating the log's end is detectable.
     if let Some(audit) = home::OPEN_AUDIT.get()
         && let Err(e) = audit.checkpoint_now()
@@ -279,6 +318,8 @@ fn main() -> std::process::ExitCode {
     }
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader went away (`… | head`): nothing more to say, and nobody to say it to.
+        Err(e) if output::is_closed_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
@@ -302,7 +343,7 @@ async fn run(cli: Cli) -> Result<()> {
             full,
         } => {
             let mut home = Home::open(&cli.dir)?;
-            let lake = open_or_create_lake(&home, false).await?;
+            let lake = home.lake_or_create(false).await?;
             let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
             let location = match (sqlite, url) {
                 (Some(db), _) => Some(abs(db).to_string_lossy().into_owned()),
@@ -383,7 +424,7 @@ async fn run(cli: Cli) -> Result<()> {
                 return list_metrics(&catalog);
             }
             if name == "docs" {
-                print!("{}", catalog.markdown());
+                out!("{}", catalog.markdown());
                 return Ok(());
             }
             let metric = catalog.get(&name)?;
@@ -400,11 +441,27 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Erase { client } => {
+        Command::Erase { client, yes } => {
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
             let engine = home.engine(lake.clone())?;
             let control = std::sync::Arc::new(home.control().await?);
+            let plan = engine.erasure_plan(client).await?;
+            let rows: Vec<String> = plan.rows.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            eprintln!(
+                "erasing client {client} removes, for good: {} rows ({}) and {} deals; snapshots {} \
+                 are expired (history before the erasure goes), with the report copies drawn from them",
+                plan.rows.values().sum::<u64>(),
+                rows.join(", "),
+                plan.deals.len(),
+                admin::id_ranges(&plan.snapshots_expired)
+            );
+            if !yes {
+                admin::confirm(
+                    &format!("type the client id ({client}) to erase them"),
+                    &client.to_string(),
+                )?;
+            }
             let outcome = async {
                 let e = engine.erase_client(client).await?;
                 // Report copies drawn from the expired snapshots may show the person: they go too.
@@ -475,14 +532,34 @@ async fn run(cli: Cli) -> Result<()> {
             let home = Home::open(&cli.dir)?;
             admin::runs(&home, limit, format).await
         }
-        Command::Snapshots => {
+        Command::Snapshots {
+            command: Some(SnapshotsCommand::Trust { yes }),
+        } => {
+            let home = Home::open(&cli.dir)?;
+            let store = home.lake_store()?;
+            let lake = kartoteka_engine::Lake::open(store, &home.master_key(false)?).await?;
+            let ids = lake.snapshot_ids().await?;
+            let newest = ids.last().context("the lake has no snapshot to trust")?;
+            eprintln!(
+                "snapshot {newest} (the newest in the lake's snapshot directory) becomes the lake's \
+                 current state; commits recorded after it are forgotten"
+            );
+            if !yes {
+                admin::confirm("type `trust` to accept it", "trust")?;
+            }
+            let lake = lake.with_ledger(std::sync::Arc::new(home.control().await?));
+            let snapshot = lake.trust_newest().await?;
+            eprintln!("snapshot {} is trusted as current", snapshot.id);
+            Ok(())
+        }
+        Command::Snapshots { command: None } => {
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
             for id in lake.snapshot_ids().await? {
                 let s = lake.snapshot(id).await?;
                 let rows: u64 = s.tables.values().map(|t| t.rows()).sum();
                 let files: usize = s.tables.values().map(|t| t.files.len()).sum();
-                println!(
+                outln!(
                     "{:>6}  {}  {:<32} {rows:>12} rows {files:>5} files",
                     s.id,
                     s.committed_at.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -507,7 +584,7 @@ async fn run(cli: Cli) -> Result<()> {
                 })
             })?;
             let report = outcome?;
-            println!(
+            outln!(
                 "gc: {} referenced files kept, {} unreferenced files deleted ({} bytes), {} too young to delete",
                 report.kept,
                 report.deleted.len(),
@@ -515,7 +592,7 @@ async fn run(cli: Cli) -> Result<()> {
                 report.too_young
             );
             if !report.keys_removed.is_empty() {
-                println!(
+                outln!(
                     "gc: data keys no snapshot uses any more were forgotten: {}",
                     report.keys_removed.join(", ")
                 );
@@ -543,15 +620,6 @@ async fn principal(
     Ok(principal)
 }
 
-async fn open_or_create_lake(home: &Home, create_key_file: bool) -> Result<std::sync::Arc<Lake>> {
-    let store = home.lake_store()?;
-    let key = home.master_key(create_key_file)?;
-    Ok(std::sync::Arc::new(
-        Lake::open_or_create(store, &key).await?,
-    ))
-}
-
-/// A table is compacted after an ingest once it holds more files than this.
 pub(crate) const AUTO_COMPACT_FILES: usize = 32;
 
 async fn ingest(
@@ -589,14 +657,13 @@ async fn ingest(
             options,
         )
         .await?;
-        let checks = kartoteka_ingest::reconcile(&engine, &report).await?;
+        let checks = report.checks.clone();
         // Incremental runs add a few small files each: compact a table once it holds many.
         let snapshot = lake.snapshot(report.snapshot_id).await?;
-        if checks.iter().all(|c| c.matches())
-            && snapshot
-                .tables
-                .values()
-                .any(|t| t.files.len() > AUTO_COMPACT_FILES)
+        if snapshot
+            .tables
+            .values()
+            .any(|t| t.files.len() > AUTO_COMPACT_FILES)
         {
             let (tables, compacted) = engine.compact(AUTO_COMPACT_FILES).await?;
             if let Some(s) = compacted {
@@ -606,10 +673,6 @@ async fn ingest(
         anyhow::Ok((report, checks))
     }
     .await;
-    let mismatched: Vec<kartoteka_ingest::TableCheck> = match &outcome {
-        Ok((_, checks)) => checks.iter().filter(|c| !c.matches()).cloned().collect(),
-        Err(_) => Vec::new(),
-    };
     let tables = match &outcome {
         Ok((report, checks)) => serde_json::json!(report
             .tables
@@ -629,20 +692,16 @@ async fn ingest(
             .collect::<Vec<_>>()),
         Err(_) => serde_json::json!([]),
     };
+    // A failed reconciliation commits nothing; the run is recorded as a mismatch.
+    let mismatch = outcome.as_ref().err().is_some_and(|e| {
+        matches!(
+            e.downcast_ref::<kartoteka_ingest::Error>(),
+            Some(kartoteka_ingest::Error::Reconciliation { .. })
+        )
+    });
     let (status, snapshot, error) = match &outcome {
-        Ok((r, _)) if mismatched.is_empty() => ("ok", Some(r.snapshot_id), None),
-        Ok((r, _)) => (
-            "mismatch",
-            Some(r.snapshot_id),
-            Some(format!(
-                "reconciliation: the lake's keys differ from the source's in {}",
-                mismatched
-                    .iter()
-                    .map(|c| c.table.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        ),
+        Ok((r, _)) => ("ok", Some(r.snapshot_id), None),
+        Err(e) if mismatch => ("mismatch", None, Some(format!("{e:#}"))),
         Err(e) => ("failed", None, Some(format!("{e:#}"))),
     };
     control
@@ -669,24 +728,6 @@ async fn ingest(
         bytes as f64 / 1e6,
         report.seconds
     );
-    if !mismatched.is_empty() {
-        for c in &mismatched {
-            eprintln!(
-                "RECONCILIATION MISMATCH in {}: source {} rows (key checksum {:016x}), lake {} rows ({:016x}), {} keys held twice or more",
-                c.table,
-                c.source.rows,
-                c.source.checksum,
-                c.lake.rows,
-                c.lake.checksum,
-                c.lake_duplicates
-            );
-        }
-        bail!(
-            "snapshot {} does not hold exactly the source's keys (run {run}, recorded); do not trust it — \
-             check the mapping's keys for duplicates and report this",
-            report.snapshot_id
-        );
-    }
     eprintln!(
         "reconciled: every table's row count and key checksum equal the source's ({} tables)",
         checks.len()
@@ -696,9 +737,9 @@ async fn ingest(
 
 fn list_metrics(catalog: &Catalog) -> Result<()> {
     for m in catalog.metrics() {
-        println!("{:<22} {} [{}]", m.name, m.title, m.family);
+        outln!("{:<22} {} [{}]", m.name, m.title, m.family);
         for p in &m.params {
-            println!(
+            outln!(
                 "    --param {}=<{:?}>{}  {}",
                 p.name,
                 p.ty,
@@ -708,7 +749,7 @@ fn list_metrics(catalog: &Catalog) -> Result<()> {
                 p.description
             );
         }
-        println!("    roles: {}", m.roles.join(", "));
+        outln!("    roles: {}", m.roles.join(", "));
     }
     Ok(())
 }
@@ -723,7 +764,13 @@ fn write_chart(
         .map_err(|(field, detail)| anyhow::anyhow!("the chart hint's {field}: {detail}"))?;
     let chart = kartoteka_reports::chart::Chart::from_result(&panel, &result.batches, None)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot write the chart to {}: {} is not a directory that can be created",
+                path.display(),
+                dir.display()
+            )
+        })?;
     }
     std::fs::write(path, chart.to_svg()?)
         .with_context(|| format!("cannot write {}", path.display()))
@@ -767,7 +814,7 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     home.config.default_source.get_or_insert("demo".into());
     home.save()?;
 
-    let lake = open_or_create_lake(&home, true).await?;
+    let lake = home.lake_or_create(true).await?;
     ingest(&home, &lake, "demo", &source, false).await?;
 
     let engine = home.engine(lake)?;
@@ -801,12 +848,12 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
             args.push(("grain".into(), "week".into()));
         }
         let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
-        println!("\n== {} — {} ==", metric.name, metric.title);
+        outln!("\n== {} — {} ==", metric.name, metric.title);
         output::print(&result, Format::Table, Some(10))?;
         if metric.name == "revenue_by_month" {
             let chart = home.dir.join("charts").join("revenue_by_month.svg");
             write_chart(metric, &result, &chart)?;
-            println!("chart: {}", chart.display());
+            outln!("chart: {}", chart.display());
         }
     }
     let control = home.control().await?;
@@ -816,12 +863,12 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         .find(|(_, role, _)| *role == kartoteka_engine::Role::Manager)
         .map_or("manager-2".to_string(), |(login, _, _)| login.clone());
     if !created.is_empty() {
-        println!("\ndemo users (initial passwords, shown once):");
+        outln!("\ndemo users (initial passwords, shown once):");
         for (login, role, password) in &created {
-            println!("  {login:<12} {:<10} {password}", role.as_str());
+            outln!("  {login:<12} {:<10} {password}", role.as_str());
         }
     }
-    println!(
+    outln!(
         "\ndemo finished in {:.1} s. Home: {}\nTry: kartoteka --dir {} query \"SELECT status, COUNT(*) FROM deals GROUP BY status\"\n     kartoteka --dir {} metric funnel_conversion --as {example}   (that manager's own funnel)",
         started.elapsed().as_secs_f64(),
         home.dir.display(),

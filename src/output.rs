@@ -17,6 +17,34 @@ pub(crate) enum Format {
     Json,
 }
 
+/// Standard output could not be written (a full disk; a closed pipe ends the command quietly).
+#[derive(Debug)]
+pub(crate) struct OutputError(pub(crate) std::io::Error);
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write the output: {}", self.0)
+    }
+}
+
+impl std::error::Error for OutputError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Did the command stop because its reader closed the pipe?
+pub(crate) fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<OutputError>()
+            .map(|o| &o.0)
+            .or_else(|| c.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            // Writers that keep only the text of an I/O error (Arrow's CSV and JSON writers).
+            || c.to_string().contains("Broken pipe (os error 32)")
+    })
+}
+
 /// Print `result` to stdout. In table form at most `max_rows` rows are shown.
 pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize>) -> Result<()> {
     let mut out = std::io::stdout().lock();

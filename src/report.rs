@@ -236,7 +236,7 @@ pub(crate) async fn report(home: &Home, command: ReportCommand) -> Result<()> {
                     .map(|r| format!("role:{}", r.as_str()))
                     .collect();
                 audience.extend(s.audience.users.iter().map(|u| format!("user:{u}")));
-                println!(
+                outln!(
                     "{:<20} {:<36} {} — next {next}; to {}; {} panels: {}",
                     s.id,
                     s.title,
@@ -295,11 +295,11 @@ pub(crate) async fn report(home: &Home, command: ReportCommand) -> Result<()> {
         ReportCommand::Runs { id, limit, format } => {
             let runs = control.report_runs(id.as_deref(), None, limit).await?;
             if matches!(format, Format::Json) {
-                println!("{}", serde_json::to_string_pretty(&runs)?);
+                outln!("{}", serde_json::to_string_pretty(&runs)?);
                 return Ok(());
             }
             for r in runs {
-                println!(
+                outln!(
                     "{:>5}  {:<20} {:<16} {:<8} {:<7} snapshot {:>5}  {:>6.2} s  {}",
                     r.id,
                     r.report,

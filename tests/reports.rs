@@ -192,6 +192,26 @@ fn each_manager_gets_a_copy_with_their_own_numbers() {
         tail.matches("report.run").count() >= managers.len(),
         "every copy audited"
     );
+    // The copies' queries were run by the owner (by hand here) on behalf of each manager: the
+    // managers' own entries hold only what they did themselves.
+    let mut on_behalf = 0;
+    for line in tail.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).expect("entry");
+        if e["action"] == "query"
+            && let Some(login) = e["details"]["as"].as_str()
+            && managers.iter().any(|m| m == login)
+        {
+            assert_eq!(e["actor"], "owner", "{line}");
+            on_behalf += 1;
+        }
+        if e["action"] == "query" {
+            assert!(
+                !managers.iter().any(|m| e["actor"] == m.as_str()),
+                "a manager is the actor of a query they never ran: {line}"
+            );
+        }
+    }
+    assert!(on_behalf >= managers.len(), "{on_behalf}");
     ok(home, &["audit", "verify"]);
 }
 
@@ -252,7 +272,7 @@ fn invalid_specs_are_named_and_the_valid_ones_still_run() {
         .map(|f| home.join("archive").join(f.as_str().expect("path")))
         .collect();
     assert!(files.iter().all(|f| f.exists()));
-    ok(home, &["erase", "--client", "1"]);
+    ok(home, &["erase", "--client", "1", "--yes"]);
     assert!(
         runs(home).is_empty(),
         "no copy from before the erasure is kept"

@@ -295,7 +295,7 @@ async fn an_erased_client_is_gone_from_every_file_and_stays_gone() {
     assert!(before > 5, "the client has rows ({before})");
     common::ok(&home, &["ingest"]); // a second snapshot, which also holds them
 
-    let out = common::run(&home, &["erase", "--client", &client.to_string()]);
+    let out = common::run(&home, &["erase", "--client", &client.to_string(), "--yes"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("older snapshots expired"), "{stderr}");

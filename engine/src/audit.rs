@@ -45,6 +45,8 @@ const LOCK_FILE: &str = "audit.lock";
 const SIGNING_KEY_FILE: &str = "checkpoint.key";
 /// File holding the checkpoint public key (hex), to be copied wherever checkpoints are verified.
 pub const PUBLIC_KEY_FILE: &str = "checkpoint.pub";
+/// Action of the entry recording a repaired torn tail.
+pub const REPAIR_ACTION: &str = "audit.repair";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// How an audited action ended.
@@ -208,7 +210,10 @@ impl Sink {
     fn ship(&self, line: &str) -> std::io::Result<()> {
         match self {
             Sink::File(path) => {
-                let mut f = OpenOptions::new().create(true).append(true).open(path)?;
+                let mut f = private_append(path)?;
+                // A checkpoint cut short (crash, full disk) is not one: drop it before appending,
+                // so it cannot turn into a permanent false alarm.
+                cut_torn_tail(&mut f)?;
                 f.write_all(line.as_bytes())?;
                 f.write_all(b"\n")?;
                 f.sync_all()
@@ -334,11 +339,97 @@ fn last_line(file: &mut File) -> std::io::Result<Option<String>> {
     }
 }
 
+/// Open `path` for reading and appending, created readable by its owner only.
+fn private_append(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).read(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+/// A line cut short at the end of an append-only file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TornTail {
+    /// Where it started.
+    offset: u64,
+    /// Its bytes' SHA-256.
+    sha256: String,
+    /// How many bytes.
+    bytes: u64,
+}
+
+/// When `file` does not end with a newline, its last line was never completed (a crash or a full
+/// disk during an append): truncate it away, fsynced, and say what it was.
+fn cut_torn_tail(file: &mut File) -> std::io::Result<Option<TornTail>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(None);
+    }
+    // Find the start of the torn line: just after the previous newline, or the file's start.
+    let mut end = len;
+    let mut start_of_tail = 0;
+    'search: while end > 0 {
+        let start = end.saturating_sub(8192);
+        let mut chunk = vec![0u8; (end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(pos) = chunk.iter().rposition(|&b| b == b'\n') {
+            start_of_tail = start + pos as u64 + 1;
+            break 'search;
+        }
+        end = start;
+    }
+    let mut torn = vec![0u8; (len - start_of_tail) as usize];
+    file.seek(SeekFrom::Start(start_of_tail))?;
+    file.read_exact(&mut torn)?;
+    file.set_len(start_of_tail)?;
+    file.sync_all()?;
+    Ok(Some(TornTail {
+        offset: start_of_tail,
+        sha256: hex::encode(Sha256::digest(&torn)),
+        bytes: torn.len() as u64,
+    }))
+}
+
 impl AuditLog {
     /// Open (creating on first use) the audit log in `dir`, with its checkpoint signing key.
     pub fn open(dir: &Path, config: AuditConfig) -> Result<AuditLog> {
-        std::fs::create_dir_all(dir).map_err(io("cannot create audit directory", dir))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io("cannot create audit directory", dir))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io("cannot restrict", dir))?;
+            }
+        }
         let key_path = dir.join(SIGNING_KEY_FILE);
+        let has_history = [LOG_FILE, CHECKPOINT_FILE]
+            .iter()
+            .any(|f| std::fs::metadata(dir.join(f)).is_ok_and(|m| m.len() > 0));
+        if !key_path.exists() && has_history {
+            // A new key would sign checkpoints that contradict every earlier one: never replace it
+            // silently.
+            return Err(Error::Audit(format!(
+                "the checkpoint signing key {} is missing, but the log in {} already has entries. \
+                 Restore the key file from a backup. If it is lost for good, move the directory {} \
+                 aside (its {PUBLIC_KEY_FILE} still verifies it with `kartoteka audit verify --log \
+                 … --checkpoints … --public-key …`); a new log with a new key then starts",
+                key_path.display(),
+                dir.display(),
+                dir.display()
+            )));
+        }
         let signing = if key_path.exists() {
             let text = zeroize::Zeroizing::new(
                 std::fs::read_to_string(&key_path).map_err(io("cannot read", &key_path))?,
@@ -405,13 +496,36 @@ impl AuditLog {
     pub fn append(&self, event: Event) -> Result<Entry> {
         let (_guard, _lock) = self.lock()?;
         let path = self.log_path();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io("cannot open", &path))?;
-        let (seq, prev_hash) = match last_line(&mut file).map_err(io("cannot read", &path))? {
+        let mut file = private_append(&path).map_err(io("cannot open", &path))?;
+        // A line cut short by a crash or a full disk was never an entry: it is cut away, its hash
+        // kept in a repair entry that continues the chain.
+        if let Some(torn) = cut_torn_tail(&mut file).map_err(io("cannot repair", &path))? {
+            self.append_line(
+                &mut file,
+                &path,
+                Event {
+                    actor: "kartoteka".into(),
+                    action: REPAIR_ACTION.into(),
+                    target: "audit log".into(),
+                    details: serde_json::json!({
+                        "torn_bytes": torn.bytes,
+                        "torn_sha256": torn.sha256,
+                        "offset": torn.offset,
+                        "reason": "an append was cut short (crash or full disk); the incomplete line was removed",
+                    }),
+                    outcome: Outcome::Ok,
+                },
+            )?;
+        }
+        let entry = self.append_line(&mut file, &path, event)?;
+        if self.checkpoint_due(entry.seq)? {
+            self.write_checkpoint(entry.seq, &entry.hash)?;
+        }
+        Ok(entry)
+    }
+
+    fn append_line(&self, file: &mut File, path: &Path, event: Event) -> Result<Entry> {
+        let (seq, prev_hash) = match last_line(file).map_err(io("cannot read", path))? {
             None => (1, GENESIS.to_string()),
             Some(line) => {
                 let last: Entry = serde_json::from_str(&line).map_err(|e| {
@@ -438,13 +552,10 @@ impl AuditLog {
         let mut line = serde_json::to_string(&entry).expect("audit entry serialises");
         line.push('\n');
         file.write_all(line.as_bytes())
-            .map_err(io("cannot append to", &path))?;
-        file.sync_data().map_err(io("cannot sync", &path))?;
+            .map_err(io("cannot append to", path))?;
+        file.sync_data().map_err(io("cannot sync", path))?;
         self.unsigned
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.checkpoint_due(seq)? {
-            self.write_checkpoint(seq, &entry.hash)?;
-        }
         Ok(entry)
     }
 
@@ -511,6 +622,14 @@ impl AuditLog {
         let (_guard, _lock) = self.lock()?;
         let path = self.log_path();
         let mut file = File::open(&path).map_err(io("cannot open", &path))?;
+        if std::fs::read(&path)
+            .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
+            .unwrap_or(false)
+        {
+            // A torn last line (this process's append failed): the next append repairs it and the
+            // checkpoint after it covers everything.
+            return Ok(None);
+        }
         let Some(line) = last_line(&mut file).map_err(io("cannot read", &path))? else {
             return Ok(None);
         };
@@ -527,7 +646,13 @@ impl AuditLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io("cannot read", &path)(e)),
         };
-        text.lines()
+        // A torn last line (no newline) was never an entry.
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        complete
+            .lines()
             .enumerate()
             .map(|(i, l)| {
                 serde_json::from_str(l).map_err(|e| {
@@ -579,6 +704,10 @@ pub struct VerifyReport {
     pub newest_checkpoint: Option<u64>,
     /// The first problem: (line of the log or checkpoint file, explanation).
     pub broken: Option<String>,
+    /// Repairs of torn tails recorded in the chain (entry, bytes removed, their hash).
+    pub repairs: Vec<String>,
+    /// Things worth knowing that are not tampering (a torn last line not yet repaired).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -598,14 +727,22 @@ pub fn verify(log: &Path, checkpoints: &[PathBuf], key: &VerifyingKey) -> Result
     };
     let mut hashes: Vec<String> = Vec::new();
     let mut prev = GENESIS.to_string();
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        report.broken = Some(format!(
-            "{}: the last line is incomplete (torn or truncated write)",
-            log.display()
+    // A last line without its newline was cut short (crash, full disk): it was never an entry. The
+    // next append removes it and records the repair; until then it is reported, not counted.
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &bytes[..0],
+    };
+    if complete.len() < bytes.len() {
+        report.notes.push(format!(
+            "{}: the last line is incomplete ({} bytes: an append cut short by a crash or a full \
+             disk); it is not an entry, and the next audited command removes it and records the repair",
+            log.display(),
+            bytes.len() - complete.len()
         ));
     }
     // Lines end with a newline; without the final one, an empty log has no lines at all.
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    let body = complete.strip_suffix(b"\n").unwrap_or(complete);
     let lines = (!body.is_empty()).then(|| body.split(|&b| b == b'\n'));
     for (i, raw) in lines.into_iter().flatten().enumerate() {
         if report.broken.is_some() {
@@ -644,6 +781,15 @@ pub fn verify(log: &Path, checkpoints: &[PathBuf], key: &VerifyingKey) -> Result
             report.broken = Some(format!("line {line} (entry {expected_seq}) {p}"));
             break;
         }
+        if entry.action == REPAIR_ACTION {
+            report.repairs.push(format!(
+                "entry {} ({}): removed a torn line of {} bytes (sha256 {})",
+                entry.seq,
+                entry.ts,
+                entry.details["torn_bytes"],
+                entry.details["torn_sha256"].as_str().unwrap_or("?")
+            ));
+        }
         prev = entry.hash.clone();
         hashes.push(entry.hash);
         report.entries += 1;
@@ -654,8 +800,17 @@ pub fn verify(log: &Path, checkpoints: &[PathBuf], key: &VerifyingKey) -> Result
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io("cannot read", path)(e)),
         };
+        let torn = !text.is_empty() && !text.ends_with('\n');
+        let count = text.lines().count();
         for (i, l) in text.lines().enumerate() {
             let at = format!("{} line {}", path.display(), i + 1);
+            if torn && i + 1 == count {
+                report.notes.push(format!(
+                    "{at}: an incomplete checkpoint (a write cut short) is ignored; the next \
+                     checkpoint replaces it"
+                ));
+                continue;
+            }
             let cp: Checkpoint = match serde_json::from_str(l) {
                 Ok(c) => c,
                 Err(e) => {
@@ -920,9 +1075,22 @@ mod tests {
                 "truncating to {keep} entries went unnoticed: {report:?}"
             );
         }
-        // A torn last line.
+        // A torn last line is not an entry: the ones before it count, and since a signed checkpoint
+        // covers the torn one, its loss is a truncation.
         std::fs::write(log.log_path(), &original[..original.len() - 10]).expect("write");
-        assert!(!check(&log).ok());
+        let report = check(&log);
+        assert_eq!(report.entries, lines.len() as u64 - 1, "{report:?}");
+        assert!(
+            report.notes.iter().any(|n| n.contains("incomplete")),
+            "{report:?}"
+        );
+        assert!(
+            report
+                .broken
+                .as_deref()
+                .is_some_and(|b| b.contains("truncated")),
+            "{report:?}"
+        );
         // The first broken entry is named: editing entry 5's details.
         let edited = original.replacen("SELECT 5", "SELECT 6", 1);
         std::fs::write(log.log_path(), edited).expect("write");

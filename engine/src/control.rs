@@ -87,6 +87,14 @@ const MIGRATIONS: &[&str] = &[
         error TEXT,
         at TEXT NOT NULL
     )",
+    // 6: every lake commit with its authentication code: the anchor outside the snapshot directory
+    "CREATE TABLE lake_commits (
+        id INTEGER PRIMARY KEY,
+        mac TEXT NOT NULL,
+        committed_at TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    )",
 ];
 
 /// One delivery of a report copy.
@@ -872,4 +880,81 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
         changed_by: row.try_get("changed_by").map_err(db)?,
         email: row.try_get("email").map_err(db)?,
     })
+}
+
+#[async_trait::async_trait]
+impl crate::lake::CommitLedger for ControlPlane {
+    async fn newest(&self) -> Result<Option<crate::lake::CommitRecord>> {
+        let row = sqlx::query(
+            "SELECT id, mac, committed_at, operation FROM lake_commits ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let committed_at: String = row.try_get(2).map_err(db)?;
+        Ok(Some(crate::lake::CommitRecord {
+            id: row.try_get::<i64, _>(0).map_err(db)? as u64,
+            mac: row.try_get(1).map_err(db)?,
+            committed_at: chrono::DateTime::parse_from_rfc3339(&committed_at)
+                .map_err(|e| {
+                    Error::Control(format!("lake_commits: bad time {committed_at:?}: {e}"))
+                })?
+                .with_timezone(&chrono::Utc),
+            operation: row.try_get(3).map_err(db)?,
+        }))
+    }
+
+    async fn record(&self, commit: &crate::lake::CommitRecord) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO lake_commits (id, mac, committed_at, operation, recorded_at)
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(commit.id as i64)
+        .bind(&commit.mac)
+        .bind(commit.committed_at.to_rfc3339())
+        .bind(&commit.operation)
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        if done.rows_affected() == 1 {
+            self.audit(
+                "kartoteka",
+                "lake.commit",
+                &format!("snapshot {}", commit.id),
+                serde_json::json!({ "snapshot": commit.id, "mac": commit.mac, "operation": commit.operation }),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn reanchor(&self, commit: &crate::lake::CommitRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("DELETE FROM lake_commits WHERE id >= ?")
+            .bind(commit.id as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO lake_commits (id, mac, committed_at, operation, recorded_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(commit.id as i64)
+        .bind(&commit.mac)
+        .bind(commit.committed_at.to_rfc3339())
+        .bind(&commit.operation)
+        .bind(chrono::Utc::now().to_rfc3339())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        self.audit(
+            "owner",
+            "lake.trust",
+            &format!("snapshot {}", commit.id),
+            serde_json::json!({ "snapshot": commit.id, "mac": commit.mac }),
+        )
+    }
 }

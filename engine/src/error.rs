@@ -62,6 +62,62 @@ pub enum Error {
         path: String,
     },
 
+    /// A snapshot manifest failed its checks: its name and id disagree, its authentication code is
+    /// missing or wrong, or it does not link to the snapshot before it.
+    #[error(
+        "snapshot file {path} is not trustworthy: {detail}. Nothing was read from it. Lake metadata must \
+         never be edited or copied by hand: restore `_meta/snapshots` from a backup, or move the \
+         offending file out of the directory; `kartoteka snapshots` lists what is there"
+    )]
+    SnapshotInvalid {
+        /// The manifest's path in the lake.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// The newest snapshot on disk is older than (or differs from) the newest commit recorded outside
+    /// the snapshot directory: snapshots were deleted, the lake rolled back or a manifest swapped.
+    #[error(
+        "the lake was rolled back or its snapshots replaced: {detail}. Queries would answer from older \
+         data without saying so, so nothing is read. Restore the missing snapshot files (and the data \
+         files they list) from a backup; if the lake was restored from a backup on purpose, accept its \
+         newest snapshot with `kartoteka snapshots trust --yes` (recorded in the audit log)"
+    )]
+    RolledBack {
+        /// What was found.
+        detail: String,
+    },
+
+    /// A data file a snapshot lists is gone or has another size than the snapshot recorded.
+    #[error(
+        "data file {path} of table {table} (snapshot {snapshot}) {problem}: the lake is damaged and \
+         nothing was answered. Restore the file (or the whole lake) from a backup, or reload the table \
+         from its source with `kartoteka ingest --full`"
+    )]
+    DataFileMissing {
+        /// Table.
+        table: String,
+        /// Path in the lake.
+        path: String,
+        /// The snapshot listing it.
+        snapshot: u64,
+        /// "is missing" or "has N bytes where M were written".
+        problem: String,
+    },
+
+    /// The lake holds snapshots or data files but no keyring: the files cannot be read, and a new
+    /// keyring would not open them either.
+    #[error(
+        "the lake at {path} holds data but its keyring (_meta/keyring.json) is missing: the lake is \
+         damaged. Restore _meta/keyring.json from a backup (with the same master key); a new keyring \
+         cannot read the existing files, so none is created"
+    )]
+    KeyringMissing {
+        /// Lake root.
+        path: String,
+    },
+
     /// A snapshot or keyring file could not be parsed.
     #[error("lake metadata file {path} is unreadable: {source}")]
     BadMetadata {
@@ -109,6 +165,10 @@ pub enum Error {
     /// The principal may not use this lake at all.
     #[error("access denied: {0}")]
     Denied(String),
+
+    /// What a command names does not exist (nothing was changed).
+    #[error("{0}")]
+    NotFound(String),
 
     /// A per-role limit was reached (rows, memory).
     #[error("limit reached: {0}")]

@@ -475,16 +475,32 @@ impl Keyring {
         format!("tok_{}", &hex::encode(digest)[..20])
     }
 
-    /// The key sealing the report archive: HMAC-SHA256 of a fixed label under the lake's token secret
-    /// (random, kept wrapped by the master key, so it survives master-key rotation).
-    fn archive_key(&self) -> SecretKey {
+    /// A key for one purpose, derived from the lake's token secret (random, kept wrapped by the master
+    /// key, so derived keys survive master-key rotation): HMAC-SHA256 of `label`.
+    fn derived_key(&self, label: &[u8]) -> SecretKey {
         use hmac::{Hmac, Mac};
         let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.token_secret.bytes())
             .expect("HMAC takes keys of any length");
-        mac.update(b"kartoteka/report-archive/v1");
+        mac.update(label);
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         key.copy_from_slice(&mac.finalize().into_bytes());
         SecretKey(key)
+    }
+
+    /// The key sealing the report archive.
+    fn archive_key(&self) -> SecretKey {
+        self.derived_key(b"kartoteka/report-archive/v1")
+    }
+
+    /// The authentication code of a snapshot manifest's bytes: hex HMAC-SHA256 under a key derived
+    /// from the lake's secret, so a manifest cannot be edited, forged or swapped without the keys.
+    pub fn snapshot_mac(&self, manifest: &[u8]) -> String {
+        use hmac::{Hmac, Mac};
+        let key = self.derived_key(b"kartoteka/snapshot-mac/v1");
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(manifest);
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Seal `plaintext` for the report archive: `nonce || AES-256-GCM(plaintext, aad)`. `aad` binds

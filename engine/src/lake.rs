@@ -37,8 +37,9 @@ use crate::store::LakeStore;
 const SNAPSHOT_DIR: &str = "_meta/snapshots";
 const LOCK_FILE: &str = "_meta/writer.lock";
 const TABLES_DIR: &str = "tables";
-/// Snapshot manifest format version.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// Snapshot manifest format version (2: every manifest carries an authentication code chained to its
+/// parent's).
+pub const SNAPSHOT_FORMAT: u32 = 2;
 /// Current schema version of the canonical tables.
 pub const SCHEMA_VERSION: u32 = 2;
 // Version 2 added a token column (`<pii column>__tok`) beside each pii column.
@@ -93,6 +94,12 @@ pub struct Snapshot {
     /// People erased on request: their rows are never written again, whatever the source holds.
     #[serde(default, skip_serializing_if = "Erased::is_empty")]
     pub erased: Erased,
+    /// The parent's authentication code (part of what this snapshot's code covers: the chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_mac: Option<String>,
+    /// HMAC-SHA256 of this manifest without this field, under a key derived from the lake's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// Clients erased on request, and their deals (rows about a deal are about its client).
@@ -149,7 +156,16 @@ impl Snapshot {
             operation: "empty".into(),
             tables: BTreeMap::new(),
             erased: Erased::default(),
+            parent_mac: None,
+            mac: None,
         }
+    }
+
+    /// The bytes the authentication code covers: the manifest without its own code.
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut body = self.clone();
+        body.mac = None;
+        serde_json::to_vec(&body).expect("snapshot serialises")
     }
 
     /// State of one table (`None` when it was never written).
@@ -162,10 +178,36 @@ fn snapshot_path(id: u64) -> String {
     format!("{SNAPSHOT_DIR}/{id:020}.json")
 }
 
+/// A commit as recorded outside the snapshot directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// Snapshot id.
+    pub id: u64,
+    /// Its authentication code.
+    pub mac: String,
+    /// When it was committed.
+    pub committed_at: DateTime<Utc>,
+    /// What produced it.
+    pub operation: String,
+}
+
+/// Where commits are anchored outside the lake's snapshot directory (the control plane, which also
+/// writes each to the audit log), so deleting or replacing the newest snapshots is noticed.
+#[async_trait::async_trait]
+pub trait CommitLedger: Send + Sync + fmt::Debug {
+    /// The newest recorded commit.
+    async fn newest(&self) -> Result<Option<CommitRecord>>;
+    /// Record a commit (idempotent for the same id and code).
+    async fn record(&self, commit: &CommitRecord) -> Result<()>;
+    /// Accept `commit` as the newest, forgetting newer records (a deliberate restore from backup).
+    async fn reanchor(&self, commit: &CommitRecord) -> Result<()>;
+}
+
 /// An open lake: storage plus unwrapped keyring.
 pub struct Lake {
     store: LakeStore,
     keyring: RwLock<Keyring>,
+    ledger: Option<Arc<dyn CommitLedger>>,
 }
 
 impl fmt::Debug for Lake {
@@ -183,22 +225,26 @@ pub const ROW_GROUP_ROWS: usize = 512 * 1024;
 pub const FILE_ROWS: usize = 8 * ROW_GROUP_ROWS;
 
 impl Lake {
-    /// Open the lake at `store`, creating its keyring when the lake is new.
+    /// Open the lake at `store`, creating its keyring when the lake is new. A lake that holds
+    /// snapshots or data files but no keyring is damaged: it is refused, never given a new keyring.
     pub async fn open_or_create(store: LakeStore, source: &MasterKeySource) -> Result<Lake> {
         let keyring = if Keyring::exists(&store).await? {
             Keyring::open(&store, source).await?
         } else {
+            Self::refuse_without_keyring(&store).await?;
             Keyring::create(&store, source).await?
         };
         Ok(Lake {
             store,
             keyring: RwLock::new(keyring),
+            ledger: None,
         })
     }
 
     /// Open an existing lake (its keyring must exist).
     pub async fn open(store: LakeStore, source: &MasterKeySource) -> Result<Lake> {
         if !Keyring::exists(&store).await? {
+            Self::refuse_without_keyring(&store).await?;
             return Err(Error::EmptyLake {
                 path: store.describe(),
             });
@@ -207,7 +253,25 @@ impl Lake {
         Ok(Lake {
             store,
             keyring: RwLock::new(keyring),
+            ledger: None,
         })
+    }
+
+    async fn refuse_without_keyring(store: &LakeStore) -> Result<()> {
+        if !store.list(SNAPSHOT_DIR).await?.is_empty() || !store.list(TABLES_DIR).await?.is_empty()
+        {
+            return Err(Error::KeyringMissing {
+                path: store.describe(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Anchor commits in `ledger`: every commit is recorded there, and opening the current snapshot
+    /// checks the snapshot directory against it (rollback, deleted or replaced snapshots).
+    pub fn with_ledger(mut self, ledger: Arc<dyn CommitLedger>) -> Lake {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// The lake's storage.
@@ -219,43 +283,207 @@ impl Lake {
         &self.keyring
     }
 
-    /// Ids of all committed snapshots, ascending.
+    /// Ids of all committed snapshots, ascending (manifests named `<20 digits>.json`).
     pub async fn snapshot_ids(&self) -> Result<Vec<u64>> {
         let mut ids: Vec<u64> = self
             .store
             .list(SNAPSHOT_DIR)
             .await?
             .into_iter()
-            .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok())
+            .filter_map(|m| {
+                let stem = m.location.filename()?.strip_suffix(".json")?.to_string();
+                (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| stem.parse().ok())?
+            })
             .collect();
         ids.sort_unstable();
         Ok(ids)
     }
 
-    /// Read snapshot `id`.
+    /// Read snapshot `id`, checking that its file name and id agree and that its authentication
+    /// code is right.
     pub async fn snapshot(&self, id: u64) -> Result<Snapshot> {
         let path = snapshot_path(id);
         let bytes = self.store.get(&path).await?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata { path, source })
+        let snapshot: Snapshot =
+            serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
+                path: path.clone(),
+                source,
+            })?;
+        let invalid = |detail: String| Error::SnapshotInvalid {
+            path: path.clone(),
+            detail,
+        };
+        if snapshot.id != id {
+            return Err(invalid(format!(
+                "the file is named for snapshot {id} but holds snapshot {} (a copied or renamed manifest)",
+                snapshot.id
+            )));
+        }
+        let Some(mac) = &snapshot.mac else {
+            return Err(invalid(
+                "it carries no authentication code (edited, or written by a Kartoteka before \
+                 manifest format 2: re-create such a lake with `kartoteka demo` or a new ingest)"
+                    .into(),
+            ));
+        };
+        let expected = self
+            .keyring
+            .read()
+            .await
+            .snapshot_mac(&snapshot.signed_bytes());
+        if !constant_time_eq(mac.as_bytes(), expected.as_bytes()) {
+            return Err(invalid(
+                "its authentication code does not match its content (the manifest was edited, or \
+                 comes from another lake)"
+                    .into(),
+            ));
+        }
+        Ok(snapshot)
     }
 
-    /// The newest committed snapshot.
-    pub async fn current(&self) -> Result<Snapshot> {
-        match self.snapshot_ids().await?.last() {
-            Some(&id) => self.snapshot(id).await,
-            None => Err(Error::EmptyLake {
-                path: self.store.describe(),
-            }),
+    /// The newest snapshot, authenticated and checked against the commit ledger, without checking
+    /// its data files (a writer replacing every table does not need them).
+    async fn head(&self) -> Result<Option<Snapshot>> {
+        let ids = self.snapshot_ids().await?;
+        let newest = match ids.last() {
+            Some(&id) => Some(self.snapshot(id).await?),
+            None => None,
+        };
+        let Some(ledger) = &self.ledger else {
+            return Ok(newest);
+        };
+        let anchored = ledger.newest().await?;
+        match (&newest, anchored) {
+            (None, None) => {}
+            (None, Some(a)) => {
+                return Err(Error::RolledBack {
+                    detail: format!(
+                        "snapshot {} was committed at {} ({}), but no snapshot is left in _meta/snapshots",
+                        a.id, a.committed_at, a.operation
+                    ),
+                });
+            }
+            (Some(s), None) => {
+                // First open with a ledger (a new control plane): the newest snapshot is anchored now.
+                ledger.record(&record_of(s)).await?;
+            }
+            (Some(s), Some(a)) if s.id < a.id => {
+                return Err(Error::RolledBack {
+                    detail: format!(
+                        "snapshot {} was committed at {} ({}), but the newest in _meta/snapshots is {}",
+                        a.id, a.committed_at, a.operation, s.id
+                    ),
+                });
+            }
+            (Some(s), Some(a)) if s.id == a.id => {
+                if s.mac.as_deref() != Some(a.mac.as_str()) {
+                    return Err(Error::RolledBack {
+                        detail: format!(
+                            "snapshot {} on disk is not the snapshot {} committed at {} ({})",
+                            s.id, a.id, a.committed_at, a.operation
+                        ),
+                    });
+                }
+            }
+            (Some(s), Some(a)) => {
+                // Newer than the anchor: commits whose recording was interrupted. They must chain
+                // back to the anchored snapshot link by link; then they are recorded.
+                let mut chain = vec![record_of(s)];
+                let mut link = s.clone();
+                while link.id > a.id + 1 {
+                    let parent = self.snapshot(link.id - 1).await.map_err(|e| Error::RolledBack {
+                        detail: format!(
+                            "snapshot {} is newer than the last recorded commit ({}), but snapshot {} \
+                             before it cannot be read ({e})",
+                            s.id,
+                            a.id,
+                            link.id - 1
+                        ),
+                    })?;
+                    if link.parent_mac != parent.mac {
+                        break;
+                    }
+                    chain.push(record_of(&parent));
+                    link = parent;
+                }
+                if link.id != a.id + 1 || link.parent_mac.as_deref() != Some(a.mac.as_str()) {
+                    return Err(Error::RolledBack {
+                        detail: format!(
+                            "snapshot {} does not descend from snapshot {}, the last commit recorded \
+                             (at {}, {})",
+                            s.id, a.id, a.committed_at, a.operation
+                        ),
+                    });
+                }
+                for c in chain.iter().rev() {
+                    ledger.record(c).await?;
+                }
+            }
         }
+        Ok(newest)
+    }
+
+    /// The newest committed snapshot, authenticated, checked against the commit ledger, and with
+    /// every data file it lists present at its recorded size.
+    pub async fn current(&self) -> Result<Snapshot> {
+        let snapshot = self.head().await?.ok_or_else(|| Error::EmptyLake {
+            path: self.store.describe(),
+        })?;
+        self.check_files(&snapshot).await?;
+        Ok(snapshot)
+    }
+
+    /// Every data file `snapshot` lists exists with the size it was written with.
+    pub async fn check_files(&self, snapshot: &Snapshot) -> Result<()> {
+        for table in snapshot.tables.keys() {
+            self.check_table_files(snapshot, table).await?;
+        }
+        Ok(())
+    }
+
+    /// Every data file of `table` in `snapshot` exists with the size it was written with.
+    pub async fn check_table_files(&self, snapshot: &Snapshot, table: &str) -> Result<()> {
+        if let Some(state) = snapshot.tables.get(table) {
+            for file in &state.files {
+                let problem = match self.store.size(&file.path).await? {
+                    None => "is missing".to_string(),
+                    Some(n) if n != file.bytes => {
+                        format!("has {n} bytes where {} were written", file.bytes)
+                    }
+                    Some(_) => continue,
+                };
+                return Err(Error::DataFileMissing {
+                    table: table.to_string(),
+                    path: file.path.clone(),
+                    snapshot: snapshot.id,
+                    problem,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Accept the newest snapshot on disk as current after a deliberate restore: it must
+    /// authenticate and its files must be present; the ledger then forgets newer commits.
+    pub async fn trust_newest(&self) -> Result<Snapshot> {
+        let Some(&id) = self.snapshot_ids().await?.last() else {
+            return Err(Error::EmptyLake {
+                path: self.store.describe(),
+            });
+        };
+        let snapshot = self.snapshot(id).await?;
+        self.check_files(&snapshot).await?;
+        if let Some(ledger) = &self.ledger {
+            ledger.reanchor(&record_of(&snapshot)).await?;
+        }
+        Ok(snapshot)
     }
 
     /// Start a write transaction: takes the single-writer lock and pins the current snapshot as base.
     pub async fn begin_write(&self) -> Result<WriteTxn<'_>> {
         let lock = self.lock()?;
-        let base = match self.snapshot_ids().await?.last() {
-            Some(&id) => self.snapshot(id).await?,
-            None => Snapshot::empty(),
-        };
+        let base = self.head().await?.unwrap_or_else(Snapshot::empty);
         Ok(WriteTxn {
             lake: self,
             _lock: lock,
@@ -375,6 +603,19 @@ impl Lake {
     }
 }
 
+fn record_of(s: &Snapshot) -> CommitRecord {
+    CommitRecord {
+        id: s.id,
+        mac: s.mac.clone().unwrap_or_default(),
+        committed_at: s.committed_at,
+        operation: s.operation.clone(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// The token column of a text column: `tok_…` per value, NULL stays NULL.
 fn tokens(keyring: &Keyring, values: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef> {
     use arrow::array::{Array, StringArray};
@@ -438,6 +679,14 @@ impl WriteTxn<'_> {
         &self.base
     }
 
+    /// What the snapshot would hold if committed now (for checks before the commit, e.g.
+    /// reconciliation against the source).
+    pub fn pending(&self) -> Snapshot {
+        let mut next = self.next.clone();
+        next.id = self.base.id + 1;
+        next
+    }
+
     /// A writer streaming record batches of `table` into new encrypted files.
     pub async fn table_writer(&self, table: &str) -> Result<TableWriter<'_>> {
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
@@ -490,6 +739,18 @@ impl WriteTxn<'_> {
         self.next.parent = (self.base.id > 0).then_some(self.base.id);
         self.next.committed_at = Utc::now();
         self.next.operation = operation.to_string();
+        self.next.parent_mac = self.base.mac.clone();
+        // Nothing is committed that lists a file that is not there (a table carried over from a
+        // damaged base).
+        self.lake.check_files(&self.next).await?;
+        self.next.mac = None;
+        let mac = self
+            .lake
+            .keyring
+            .read()
+            .await
+            .snapshot_mac(&self.next.signed_bytes());
+        self.next.mac = Some(mac);
         let json = serde_json::to_vec_pretty(&self.next).expect("snapshot serialises");
         if !self
             .lake
@@ -500,6 +761,12 @@ impl WriteTxn<'_> {
             return Err(Error::CommitConflict {
                 snapshot: self.next.id,
             });
+        }
+        if let Some(ledger) = &self.lake.ledger
+            && let Err(e) = ledger.record(&record_of(&self.next)).await
+        {
+            // The snapshot is committed; the next open records it, since it chains to the anchor.
+            tracing::warn!(snapshot = self.next.id, error = %e, "commit not recorded in the ledger");
         }
         failpoint("after-commit");
         Ok(self.next)

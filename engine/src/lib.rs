@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod control;
+mod deadline;
 pub mod error;
 pub mod failpoint;
 pub mod keyring;
@@ -16,13 +17,14 @@ pub mod model;
 pub mod policy;
 pub mod reconcile;
 pub mod session;
+mod sized;
 pub mod store;
 pub mod time;
 pub mod zone;
 
 pub use error::{Error, Result};
 pub use keyring::MasterKeySource;
-pub use lake::{DataFile, Lake, Snapshot, TableWriter, WriteTxn};
+pub use lake::{CommitLedger, CommitRecord, DataFile, Lake, Snapshot, TableWriter, WriteTxn};
 pub use session::{Engine, EngineConfig, Limits, Principal, QueryResult, QuerySession, Role};
 pub use store::LakeStore;
 

@@ -87,6 +87,8 @@ pub struct TablePolicy {
     pub rows: RowRule,
     /// Column rule per class; a class without a rule is absent.
     pub columns: BTreeMap<Class, ColumnRule>,
+    /// Rules for single columns that differ from their class's (staff e-mail for managers).
+    pub overrides: BTreeMap<&'static str, ColumnRule>,
 }
 
 /// A role's policy over all tables.
@@ -142,7 +144,22 @@ impl Policy {
                 (Class::Internal, ColumnRule::Visible),
                 (Class::Pii, pii_rule),
             ]);
-            tables.insert(t.name, TablePolicy { rows, columns });
+            // Managers see their colleagues' names, not their contact data: a staff e-mail is in
+            // the clear only for the principal's own scope (themselves; a team lead's team).
+            let overrides = match (scoped, t.name) {
+                (true, "staff") => {
+                    BTreeMap::from([("email", ColumnRule::VisibleIf(StaffIn("staff_id")))])
+                }
+                _ => BTreeMap::new(),
+            };
+            tables.insert(
+                t.name,
+                TablePolicy {
+                    rows,
+                    columns,
+                    overrides,
+                },
+            );
         }
         Policy { tables }
     }
@@ -170,7 +187,7 @@ impl Policy {
                 RowRule::All => vec![],
                 RowRule::AnyOf(c) => c.clone(),
             };
-            for r in p.columns.values() {
+            for r in p.columns.values().chain(p.overrides.values()) {
                 if let ColumnRule::VisibleIf(c) = r {
                     v.push(c.clone());
                 }
@@ -271,7 +288,11 @@ impl PolicyTable {
         let mut plain = HashSet::new();
         let mut fields = Vec::new();
         for c in &table.columns {
-            let rule = policy.columns.get(&c.class).unwrap_or(&ColumnRule::Absent);
+            let rule = policy
+                .overrides
+                .get(c.name)
+                .or_else(|| policy.columns.get(&c.class))
+                .unwrap_or(&ColumnRule::Absent);
             let token = || -> Expr {
                 if c.class == Class::Pii {
                     col(model::token_column(c.name))

@@ -63,6 +63,15 @@ impl LakeStore {
         }
     }
 
+    /// The object's size, `None` when it does not exist.
+    pub(crate) async fn size(&self, path: &str) -> Result<Option<u64>> {
+        match self.store.head(&Path::from(path)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub(crate) async fn get(&self, path: &str) -> Result<Bytes> {
         Ok(self.store.get(&Path::from(path)).await?.bytes().await?)
     }

@@ -81,6 +81,20 @@ pub enum Error {
         detail: String,
     },
 
+    /// The run's tables do not hold exactly the source's keys: nothing was committed.
+    #[error(
+        "reconciliation failed, nothing was committed (the lake stays at snapshot {base}): {}. \
+         Check that the mapping's query returns each key once (a join that repeats rows?) and that \
+         the key columns are right, then run the ingest again",
+        .checks.iter().filter(|c| !c.matches()).map(|c| c.describe()).collect::<Vec<_>>().join("; ")
+    )]
+    Reconciliation {
+        /// The snapshot the lake stays at.
+        base: u64,
+        /// Every table's check (the failing ones are described in the message).
+        checks: Vec<crate::run::TableCheck>,
+    },
+
     /// Writing to the lake failed.
     #[error(transparent)]
     Lake(#[from] kartoteka_engine::Error),

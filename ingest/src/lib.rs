@@ -14,7 +14,7 @@ mod sync;
 
 pub use error::{Error, Result};
 pub use mapping::Mapping;
-pub use run::{IngestOptions, IngestReport, NoProgress, Progress, TableCheck, ingest, reconcile};
+pub use run::{IngestOptions, IngestReport, NoProgress, Progress, TableCheck, ingest};
 pub use source::mysql::MySqlSource;
 pub use source::postgres::PgSource;
 pub use source::sqlite::SqliteSource;

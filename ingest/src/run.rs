@@ -151,6 +151,9 @@ pub struct IngestReport {
     pub snapshot_id: u64,
     /// Per table.
     pub tables: Vec<TableReport>,
+    /// Per table read with reconciliation: the source's key set against what was committed
+    /// (checked before the commit: a run whose checks fail commits nothing).
+    pub checks: Vec<TableCheck>,
     /// Seconds spent in all.
     pub seconds: f64,
 }
@@ -303,6 +306,10 @@ pub async fn ingest(
                 (Some(state), true) => Cursor::from_state(state, mapping),
                 _ => None,
             };
+            if prior.is_some() {
+                // An incremental run keeps the table's files: they must all be there.
+                lake.check_table_files(txn.base(), table.name).await?;
+            }
             let read = SyncRead::new(source, plan, mapping, prior.as_ref());
             let mut writer = txn.table_writer(table.name).await?;
             let mut load = Load {
@@ -433,10 +440,31 @@ pub async fn ingest(
             });
             txn.replace_table(table.name, files, cursor_after)?;
         }
+        // Reconcile before the snapshot becomes current: the files about to be committed against
+        // the source's key sets read in the same source snapshot.
+        let pending = txn.pending();
+        let mut checks = Vec::new();
+        for t in &reports {
+            if let Some(source) = t.source_keys {
+                checks.push(TableCheck {
+                    table: t.table.clone(),
+                    source,
+                    lake: engine.key_fingerprint(&pending, &t.table).await?,
+                    lake_duplicates: engine.duplicate_keys(&pending, &t.table).await?,
+                });
+            }
+        }
+        if checks.iter().any(|c| !c.matches()) {
+            return Err(Error::Reconciliation {
+                base: txn.base().id,
+                checks,
+            });
+        }
         let snapshot = txn.commit(operation).await?;
         Ok::<_, Error>(IngestReport {
             snapshot_id: snapshot.id,
             tables: reports,
+            checks,
             seconds: start.elapsed().as_secs_f64(),
         })
     }
@@ -576,22 +604,21 @@ impl TableCheck {
     pub fn matches(&self) -> bool {
         self.source == self.lake && self.lake_duplicates == 0
     }
-}
 
-/// Compare, per table, the source's key set recorded by the run with the committed lake's.
-pub async fn reconcile(engine: &Engine, report: &IngestReport) -> Result<Vec<TableCheck>> {
-    let mut checks = Vec::new();
-    for t in &report.tables {
-        if let Some(source) = t.source_keys {
-            checks.push(TableCheck {
-                table: t.table.clone(),
-                source,
-                lake: engine.key_fingerprint(report.snapshot_id, &t.table).await?,
-                lake_duplicates: engine.duplicate_keys(report.snapshot_id, &t.table).await?,
-            });
+    /// What differs, for a person.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "table {}: the source holds {} rows (key checksum {:016x}), the lake would hold {} ({:016x})",
+            self.table, self.source.rows, self.source.checksum, self.lake.rows, self.lake.checksum
+        );
+        if self.lake_duplicates > 0 {
+            text.push_str(&format!(
+                ", {} keys held twice or more",
+                self.lake_duplicates
+            ));
         }
+        text
     }
-    Ok(checks)
 }
 
 /// One table's rows on their way from the source into the lake writer.

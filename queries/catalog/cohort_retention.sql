@@ -21,6 +21,8 @@
 -- name = "months"
 -- type = "int"
 -- default = "12"
+-- min = 0
+-- max = 120
 -- description = "largest offset k (0..120)"
 --
 -- [[columns]]

@@ -16,6 +16,8 @@
 -- name = "days"
 -- type = "int"
 -- default = "14"
+-- min = 1
+-- max = 3660
 -- description = "length of the quiet window in days"
 --
 -- [[columns]]

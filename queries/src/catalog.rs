@@ -181,6 +181,12 @@ pub struct ParamSpec {
     /// The only values accepted, when the parameter is an enumeration.
     #[serde(default)]
     pub allowed: Vec<String>,
+    /// Smallest value of a whole-number parameter.
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// Largest value of a whole-number parameter.
+    #[serde(default)]
+    pub max: Option<i64>,
     /// What it means.
     #[serde(default)]
     pub description: String,

@@ -12,6 +12,7 @@ mod params;
 pub use catalog::{Catalog, ChartHint, ColumnSpec, Metric, ParamSpec, ParamType, VIEWS, View};
 pub use params::{bind, parse_assignments};
 
+use datafusion::common::ScalarValue;
 use kartoteka_engine::{QueryResult, QuerySession};
 
 /// The catalog's error type.
@@ -78,6 +79,30 @@ pub async fn run_metric(
         session.snapshot().committed_at
     };
     let values = bind(metric, args, now, session.time_zone())?;
+    // A pipeline that does not exist would answer with no rows, as if nothing happened in it.
+    if let Some(ScalarValue::Utf8(Some(pipeline))) = values.get("pipeline")
+        && !pipeline.is_empty()
+    {
+        let known = session
+            .sql("SELECT DISTINCT pipeline FROM pipeline_stages ORDER BY pipeline")
+            .await?;
+        let mut names = Vec::new();
+        for batch in &known.batches {
+            let column = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                .map_err(|e| Error::Engine(kartoteka_engine::Error::Arrow(e)))?;
+            let column = arrow::array::cast::as_string_array(&column);
+            names.extend(column.iter().flatten().map(str::to_string));
+        }
+        if !names.iter().any(|n| n == pipeline) {
+            return Err(Error::BadParam {
+                metric: metric.name.clone(),
+                detail: format!(
+                    "there is no pipeline {pipeline:?}; the pipelines are: {}",
+                    names.join(", ")
+                ),
+            });
+        }
+    }
     for view in catalog::VIEWS {
         if mentions(&metric.sql, view.name) {
             session.register_view(view.name, view.sql).await?;

@@ -146,9 +146,18 @@ fn scalar(
             ))
         }
         ParamType::Int => {
-            ScalarValue::Int64(Some(text.parse().map_err(|_| {
-                bad(format!("{} = {text:?} is not a whole number", spec.name))
-            })?))
+            let n: i64 = text
+                .parse()
+                .map_err(|_| bad(format!("{} = {text:?} is not a whole number", spec.name)))?;
+            if spec.min.is_some_and(|m| n < m) || spec.max.is_some_and(|m| n > m) {
+                return Err(bad(format!(
+                    "{} = {n} is out of range: it must be between {} and {}",
+                    spec.name,
+                    spec.min.map_or("−∞".to_string(), |m| m.to_string()),
+                    spec.max.map_or("∞".to_string(), |m| m.to_string())
+                )));
+            }
+            ScalarValue::Int64(Some(n))
         }
         ParamType::Text => ScalarValue::Utf8(Some(text.to_string())),
     })
@@ -162,7 +171,13 @@ pub fn bind(
     now: DateTime<Utc>,
     zone: Tz,
 ) -> Result<HashMap<String, ScalarValue>> {
-    for (k, _) in args {
+    for (i, (k, _)) in args.iter().enumerate() {
+        if args[..i].iter().any(|(other, _)| other == k) {
+            return Err(Error::BadParam {
+                metric: metric.name.clone(),
+                detail: format!("parameter {k} is given twice; give it once"),
+            });
+        }
         if !metric.params.iter().any(|p| &p.name == k) {
             let valid: Vec<String> = metric
                 .params
@@ -217,6 +232,19 @@ pub fn bind(
             );
         }
         out.insert(spec.name.clone(), v);
+    }
+    // A period that ends before it starts is a mistake, not an empty answer.
+    if let (Some(from), Some(to)) = (instants.get("from"), instants.get("to"))
+        && from >= to
+    {
+        return Err(Error::BadParam {
+            metric: metric.name.clone(),
+            detail: format!(
+                "the period is empty: from ({}) must be before to ({})",
+                from.with_timezone(&zone).format("%Y-%m-%d %H:%M"),
+                to.with_timezone(&zone).format("%Y-%m-%d %H:%M")
+            ),
+        });
     }
     Ok(out)
 }

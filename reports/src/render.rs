@@ -217,12 +217,19 @@ pub async fn run_report(
     trigger: &str,
 ) -> Result<Vec<Delivered>> {
     let users = control.list_users().await.map_err(engine_error)?;
+    // Whoever runs the report acts (the owner by hand, the scheduler on its schedule); each copy is
+    // rendered on behalf of its recipient, under the recipient's policy.
+    let actor = if trigger == "manual" {
+        "owner"
+    } else {
+        "scheduler"
+    };
     let mut out = Vec::new();
     for login in recipients(spec, &users) {
         let started = chrono::Utc::now();
         let rendered = async {
             let principal = control
-                .principal(&login, None)
+                .principal(&login, Some(actor))
                 .await
                 .map_err(engine_error)?;
             render(engine, catalog, spec, &principal).await

@@ -192,9 +192,8 @@ pub async fn ingest_reconciled(
     )
     .await
     .expect("ingest");
-    let checks = kartoteka_ingest::reconcile(engine, &report)
-        .await
-        .expect("reconcile");
+    let checks = &report.checks;
+    assert_eq!(checks.len(), report.tables.len(), "every table reconciled");
     assert!(checks.iter().all(|c| c.matches()), "{checks:?}");
     report
 }

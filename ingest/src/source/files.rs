@@ -148,10 +148,7 @@ pub async fn open_files(dir: &Path, files: &BTreeMap<String, FileSpec>) -> Resul
         .tempdir()
         .map_err(|e| file_error(dir, format!("cannot create a staging directory: {e}")))?;
     let db = staging.path().join("import.sqlite");
-    let db_err = |cause| Error::Demo {
-        path: db.clone(),
-        cause,
-    };
+    let db_err = |cause| file_error(dir, format!("the staging database failed: {cause}"));
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(
@@ -178,7 +175,7 @@ pub async fn open_files(dir: &Path, files: &BTreeMap<String, FileSpec>) -> Resul
         }
     }
     pool.close().await;
-    SqliteSource::open_staged(&db, staging).await
+    SqliteSource::open_staged(&db, staging, dir).await
 }
 
 /// One staging table being filled: created from a header, rows inserted in one transaction.

@@ -294,7 +294,7 @@ impl Source {
     /// The source's location, without credentials.
     pub fn display(&self) -> String {
         match self {
-            Source::Sqlite(s) => s.path().display().to_string(),
+            Source::Sqlite(s) => s.display(),
             Source::Postgres(s) => s.display().to_string(),
             Source::MySql(s) => s.display().to_string(),
         }

@@ -18,6 +18,8 @@ pub struct SqliteSource {
     path: PathBuf,
     /// The staging directory of imported export files, deleted with the source.
     _staging: Option<tempfile::TempDir>,
+    /// What messages call the source (the export folder, for a staging database).
+    label: Option<String>,
 }
 
 impl SqliteSource {
@@ -45,6 +47,7 @@ impl SqliteSource {
             pool,
             path: path.to_path_buf(),
             _staging: None,
+            label: None,
         })
     }
 
@@ -52,15 +55,24 @@ impl SqliteSource {
     pub(crate) async fn open_staged(
         path: &Path,
         staging: tempfile::TempDir,
+        exports: &Path,
     ) -> Result<SqliteSource> {
         let mut source = SqliteSource::open(path).await?;
         source._staging = Some(staging);
+        source.label = Some(format!("files://{}", exports.display()));
         Ok(source)
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The source as messages name it: the file, or the export folder a staging database holds.
+    pub fn display(&self) -> String {
+        self.label
+            .clone()
+            .unwrap_or_else(|| self.path.display().to_string())
     }
 
     /// The columns `query` returns, without running it. SQLite types values, not columns: every
