@@ -162,7 +162,7 @@ impl Snapshot {
     }
 
     /// The bytes the authentication code covers: the manifest without its own code.
-    fn signed_bytes(&self) -> Vec<u8> {
+    pub(crate) fn signed_bytes(&self) -> Vec<u8> {
         let mut body = self.clone();
         body.mac = None;
         serde_json::to_vec(&body).expect("snapshot serialises")

@@ -176,7 +176,7 @@ fn bound(growth: Growth, args: &[ColumnarValue], number_rows: usize) -> u128 {
             Growth::Overlay => len(0, row) + len(1, row),
             Growth::Replace => {
                 let (s, from, to) = (len(0, row), len(1, row), len(2, row));
-                let matches = if from == 0 { s + 1 } else { s / from + 1 };
+                let matches = s.checked_div(from).map_or(s + 1, |m| m + 1);
                 s + matches.saturating_mul(to)
             }
             Growth::RegexpReplace => {

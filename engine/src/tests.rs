@@ -216,10 +216,20 @@ async fn one_writer_at_a_time_and_snapshot_numbers_are_never_reused() {
     let raw = std::fs::read(dir.path().join("_meta/snapshots")).err();
     assert!(raw.is_some(), "no snapshot yet");
     std::fs::create_dir_all(dir.path().join("_meta/snapshots")).expect("mkdir");
-    let competitor = r#"{"format":1,"id":1,"parent":null,"committed_at":"2026-01-01T00:00:00Z","operation":"other writer","tables":{}}"#;
+    // The other writer holds the same keys: its manifest is authenticated like ours.
+    let mut competitor: crate::Snapshot = serde_json::from_str(
+        r#"{"format":2,"id":1,"parent":null,"committed_at":"2026-01-01T00:00:00Z","operation":"other writer","tables":{}}"#,
+    )
+    .expect("snapshot");
+    competitor.mac = Some(
+        lake.keyring()
+            .read()
+            .await
+            .snapshot_mac(&competitor.signed_bytes()),
+    );
     std::fs::write(
         dir.path().join("_meta/snapshots/00000000000000000001.json"),
-        competitor,
+        serde_json::to_vec(&competitor).expect("json"),
     )
     .expect("write");
     match a.commit("loser").await {

@@ -233,14 +233,15 @@ pub fn bind(
         }
         out.insert(spec.name.clone(), v);
     }
-    // A period that ends before it starts is a mistake, not an empty answer.
+    // A period that ends before it starts is a mistake, not an empty answer (from = to is an empty
+    // period on purpose, and answers as one).
     if let (Some(from), Some(to)) = (instants.get("from"), instants.get("to"))
-        && from >= to
+        && from > to
     {
         return Err(Error::BadParam {
             metric: metric.name.clone(),
             detail: format!(
-                "the period is empty: from ({}) must be before to ({})",
+                "the period ends before it starts: from ({}) must not be after to ({})",
                 from.with_timezone(&zone).format("%Y-%m-%d %H:%M"),
                 to.with_timezone(&zone).format("%Y-%m-%d %H:%M")
             ),
