@@ -401,7 +401,10 @@ async fn broken_files_name_file_and_line_and_commit_nothing() {
     let source = Source::open_for(&spec, &mapping)
         .await
         .expect("imports (text is text)");
+    // Messages name the export folder, not the private staging database it was imported into.
+    assert_eq!(source.display(), format!("files://{}", exports.display()));
     let e = common::ingest_error(&engine, &source, &mapping).await;
+    assert!(!e.contains("kartoteka-import-"), "{e}");
     assert!(
         e.contains("interactions") && e.contains("staff_id") && e.contains("integer"),
         "{e}"
