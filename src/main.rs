@@ -407,8 +407,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let home = Home::open(&cli.dir)?;
             let engine = home.engine(home.lake().await?)?;
-            let principal = principal(&home, &engine, as_user.as_deref()).await?;
-            let session = engine.session(&principal).await?;
+            let session = session_as(&home, &engine, as_user.as_deref()).await?;
             let result = session.sql(&sql).await?;
             output::print(&result, format, None)
         }
@@ -431,8 +430,7 @@ async fn run(cli: Cli) -> Result<()> {
             let args = kartoteka_queries::parse_assignments(&params).map_err(anyhow::Error::msg)?;
             let home = Home::open(&cli.dir)?;
             let engine = home.engine(home.lake().await?)?;
-            let principal = principal(&home, &engine, as_user.as_deref()).await?;
-            let session = engine.session(&principal).await?;
+            let session = session_as(&home, &engine, as_user.as_deref()).await?;
             let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
             output::print(&result, format, None)?;
             if let Some(path) = chart {
@@ -602,22 +600,22 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The principal a command runs as: the local owner, or the user named by `--as` (an active user;
-/// a team lead with their team's staff ids), previewed by the owner.
-async fn principal(
+/// The session a command runs in: the local owner's, or — with `--as` — that user's, resolved at the
+/// snapshot the session reads and previewed by the owner.
+async fn session_as(
     home: &Home,
     engine: &kartoteka_engine::Engine,
     as_user: Option<&str>,
-) -> Result<Principal> {
+) -> Result<kartoteka_engine::QuerySession> {
     let Some(login) = as_user else {
-        return Ok(Principal::local_owner());
+        return Ok(engine.session(&Principal::local_owner()).await?);
     };
     let control = home.control().await?;
-    let mut principal = control.principal(login, Some("owner")).await?;
-    if let Some(team) = control.user(login).await?.and_then(|u| u.team) {
-        principal.team = engine.team_members(&team).await?;
-    }
-    Ok(principal)
+    let snapshot = engine.lake().current().await?;
+    let principal =
+        kartoteka_engine::principal::resolve(engine, &control, login, Some("owner"), &snapshot)
+            .await?;
+    Ok(engine.session_at(&principal, snapshot).await?)
 }
 
 pub(crate) const AUTO_COMPACT_FILES: usize = 32;

@@ -215,6 +215,98 @@ fn each_manager_gets_a_copy_with_their_own_numbers() {
     ok(home, &["audit", "verify"]);
 }
 
+/// One principal resolver: every recipient's copy holds exactly the numbers `metric … --as LOGIN`
+/// gives that login at the same snapshot — team leads (their team's rows) included.
+#[test]
+fn every_recipient_of_every_role_gets_the_numbers_their_own_metric_run_gives() {
+    let dir = demo_home();
+    let home = dir.path();
+    write_spec(
+        home,
+        "everyone.toml",
+        r#"
+id = "everyone"
+title = "Выручка"
+schedule = "0 8 * * MON"
+
+[audience]
+roles = ["owner", "team_lead", "manager", "analyst"]
+
+[[panels]]
+metric = "revenue_by_month"
+params = { from = "2025-01-01", to = "2025-07-01" }
+chart = "table"
+"#,
+    );
+    let out = home.join("out");
+    ok(
+        home,
+        &[
+            "report",
+            "run",
+            "everyone",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+    );
+    let mut recipients: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    recipients.sort();
+    for role in ["owner", "lead-", "manager-", "analyst"] {
+        assert!(
+            recipients.iter().any(|r| r.starts_with(role)),
+            "{role}: {recipients:?}"
+        );
+    }
+    let users: serde_json::Value =
+        serde_json::from_str(&ok(home, &["users", "list", "--format", "json"])).expect("users");
+    let users = users.as_array().expect("users").clone();
+    let period = ["from=2025-01-01", "to=2025-07-01"];
+    let mut leads_checked = 0;
+    for login in &recipients {
+        let svg =
+            std::fs::read_to_string(out.join(login).join("01-revenue_by_month.svg")).expect("svg");
+        let rows = metric_as(home, login, "revenue_by_month", &period);
+        for r in &rows {
+            let label = format_value(number(&r["revenue"]), "RUB");
+            assert!(svg.contains(&label), "{login}: the copy shows {label}");
+        }
+        if login.starts_with("lead-") && !rows.is_empty() {
+            // Independently: the won deals of every staff member of the lead's team, by the owner.
+            let team = users
+                .iter()
+                .find(|u| u["login"] == login.as_str())
+                .and_then(|u| u["team"].as_str())
+                .expect("a lead has a team")
+                .replace('\'', "''");
+            let sql = format!(
+                "SELECT SUM(amount) FROM deals WHERE status = 'won' \
+                 AND closed_at >= TIMESTAMP '2025-01-01T00:00:00Z' \
+                 AND closed_at < TIMESTAMP '2025-07-01T00:00:00Z' \
+                 AND owner_id IN (SELECT staff_id FROM staff WHERE team = '{team}')"
+            );
+            let team_total: f64 = ok(home, &["query", &sql, "--format", "csv"])
+                .lines()
+                .nth(1)
+                .expect("a total")
+                .parse()
+                .expect("number");
+            let copy_total: f64 = rows.iter().map(|r| number(&r["revenue"])).sum();
+            assert!(
+                (team_total - copy_total).abs() < 0.005,
+                "{login}: the team's won deals {team_total}, the copy {copy_total}"
+            );
+            leads_checked += 1;
+        }
+    }
+    assert!(
+        leads_checked > 0,
+        "a team lead with revenue: {recipients:?}"
+    );
+}
+
 #[test]
 fn invalid_specs_are_named_and_the_valid_ones_still_run() {
     let dir = demo_home();

@@ -131,7 +131,14 @@ async fn main() -> Result<()> {
     let mut bytes = 0usize;
     for _ in 0..args.runs.max(1) {
         let t = Instant::now();
-        let r = kartoteka_reports::render::render(&engine, &catalog, &owner_spec, &owner).await?;
+        let r = kartoteka_reports::render::render(
+            &engine,
+            &catalog,
+            &owner_spec,
+            &owner,
+            engine.lake().current().await?,
+        )
+        .await?;
         times.push(t.elapsed().as_secs_f64());
         bytes = r
             .panels
@@ -170,7 +177,14 @@ async fn main() -> Result<()> {
     let mut per = Vec::new();
     for m in &managers {
         let t = Instant::now();
-        kartoteka_reports::render::render(&engine, &catalog, &manager_spec, m).await?;
+        kartoteka_reports::render::render(
+            &engine,
+            &catalog,
+            &manager_spec,
+            m,
+            engine.lake().current().await?,
+        )
+        .await?;
         per.push(t.elapsed().as_secs_f64());
     }
     let fan_out = t.elapsed().as_secs_f64();

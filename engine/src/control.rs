@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditLog, Event, Outcome};
 use crate::error::{Error, Result};
-use crate::session::{Principal, Role};
+use crate::session::Role;
 
 const MIGRATIONS: &[&str] = &[
     // 1: users
@@ -693,7 +693,7 @@ impl ControlPlane {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    async fn require(&self, login: &str) -> Result<User> {
+    pub(crate) async fn require(&self, login: &str) -> Result<User> {
         self.user(login).await?.ok_or_else(|| {
             Error::Control(format!(
                 "no user {login:?}; `kartoteka users list` shows them"
@@ -845,22 +845,6 @@ impl ControlPlane {
         Ok(argon()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok())
-    }
-
-    /// The principal of an active user, as the owner `preview_by` previews them (`--as`). Team
-    /// members are resolved by the caller from the lake's staff table.
-    pub async fn principal(&self, login: &str, preview_by: Option<&str>) -> Result<Principal> {
-        let user = self.require(login).await?;
-        if user.status != "active" {
-            return Err(Error::Denied(format!("user {login} is {}", user.status)));
-        }
-        Ok(Principal {
-            user: user.login,
-            role: user.role,
-            staff_id: user.staff_id,
-            team: Vec::new(),
-            preview_by: preview_by.map(str::to_string),
-        })
     }
 }
 

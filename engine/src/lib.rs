@@ -15,6 +15,7 @@ pub mod lake;
 mod limits;
 pub mod model;
 pub mod policy;
+pub mod principal;
 pub mod reconcile;
 pub mod session;
 mod sized;

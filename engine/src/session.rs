@@ -51,94 +51,7 @@ use crate::model::{self, Class};
 use crate::policy::{Barrier, ColumnRule, Policy, PolicyTable, Scope};
 use crate::store::LAKE_URL;
 
-/// System roles (not job titles): see shared/design/security.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Sees everything, including personal data.
-    Owner,
-    /// Sees their own clients' rows.
-    Manager,
-    /// Sees their team's rows.
-    TeamLead,
-    /// Sees all rows, never personal data.
-    Analyst,
-    /// Runs the system; reads no CRM data.
-    Admin,
-}
-
-impl Role {
-    /// Parse a role name.
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "owner" => Some(Role::Owner),
-            "manager" => Some(Role::Manager),
-            "team_lead" => Some(Role::TeamLead),
-            "analyst" => Some(Role::Analyst),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-
-    /// The role's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Manager => "manager",
-            Role::TeamLead => "team_lead",
-            Role::Analyst => "analyst",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-/// Who is asking: the subject of every policy decision and audit entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Principal {
-    /// Login name.
-    pub user: String,
-    /// System role.
-    pub role: Role,
-    /// The CRM staff record this user is, if any.
-    pub staff_id: Option<i64>,
-    /// Staff ids of the team (team leads; includes the lead).
-    pub team: Vec<i64>,
-    /// The owner previewing this user's view (`--as`), who is the actor in the audit log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview_by: Option<String>,
-}
-
-impl Principal {
-    /// The local owner: whoever holds the lake's passphrase and runs the CLI.
-    pub fn local_owner() -> Principal {
-        Principal {
-            user: "owner".into(),
-            role: Role::Owner,
-            staff_id: None,
-            team: Vec::new(),
-            preview_by: None,
-        }
-    }
-
-    /// Who acts: the previewing owner, or the user.
-    pub fn actor(&self) -> &str {
-        self.preview_by.as_deref().unwrap_or(&self.user)
-    }
-
-    /// Staff ids whose rows a manager or team lead owns.
-    pub fn staff_scope(&self) -> Vec<i64> {
-        let mut staff = match self.role {
-            Role::TeamLead if !self.team.is_empty() => self.team.clone(),
-            _ => self.staff_id.into_iter().collect(),
-        };
-        if let Some(me) = self.staff_id {
-            staff.push(me);
-        }
-        staff.sort_unstable();
-        staff.dedup();
-        staff
-    }
-}
+pub use crate::principal::{Principal, Role};
 
 /// Per-role limits on one statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -776,10 +689,9 @@ impl Engine {
         Ok(n as u64)
     }
 
-    /// Staff ids of the members of `team` in the current snapshot (a team lead's scope).
-    pub async fn team_members(&self, team: &str) -> Result<Vec<i64>> {
-        let snapshot = self.lake.current().await?;
-        let ctx = self.raw_context(&snapshot, &[Class::Internal]).await?;
+    /// Staff ids of the members of `team` in `snapshot` (a team lead's scope).
+    pub(crate) async fn team_members(&self, snapshot: &Snapshot, team: &str) -> Result<Vec<i64>> {
+        let ctx = self.raw_context(snapshot, &[Class::Internal]).await?;
         let batches = ctx
             .table("staff")
             .await?

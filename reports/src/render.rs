@@ -74,15 +74,19 @@ impl Rendered {
     }
 }
 
-/// Render `spec` for `principal`.
+/// Render `spec` for `principal` over `snapshot` (every panel reads it).
 pub async fn render(
     engine: &Engine,
     catalog: &Catalog,
     spec: &ReportSpec,
     principal: &Principal,
+    snapshot: kartoteka_engine::Snapshot,
 ) -> Result<Rendered> {
     let started = Instant::now();
-    let session = engine.session(principal).await.map_err(engine_error)?;
+    let session = engine
+        .session_at(principal, snapshot)
+        .await
+        .map_err(engine_error)?;
     let snapshot = session.snapshot();
     let mut panels = Vec::new();
     let mut hash = Sha256::new();
@@ -224,15 +228,23 @@ pub async fn run_report(
     } else {
         "scheduler"
     };
+    // Every copy of one run reads the same snapshot, and each recipient is resolved at it (a team
+    // lead's team as of that snapshot).
+    let snapshot = engine.lake().current().await.map_err(engine_error)?;
     let mut out = Vec::new();
     for login in recipients(spec, &users) {
         let started = chrono::Utc::now();
         let rendered = async {
-            let principal = control
-                .principal(&login, Some(actor))
-                .await
-                .map_err(engine_error)?;
-            render(engine, catalog, spec, &principal).await
+            let principal = kartoteka_engine::principal::resolve(
+                engine,
+                control,
+                &login,
+                Some(actor),
+                &snapshot,
+            )
+            .await
+            .map_err(engine_error)?;
+            render(engine, catalog, spec, &principal, snapshot.clone()).await
         }
         .await;
         let (run, rendered) = match rendered {
