@@ -32,7 +32,6 @@ use chrono::Datelike;
 use clap::{Parser, Subcommand};
 use kartoteka_engine::{Lake, Principal};
 use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, Source};
 use kartoteka_queries::Catalog;
 
 use crate::home::{Home, SourceConfig};
@@ -371,7 +370,7 @@ async fn run(cli: Cli) -> Result<()> {
                         schedule: None,
                         time_zone: None,
                     };
-                    ingest(&home, &lake, &name, &source, full).await?;
+                    ingest(&home, &lake, &name, &source, full, "owner").await?;
                     home.config.sources.insert(name.clone(), source);
                     home.config.default_source.get_or_insert(name);
                     home.save()?;
@@ -395,7 +394,7 @@ async fn run(cli: Cli) -> Result<()> {
                                 .join(", ")
                         )
                     })?;
-                    ingest(&home, &lake, &name, &source, full).await?;
+                    ingest(&home, &lake, &name, &source, full, "owner").await?;
                 }
             }
             Ok(())
@@ -618,105 +617,33 @@ async fn session_as(
     Ok(engine.session_at(&principal, snapshot).await?)
 }
 
-pub(crate) const AUTO_COMPACT_FILES: usize = 32;
-
+/// Ingest the source `name` (the job lives in the ingest crate; this parses the home's configuration
+/// and prints the outcome).
 async fn ingest(
     home: &Home,
     lake: &std::sync::Arc<Lake>,
     name: &str,
     source: &SourceConfig,
     full: bool,
+    actor: &str,
 ) -> Result<kartoteka_ingest::IngestReport> {
     let control = home.control().await?;
-    let run = control
-        .start_ingest_run(name, if full { "full" } else { "auto" })
-        .await?;
-    let outcome = async {
-        let mapping = Mapping::load(&home.path(&source.mapping))?;
-        let db = Source::open_for(&source.spec(home)?, &mapping).await?;
-        eprintln!(
-            "ingesting source {name} ({}) with mapping {}",
-            db.display(),
-            mapping.name
-        );
-        let bars = progress::IngestBars::default();
-        let options = kartoteka_ingest::IngestOptions {
+    let engine = home.engine(lake.clone())?;
+    let spec = source.spec(home)?;
+    let job = kartoteka_ingest::IngestJob {
+        name,
+        source: &spec,
+        mapping: &home.path(&source.mapping),
+        options: kartoteka_ingest::IngestOptions {
             refuse_pii_without_consent: home.config.ingest.refuse_pii_without_consent,
             skip_reconciliation: false,
             full,
-        };
-        let engine = home.engine(lake.clone())?;
-        let report = kartoteka_ingest::ingest(
-            &engine,
-            &db,
-            &mapping,
-            &format!("ingest {name}"),
-            &bars,
-            options,
-        )
-        .await?;
-        let checks = report.checks.clone();
-        // Incremental runs add a few small files each: compact a table once it holds many.
-        let snapshot = lake.snapshot(report.snapshot_id).await?;
-        if snapshot
-            .tables
-            .values()
-            .any(|t| t.files.len() > AUTO_COMPACT_FILES)
-        {
-            let (tables, compacted) = engine.compact(AUTO_COMPACT_FILES).await?;
-            if let Some(s) = compacted {
-                eprintln!("compacted {} into snapshot {}", tables.join(", "), s.id);
-            }
-        }
-        anyhow::Ok((report, checks))
-    }
-    .await;
-    let tables = match &outcome {
-        Ok((report, checks)) => serde_json::json!(report
-            .tables
-            .iter()
-            .map(|t| {
-                let check = checks.iter().find(|c| c.table == t.table);
-                serde_json::json!({
-                    "table": t.table, "mode": t.mode, "rows_read": t.rows, "rows_written": t.rows,
-                    "rows_dropped": t.rows_dropped, "live_rows": t.live_rows, "files": t.files,
-                    "bytes": t.bytes, "seconds": t.seconds, "pii_refused": t.pii_refused,
-                    "cursor_before": t.cursor_before, "cursor_after": t.cursor_after,
-                    "source_keys": check.map(|c| c.source), "lake_keys": check.map(|c| c.lake),
-                    "lake_duplicate_keys": check.map(|c| c.lake_duplicates),
-                    "reconciled": check.map(|c| c.matches()),
-                })
-            })
-            .collect::<Vec<_>>()),
-        Err(_) => serde_json::json!([]),
+        },
+        actor,
     };
-    // A failed reconciliation commits nothing; the run is recorded as a mismatch.
-    let mismatch = outcome.as_ref().err().is_some_and(|e| {
-        matches!(
-            e.downcast_ref::<kartoteka_ingest::Error>(),
-            Some(kartoteka_ingest::Error::Reconciliation { .. })
-        )
-    });
-    let (status, snapshot, error) = match &outcome {
-        Ok((r, _)) => ("ok", Some(r.snapshot_id), None),
-        Err(e) if mismatch => ("mismatch", None, Some(format!("{e:#}"))),
-        Err(e) => ("failed", None, Some(format!("{e:#}"))),
-    };
-    control
-        .finish_ingest_run(run, status, snapshot, error.as_deref(), &tables)
-        .await?;
-    admin::record(home, "ingest", name, &outcome, |(r, checks)| {
-        serde_json::json!({
-            "snapshot": r.snapshot_id,
-            "mode": if r.tables.iter().any(|t| t.mode == "incremental") { "incremental" } else { "full" },
-            "run": run,
-            "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
-            "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),
-            "reconciled": checks.iter().all(|c| c.matches()),
-            "seconds": r.seconds.round() as u64,
-        })
-    })?;
-    let (report, checks) = outcome?;
+    let outcome =
+        kartoteka_ingest::run_job(&engine, &control, job, &progress::IngestBars::default()).await?;
+    let report = outcome.report;
     let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
     let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
     eprintln!(
@@ -728,8 +655,11 @@ async fn ingest(
     );
     eprintln!(
         "reconciled: every table's row count and key checksum equal the source's ({} tables)",
-        checks.len()
+        report.checks.len()
     );
+    if let Some((tables, snapshot)) = &outcome.compacted {
+        eprintln!("compacted {} into snapshot {snapshot}", tables.join(", "));
+    }
     Ok(report)
 }
 
@@ -813,7 +743,7 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     home.save()?;
 
     let lake = home.lake_or_create(true).await?;
-    ingest(&home, &lake, "demo", &source, false).await?;
+    ingest(&home, &lake, "demo", &source, false, "owner").await?;
 
     let engine = home.engine(lake)?;
     let session = engine.session(&Principal::local_owner()).await?;

@@ -33,6 +33,12 @@ impl kartoteka_ingest::Progress for IngestBars {
     }
 }
 
+impl kartoteka_ingest::JobProgress for IngestBars {
+    fn source_opened(&self, name: &str, source: &str, mapping: &str) {
+        eprintln!("ingesting source {name} ({source}) with mapping {mapping}");
+    }
+}
+
 /// A spinner with a message, for steps without a count.
 pub(crate) fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner();

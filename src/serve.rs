@@ -40,7 +40,7 @@ async fn jobs(
                 let (home, lake, name, source) =
                     (home.clone(), lake.clone(), name.clone(), source.clone());
                 blocking_job(move || async move {
-                    ingest(&home, &lake, &name, &source, false)
+                    ingest(&home, &lake, &name, &source, false, "scheduler")
                         .await
                         .map(|r| format!("snapshot {}", r.snapshot_id))
                         .map_err(|e| format!("{e:#}"))
@@ -111,7 +111,9 @@ where
 
 async fn compact(home: &Home, lake: Arc<kartoteka_engine::Lake>) -> Result<String> {
     let engine = home.engine(lake)?;
-    let outcome = engine.compact(crate::AUTO_COMPACT_FILES).await;
+    let outcome = engine
+        .compact(kartoteka_ingest::job::AUTO_COMPACT_FILES)
+        .await;
     admin::record(
         home,
         "compact",

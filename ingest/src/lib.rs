@@ -7,12 +7,14 @@
 pub mod batch;
 pub mod demo;
 pub mod error;
+pub mod job;
 pub mod mapping;
 pub mod run;
 pub mod source;
 mod sync;
 
 pub use error::{Error, Result};
+pub use job::{IngestJob, JobOutcome, JobProgress, run_job};
 pub use mapping::Mapping;
 pub use run::{IngestOptions, IngestReport, NoProgress, Progress, TableCheck, ingest};
 pub use source::mysql::MySqlSource;
