@@ -12,7 +12,6 @@ use kartoteka_queries::Catalog;
 use kartoteka_reports::archive::Archive;
 use kartoteka_reports::spec::{self, ReportSpec, SpecError};
 
-use crate::admin;
 use crate::home::Home;
 use crate::output::Format;
 
@@ -62,8 +61,8 @@ pub(crate) async fn load_specs(
     Ok(spec::load_dir(&home.path(&home.config.reports.dir), &cx))
 }
 
-/// Run `spec` now: render per recipient, archive, audit each copy, write files under `out`, prune the
-/// archive. Fails when no copy rendered.
+/// Run `spec` now (the job lives in the reports crate): print each copy's outcome, write the
+/// rendered files under `out`. Fails when no copy rendered.
 pub(crate) async fn run_spec(
     home: &Home,
     lake: Arc<Lake>,
@@ -79,21 +78,6 @@ pub(crate) async fn run_spec(
         lake,
         control.clone(),
     );
-    let delivered =
-        kartoteka_reports::render::run_report(&engine, &catalog, &control, &archive, spec, trigger)
-            .await?;
-    if delivered.is_empty() {
-        bail!(
-            "report {}: nobody in its audience is an active user (roles {:?}, users {:?})",
-            spec.id,
-            spec.audience
-                .roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>(),
-            spec.audience.users
-        );
-    }
     let smtp = home
         .config
         .reports
@@ -101,70 +85,26 @@ pub(crate) async fn run_spec(
         .as_ref()
         .map(|s| s.resolve())
         .transpose()?;
-    let mut ok = 0;
-    for d in &delivered {
-        let outcome: std::result::Result<&kartoteka_engine::control::ReportRun, String> =
-            match &d.run.error {
-                None => Ok(&d.run),
-                Some(e) => Err(e.clone()),
-            };
-        admin::record(
-            home,
-            "report.run",
-            &format!("report:{}", spec.id),
-            &outcome,
-            |run| {
-                serde_json::json!({
-                    "recipient": run.recipient, "run": run.id, "trigger": run.trigger,
-                    "snapshot": run.snapshot_id, "content_hash": run.content_hash,
-                    "files": run.files.len(), "seconds": run.seconds,
-                })
-            },
-        )?;
+    let job = kartoteka_reports::job::ReportJob {
+        spec,
+        trigger,
+        smtp: smtp.as_ref(),
+        retention: chrono::Duration::days(i64::from(home.config.reports.retention_days)),
+    };
+    let outcome =
+        kartoteka_reports::job::run_job(&engine, &catalog, &control, &archive, job).await?;
+    for c in &outcome.copies {
+        let d = &c.copy;
         match (&d.rendered, &d.run.error) {
             (Some(r), None) => {
-                ok += 1;
-                let email = control.user(&d.recipient).await?.and_then(|u| u.email);
-                let deliveries = kartoteka_reports::deliver::deliver(
-                    &control,
-                    spec,
-                    smtp.as_ref(),
-                    email.as_deref(),
-                    r,
-                    &d.run,
-                )
-                .await?;
-                for delivery in &deliveries {
-                    let outcome: std::result::Result<_, String> = match delivery.outcome.as_str() {
-                        "ok" => Ok(delivery),
-                        _ => Err(format!(
-                            "{} {}: {}",
-                            delivery.channel,
-                            delivery.outcome,
-                            delivery.error.as_deref().unwrap_or("")
-                        )),
-                    };
-                    admin::record(
-                        home,
-                        "report.deliver",
-                        &format!("report:{}", spec.id),
-                        &outcome,
-                        |d| {
-                            serde_json::json!({
-                                "run": d.run_id, "channel": d.channel, "target": d.target,
-                                "attempts": d.attempts,
-                            })
-                        },
-                    )?;
-                    if delivery.outcome != "ok" {
-                        eprintln!(
-                            "{}: {} delivery {}: {}",
-                            d.recipient,
-                            delivery.channel,
-                            delivery.outcome,
-                            delivery.error.as_deref().unwrap_or("")
-                        );
-                    }
+                for delivery in c.deliveries.iter().filter(|x| x.outcome != "ok") {
+                    eprintln!(
+                        "{}: {} delivery {}: {}",
+                        d.recipient,
+                        delivery.channel,
+                        delivery.outcome,
+                        delivery.error.as_deref().unwrap_or("")
+                    );
                 }
                 eprintln!(
                     "{}: {} panels, snapshot {}, {:.2} s, sha256 {}…",
@@ -194,23 +134,22 @@ pub(crate) async fn run_spec(
             ),
         }
     }
-    let pruned = archive
-        .prune(chrono::Duration::days(i64::from(
-            home.config.reports.retention_days,
-        )))
-        .await?;
-    if pruned > 0 {
-        eprintln!("archive: {pruned} copies past the retention period deleted");
+    if outcome.pruned > 0 {
+        eprintln!(
+            "archive: {} copies past the retention period deleted",
+            outcome.pruned
+        );
     }
+    let ok = outcome.rendered();
     if ok == 0 {
         bail!(
             "report {}: no copy rendered ({} recipients failed; see above and `kartoteka report runs {}`)",
             spec.id,
-            delivered.len(),
+            outcome.copies.len(),
             spec.id
         );
     }
-    Ok(format!("{ok} of {} copies rendered", delivered.len()))
+    Ok(format!("{ok} of {} copies rendered", outcome.copies.len()))
 }
 
 pub(crate) async fn report(home: &Home, command: ReportCommand) -> Result<()> {

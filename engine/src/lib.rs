@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod keyring;
 pub mod lake;
 mod limits;
+pub mod maintenance;
 pub mod model;
 pub mod policy;
 pub mod principal;

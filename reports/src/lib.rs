@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod chart;
 pub mod deliver;
+pub mod job;
 pub mod render;
 pub mod schedule;
 pub mod spec;

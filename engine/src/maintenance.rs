@@ -1,0 +1,374 @@
+//! The engine's maintenance paths: the work that reads the lake with every key and rewrites it —
+//! reconciliation fingerprints, incremental rewrites by key, erasure on request, data-key rotation,
+//! compaction. None of it builds a policy-checked session: these run as the lake's owner process, never
+//! for a user's statement (that is `session.rs`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::lake::Snapshot;
+use crate::model::{self, Class};
+use crate::session::Engine;
+
+/// What an erasure did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Erasure {
+    /// The client erased.
+    pub client_id: i64,
+    /// Their deals, erased with them.
+    pub deals: usize,
+    /// Rows removed per table.
+    pub removed: BTreeMap<String, u64>,
+    /// The snapshot without them.
+    pub snapshot: u64,
+    /// Older snapshots expired (they still held the rows).
+    pub expired_snapshots: Vec<u64>,
+    /// Data files deleted (nothing references them any more).
+    pub files_deleted: usize,
+}
+
+/// What erasing a client would remove, shown before anything changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErasurePlan {
+    /// The client.
+    pub client_id: i64,
+    /// The snapshot the plan was made in.
+    pub snapshot: u64,
+    /// Their deals.
+    pub deals: Vec<i64>,
+    /// Rows that would leave each table.
+    pub rows: BTreeMap<String, u64>,
+    /// Older snapshots that would be expired (history that goes for good).
+    pub snapshots_expired: Vec<u64>,
+}
+
+impl Engine {
+    /// The key-set fingerprint of `table` in snapshot `snapshot_id`, read back from its encrypted files
+    /// (key columns only) — what reconciliation compares with the source's.
+    pub async fn key_fingerprint(
+        &self,
+        snapshot: &Snapshot,
+        table: &str,
+    ) -> Result<crate::reconcile::KeyFingerprint> {
+        use futures::TryStreamExt;
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let mut classes: Vec<Class> = table.key.iter().filter_map(|k| table.class_of(k)).collect();
+        classes.dedup();
+        let ctx = self.raw_context(snapshot, &classes).await?;
+        let mut stream = ctx
+            .table(table.name)
+            .await?
+            .select_columns(&table.key)?
+            .execute_stream()
+            .await?;
+        let mut hasher = crate::reconcile::KeyHasher::new(table)?;
+        while let Some(batch) = stream.try_next().await? {
+            hasher.add(&batch)?;
+        }
+        Ok(hasher.finish())
+    }
+
+    /// `files` of `table` (all encrypted with this lake's keys), with the rows whose key `drop`
+    /// holds (or, with `keep_only`, whose key `keep_only` lacks) left out: a file holding none of
+    /// them is kept as it is; any other is rewritten through `txn` into new files. Returns the
+    /// resulting file list and the rows left out. Used by incremental ingest (older versions of
+    /// updated rows, rows deleted in the source).
+    pub async fn files_without_keys(
+        &self,
+        txn: &crate::lake::WriteTxn<'_>,
+        table: &str,
+        files: &[crate::lake::DataFile],
+        drop: Option<&crate::reconcile::KeySet>,
+        keep_only: Option<&crate::reconcile::KeySet>,
+    ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
+        let t = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let gone = |batch: &RecordBatch| -> Result<arrow::array::BooleanArray> {
+            let keys = crate::reconcile::key_columns(t, batch)?;
+            let mut mask = match drop {
+                Some(set) => set.contains(&keys)?,
+                None => arrow::array::BooleanArray::from(vec![false; batch.num_rows()]),
+            };
+            if let Some(keep) = keep_only {
+                let absent = arrow::compute::not(&keep.contains(&keys)?)?;
+                mask = arrow::compute::or(&mask, &absent)?;
+            }
+            Ok(mask)
+        };
+        self.files_without_rows(txn, table, files, &t.key, &gone)
+            .await
+    }
+
+    /// `files` of `table` without the rows `gone` marks (it sees at least `check_columns`): files
+    /// with no such row are kept as they are, the others rewritten through `txn`. Returns the new
+    /// file list and the rows left out.
+    pub async fn files_without_rows(
+        &self,
+        txn: &crate::lake::WriteTxn<'_>,
+        table: &str,
+        files: &[crate::lake::DataFile],
+        check_columns: &[&str],
+        gone: &(dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync),
+    ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
+        use futures::TryStreamExt;
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let mut out = Vec::new();
+        let mut removed = 0u64;
+        let classes = [Class::Internal, Class::Pii];
+        for file in files {
+            // A snapshot of just this file, read with every key.
+            let mut one = txn.base().clone();
+            one.tables.insert(
+                table.name.to_string(),
+                crate::lake::TableState {
+                    schema_version: crate::lake::SCHEMA_VERSION,
+                    files: vec![file.clone()],
+                    cursor: None,
+                },
+            );
+            let ctx = self.raw_context(&one, &classes).await?;
+            // First the columns that decide: most files hold no such row and stay as they are.
+            let mut hits = 0u64;
+            let mut stream = ctx
+                .table(table.name)
+                .await?
+                .select_columns(check_columns)?
+                .execute_stream()
+                .await?;
+            while let Some(batch) = stream.try_next().await? {
+                hits += gone(&batch)?.true_count() as u64;
+            }
+            if hits == 0 {
+                out.push(file.clone());
+                continue;
+            }
+            removed += hits;
+            let mut writer = txn.table_writer(table.name).await?;
+            let mut stream = ctx.table(table.name).await?.execute_stream().await?;
+            while let Some(batch) = stream.try_next().await? {
+                let keep = arrow::compute::not(&gone(&batch)?)?;
+                let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+                if kept.num_rows() > 0 {
+                    writer.write(&kept).await?;
+                }
+            }
+            out.extend(writer.finish().await?);
+        }
+        Ok((out, removed))
+    }
+
+    /// Erase a client on request: every row about them — theirs (`client_id`) or about their deals
+    /// (`deal_id`) — leaves every table, by rewriting the files that hold any; the client and their
+    /// deals are recorded in the snapshot so no later ingest writes them again; every older snapshot
+    /// is expired and every file no snapshot needs is deleted. Returns the rows removed per table,
+    /// the new snapshot and the snapshots expired.
+    pub async fn erase_client(&self, client_id: i64) -> Result<Erasure> {
+        let mut txn = self.lake().begin_write().await?;
+        let base = txn.base().clone();
+        let plan = self.erasure_plan_in(&base, client_id).await?;
+        let deals = plan.deals;
+        txn.erase(&[client_id], &deals);
+        let erased = crate::lake::Erased {
+            clients: [client_id].into(),
+            deals: deals.iter().copied().collect(),
+        };
+        let mut removed = BTreeMap::new();
+        for (name, state) in &base.tables {
+            let table = model::table(name).ok_or_else(|| Error::UnknownTable(name.clone()))?;
+            let columns: Vec<&str> = ["client_id", "deal_id"]
+                .into_iter()
+                .filter(|c| table.column(c).is_some())
+                .collect();
+            if columns.is_empty() {
+                continue;
+            }
+            let gone = |batch: &RecordBatch| erased.mask(batch);
+            let (files, n) = self
+                .files_without_rows(&txn, name, &state.files, &columns, &gone)
+                .await?;
+            if n > 0 {
+                txn.replace_table(name, files, state.cursor.clone())?;
+                removed.insert(name.clone(), n);
+            }
+        }
+        let snapshot = txn.commit(&format!("erase client {client_id}")).await?;
+        let expired = self.lake().expire_before(snapshot.id).await?;
+        let gc = self.lake().gc(Duration::ZERO).await?;
+        Ok(Erasure {
+            client_id,
+            deals: deals.len(),
+            removed,
+            snapshot: snapshot.id,
+            expired_snapshots: expired,
+            files_deleted: gc.deleted.len(),
+        })
+    }
+
+    /// What [`Engine::erase_client`] would remove, in the current snapshot. A client the lake does
+    /// not hold (a mistyped id) or erased already is an error: nothing is changed for them.
+    pub async fn erasure_plan(&self, client_id: i64) -> Result<ErasurePlan> {
+        let snapshot = self.lake().current().await?;
+        self.erasure_plan_in(&snapshot, client_id).await
+    }
+
+    async fn erasure_plan_in(&self, base: &Snapshot, client_id: i64) -> Result<ErasurePlan> {
+        use datafusion::prelude::{col, lit};
+        use futures::TryStreamExt;
+        if base.erased.clients.contains(&client_id) {
+            return Err(Error::NotFound(format!(
+                "client {client_id} was erased already; nothing was changed"
+            )));
+        }
+        let ctx = self.raw_context(base, &[Class::Internal]).await?;
+        let mut deals: Vec<i64> = Vec::new();
+        if base.table("deals").is_some() {
+            let mut stream = ctx
+                .table("deals")
+                .await?
+                .filter(col("client_id").eq(lit(client_id)))?
+                .select_columns(&["deal_id"])?
+                .execute_stream()
+                .await?;
+            while let Some(b) = stream.try_next().await? {
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .ok_or_else(|| Error::Denied("deals.deal_id is not BIGINT".into()))?;
+                deals.extend(ids.iter().flatten());
+            }
+        }
+        let mut rows = BTreeMap::new();
+        for name in base.tables.keys() {
+            let table = model::table(name).ok_or_else(|| Error::UnknownTable(name.clone()))?;
+            let mut about = None;
+            if table.column("client_id").is_some() {
+                about = Some(col("client_id").eq(lit(client_id)));
+            }
+            if table.column("deal_id").is_some() && !deals.is_empty() {
+                let in_deals =
+                    col("deal_id").in_list(deals.iter().map(|d| lit(*d)).collect(), false);
+                about = Some(match about {
+                    Some(e) => e.or(in_deals),
+                    None => in_deals,
+                });
+            }
+            let Some(about) = about else { continue };
+            let n = ctx
+                .table(name.as_str())
+                .await?
+                .filter(about)?
+                .count()
+                .await? as u64;
+            if n > 0 {
+                rows.insert(name.clone(), n);
+            }
+        }
+        if rows.get("clients").copied().unwrap_or(0) == 0 && rows.is_empty() {
+            return Err(Error::NotFound(format!(
+                "the lake holds no client {client_id} (snapshot {}): check the id \
+                 (`clients.client_id`); nothing was changed",
+                base.id
+            )));
+        }
+        let snapshots_expired = self
+            .lake()
+            .snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| *id <= base.id)
+            .collect();
+        Ok(ErasurePlan {
+            client_id,
+            snapshot: base.id,
+            deals,
+            rows,
+            snapshots_expired,
+        })
+    }
+
+    /// Keys of `table` in snapshot `snapshot_id` held by more than one row (0 in a sound lake).
+    pub async fn duplicate_keys(&self, snapshot: &Snapshot, table: &str) -> Result<u64> {
+        use datafusion::functions_aggregate::expr_fn::count;
+        use datafusion::prelude::{col, lit};
+        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let mut classes: Vec<Class> = table.key.iter().filter_map(|k| table.class_of(k)).collect();
+        classes.dedup();
+        let ctx = self.raw_context(snapshot, &classes).await?;
+        let keys: Vec<_> = table.key.iter().map(|k| col(*k)).collect();
+        let n = ctx
+            .table(table.name)
+            .await?
+            .aggregate(keys, vec![count(lit(1)).alias("n")])?
+            .filter(col("n").gt(lit(1i64)))?
+            .count()
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Issue new data keys and rewrite every file of the current snapshot with them, in one commit.
+    /// Old key versions stay in the keyring until garbage collection finds no snapshot using them.
+    pub async fn rotate_data_keys(&self) -> Result<(Vec<String>, Snapshot)> {
+        let mut txn = self.lake().begin_write().await?;
+        let base = txn.base().clone();
+        // Read with every key the lake has (old versions included), write with the new ones.
+        let ctx = self
+            .raw_context(&base, &[Class::Internal, Class::Pii])
+            .await?;
+        let new_ids = self
+            .lake()
+            .keyring()
+            .write()
+            .await
+            .rotate_data_keys(self.lake().store())
+            .await?;
+        for (name, state) in &base.tables {
+            let mut writer = txn.table_writer(name).await?;
+            let mut stream = ctx.table(name.as_str()).await?.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?).await?;
+            }
+            let files = writer.finish().await?;
+            txn.replace_table(name, files, state.cursor.clone())?;
+        }
+        let snapshot = txn.commit("keys rotate --data").await?;
+        Ok((new_ids, snapshot))
+    }
+
+    /// Compaction: every table holding more than `max_files` files (incremental runs add a few per
+    /// run) is rewritten into as few files as [`crate::lake::FILE_ROWS`] allows, its cursor kept.
+    /// Older versions of rows never survive a write, so there is nothing else to drop. Returns the
+    /// tables compacted and the new snapshot (`None` when nothing needed it).
+    pub async fn compact(&self, max_files: usize) -> Result<(Vec<String>, Option<Snapshot>)> {
+        let mut txn = self.lake().begin_write().await?;
+        let base = txn.base().clone();
+        let ctx = self
+            .raw_context(&base, &[Class::Internal, Class::Pii])
+            .await?;
+        let mut compacted = Vec::new();
+        for (name, state) in &base.tables {
+            if state.files.len() <= max_files {
+                continue;
+            }
+            let mut writer = txn.table_writer(name).await?;
+            let mut stream = ctx.table(name.as_str()).await?.execute_stream().await?;
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?).await?;
+            }
+            let files = writer.finish().await?;
+            txn.replace_table(name, files, state.cursor.clone())?;
+            compacted.push(name.clone());
+        }
+        if compacted.is_empty() {
+            return Ok((compacted, None));
+        }
+        let snapshot = txn
+            .commit(&format!("compact {}", compacted.join(", ")))
+            .await?;
+        Ok((compacted, Some(snapshot)))
+    }
+}

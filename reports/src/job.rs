@@ -1,0 +1,151 @@
+//! The report job, as every front end runs it (`kartoteka report run`, `serve`'s schedule, later the
+//! web app): render once per recipient under the recipient's policy, archive every copy, audit it,
+//! deliver the ones that rendered, audit each delivery, prune the archive. Front ends present the
+//! [`ReportJobOutcome`] (and may write the rendered files where they like).
+
+use kartoteka_engine::Engine;
+use kartoteka_engine::audit::{Event, Outcome};
+use kartoteka_engine::control::{ControlPlane, ReportDelivery};
+use kartoteka_queries::Catalog;
+
+use crate::archive::Archive;
+use crate::deliver::Smtp;
+use crate::render::{Delivered, run_report};
+use crate::spec::ReportSpec;
+use crate::{Error, Result};
+
+/// One recipient's copy and what became of its deliveries.
+#[derive(Debug)]
+pub struct CopyOutcome {
+    /// The rendered and archived copy (its run says whether it rendered).
+    pub copy: Delivered,
+    /// Its deliveries (e-mail, webhook), each after its retries.
+    pub deliveries: Vec<ReportDelivery>,
+}
+
+/// What a report job did.
+#[derive(Debug)]
+pub struct ReportJobOutcome {
+    /// One per recipient.
+    pub copies: Vec<CopyOutcome>,
+    /// Copies past the retention period deleted from the archive.
+    pub pruned: usize,
+}
+
+impl ReportJobOutcome {
+    /// Copies that rendered.
+    pub fn rendered(&self) -> usize {
+        self.copies
+            .iter()
+            .filter(|c| c.copy.rendered.is_some())
+            .count()
+    }
+}
+
+/// How a report job runs.
+#[derive(Debug)]
+pub struct ReportJob<'a> {
+    /// The spec.
+    pub spec: &'a ReportSpec,
+    /// `manual` (by the owner) or `schedule` / `catch-up` (by the scheduler).
+    pub trigger: &'a str,
+    /// The SMTP server, when e-mail delivery is configured.
+    pub smtp: Option<&'a Smtp>,
+    /// Copies older than this are deleted (each recipient's newest stays).
+    pub retention: chrono::Duration,
+}
+
+/// Run `job`: every copy rendered, archived, audited and delivered; fails when nobody in the
+/// audience is an active user.
+pub async fn run_job(
+    engine: &Engine,
+    catalog: &Catalog,
+    control: &ControlPlane,
+    archive: &Archive,
+    job: ReportJob<'_>,
+) -> Result<ReportJobOutcome> {
+    let spec = job.spec;
+    let actor = if job.trigger == "manual" {
+        "owner"
+    } else {
+        "scheduler"
+    };
+    let delivered = run_report(engine, catalog, control, archive, spec, job.trigger).await?;
+    if delivered.is_empty() {
+        return Err(Error::Delivery(format!(
+            "report {}: nobody in its audience is an active user (roles {:?}, users {:?})",
+            spec.id,
+            spec.audience
+                .roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>(),
+            spec.audience.users
+        )));
+    }
+    let target = format!("report:{}", spec.id);
+    let audit = |action: &str, details: serde_json::Value, outcome: Outcome| -> Result<()> {
+        if let Some(log) = engine.audit() {
+            log.append(Event {
+                actor: actor.into(),
+                action: action.into(),
+                target: target.clone(),
+                details,
+                outcome,
+            })
+            .map_err(|e| Error::Archive(e.to_string()))?;
+        }
+        Ok(())
+    };
+    let mut copies = Vec::new();
+    for copy in delivered {
+        let run = &copy.run;
+        match &run.error {
+            None => audit(
+                "report.run",
+                serde_json::json!({
+                    "recipient": run.recipient, "run": run.id, "trigger": run.trigger,
+                    "snapshot": run.snapshot_id, "content_hash": run.content_hash,
+                    "files": run.files.len(), "seconds": run.seconds,
+                }),
+                Outcome::Ok,
+            )?,
+            Some(e) => audit(
+                "report.run",
+                serde_json::json!({ "error": e, "recipient": run.recipient, "run": run.id }),
+                Outcome::Error,
+            )?,
+        }
+        let mut deliveries = Vec::new();
+        if let (Some(rendered), None) = (&copy.rendered, &run.error) {
+            let email = control
+                .user(&copy.recipient)
+                .await
+                .map_err(|e| Error::Delivery(e.to_string()))?
+                .and_then(|u| u.email);
+            deliveries =
+                crate::deliver::deliver(control, spec, job.smtp, email.as_deref(), rendered, run)
+                    .await?;
+            for d in &deliveries {
+                let details = serde_json::json!({
+                    "run": d.run_id, "channel": d.channel, "target": d.target,
+                    "attempts": d.attempts,
+                });
+                if d.outcome == "ok" {
+                    audit("report.deliver", details, Outcome::Ok)?;
+                } else {
+                    audit(
+                        "report.deliver",
+                        serde_json::json!({
+                            "error": format!("{} {}: {}", d.channel, d.outcome, d.error.as_deref().unwrap_or("")),
+                        }),
+                        Outcome::Error,
+                    )?;
+                }
+            }
+        }
+        copies.push(CopyOutcome { copy, deliveries });
+    }
+    let pruned = archive.prune(job.retention).await?;
+    Ok(ReportJobOutcome { copies, pruned })
+}
