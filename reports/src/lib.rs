@@ -1,7 +1,8 @@
 //! Kartoteka's reports: specs (`spec`), charts drawn with plotters from metric results (`chart`),
 //! rendering a report once per recipient under that recipient's own policy (`render`), the sealed
-//! archive of every rendered copy (`archive`), delivery by e-mail and webhook (`deliver`), and the one scheduler that `kartoteka serve` runs for
-//! ingest and report jobs (`schedule`). A bundled font (DejaVu Sans, with Cyrillic) is used through
+//! archive of every rendered copy (`archive`), delivery by e-mail and webhook (`deliver`), the report job every
+//! front end runs (`job`), and schedules — cron expressions in a time zone (`schedule`; the scheduler
+//! that fires them is `kartoteka serve`'s). A bundled font (DejaVu Sans, with Cyrillic) is used through
 //! `ab_glyph`, so no system font library is needed.
 //!
 //! This crate turns results into pictures; it never queries the lake except through the catalog and

@@ -1,4 +1,4 @@
-//! `kartoteka serve`: the long-running process. It runs the one scheduler (`reports::schedule`) that
+//! `kartoteka serve`: the long-running process. It runs the one scheduler (`scheduler`) that
 //! fires the scheduled jobs — an ingest per source with a `schedule`, a report run per valid report
 //! spec, compaction on `[ingest] compact_schedule` — until SIGINT or SIGTERM. The web dashboard joins it in a later step.
 
@@ -7,10 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use kartoteka_reports::schedule::{Job, JobFuture, Schedule, Scheduler};
+use kartoteka_reports::schedule::Schedule;
+
+use self::scheduler::{Job, JobFuture, JobId, Scheduler};
 
 use crate::home::Home;
 use crate::{admin, ingest};
+
+mod scheduler;
 
 /// How long a stop waits for runs still going (an interrupted ingest is safe: it commits nothing and
 /// the next start catches up).
@@ -34,7 +38,7 @@ async fn jobs(
             Schedule::parse(expr, zone).map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))?;
         let (home, lake, name, source) = (home.clone(), lake.clone(), name.clone(), source.clone());
         jobs.push(Job {
-            id: format!("ingest:{name}"),
+            id: JobId::Ingest(name.clone()),
             schedule,
             run: Arc::new(move |_slot| {
                 let (home, lake, name, source) =
@@ -43,7 +47,6 @@ async fn jobs(
                     ingest(&home, &lake, &name, &source, false, "scheduler")
                         .await
                         .map(|r| format!("snapshot {}", r.snapshot_id))
-                        .map_err(|e| format!("{e:#}"))
                 })
             }),
         });
@@ -64,15 +67,13 @@ async fn jobs(
         let (home, lake, control) = (home.clone(), lake.clone(), control.clone());
         let spec = Arc::new(spec);
         jobs.push(Job {
-            id: format!("report:{}", spec.id),
+            id: JobId::Report(spec.id.clone()),
             schedule: spec.schedule.clone(),
             run: Arc::new(move |_slot| {
                 let (home, lake, control, spec) =
                     (home.clone(), lake.clone(), control.clone(), spec.clone());
                 Box::pin(async move {
-                    crate::report::run_spec(&home, lake, control, &spec, "schedule", None)
-                        .await
-                        .map_err(|e| format!("{e:#}"))
+                    crate::report::run_spec(&home, lake, control, &spec, "schedule", None).await
                 }) as JobFuture
             }),
         });
@@ -82,13 +83,11 @@ async fn jobs(
             .map_err(|e| anyhow!("[ingest] compact_schedule: {e}"))?;
         let (home, lake) = (home.clone(), lake.clone());
         jobs.push(Job {
-            id: "compact".into(),
+            id: JobId::Compact,
             schedule,
             run: Arc::new(move |_slot| {
                 let (home, lake) = (home.clone(), lake.clone());
-                blocking_job(move || async move {
-                    compact(&home, lake).await.map_err(|e| format!("{e:#}"))
-                })
+                blocking_job(move || async move { compact(&home, lake).await })
             }),
         });
     }
@@ -99,13 +98,13 @@ async fn jobs(
 /// runs to completion on a blocking thread of the runtime.
 fn blocking_job<F>(make: impl FnOnce() -> F + Send + 'static) -> JobFuture
 where
-    F: std::future::Future<Output = std::result::Result<String, String>> + 'static,
+    F: std::future::Future<Output = Result<String>> + 'static,
 {
     let handle = tokio::runtime::Handle::current();
     Box::pin(async move {
         tokio::task::spawn_blocking(move || handle.block_on(make()))
             .await
-            .map_err(|e| format!("the job's task failed: {e}"))?
+            .context("the job's task failed")?
     })
 }
 
@@ -157,10 +156,8 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
             .unwrap_or_else(|| "never".into());
         eprintln!("job {}: {} — next run {next}", job.id, job.schedule);
     }
-    let ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
-    let started = Scheduler::start(control, jobs)
-        .await
-        .map_err(|e| anyhow!(e));
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    let started = Scheduler::start(control, jobs).await;
     admin::record(
         &home,
         "serve.start",
@@ -175,7 +172,12 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
         "stopping: no new runs; waiting up to {} s for runs going",
         STOP_GRACE.as_secs()
     );
-    let still = scheduler.shutdown(STOP_GRACE).await;
+    let still: Vec<String> = scheduler
+        .shutdown(STOP_GRACE)
+        .await
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let stopped: Result<Vec<String>> = Ok(still.clone());
     admin::record(
         &home,
