@@ -1,4 +1,4 @@
-//! The catalog's hand-checked specification: `tests/slt/*.slt` over the tiny CRM in `tests/slt/crm.sql`.
+//! The catalog's hand-checked specification: `tests/all/slt/*.slt` over the tiny CRM in `tests/all/slt/crm.sql`.
 //!
 //! Each block is
 //! ```text
@@ -10,11 +10,11 @@
 //! The expected rows were worked out on paper from `crm.sql` (each file says how), not by running the
 //! SQL. Cells compare as text, or as numbers to 1e-9 when both are numbers.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::rows;
+use crate::common::rows;
 use kartoteka_engine::{Engine, EngineConfig, Principal};
 use kartoteka_ingest::demo;
 use kartoteka_queries::Catalog;
@@ -95,8 +95,11 @@ fn same(got: &str, want: &str) -> bool {
 async fn hand_checked_catalog_specification() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("crm.sqlite");
-    let script = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt/crm.sql"))
-        .expect("crm.sql");
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/all/slt/crm.sql"
+    ))
+    .expect("crm.sql");
     {
         let opts = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&db)
@@ -121,12 +124,13 @@ async fn hand_checked_catalog_specification() {
         .expect("session");
     let catalog = Catalog::builtin().expect("catalog");
 
-    let mut files: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/slt"))
-        .expect("slt dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "slt"))
-        .collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/slt"))
+            .expect("slt dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+            .collect();
     files.sort();
     let mut covered = std::collections::BTreeSet::new();
     let mut failures = Vec::new();

@@ -11,13 +11,13 @@
 
 #![allow(clippy::type_complexity)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::common::rows;
 use chrono::NaiveDate;
-use common::rows;
 use kartoteka_engine::{Engine, EngineConfig, Lake, Principal, QuerySession};
 use kartoteka_ingest::batch::{Decimal, Value};
 use kartoteka_ingest::demo::servers;

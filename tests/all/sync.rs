@@ -4,7 +4,7 @@
 //! against the source's own SQL by `oracle.rs` and `servers.rs`): after every incremental run the
 //! lake must hold exactly that — every table, every value, each key once.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

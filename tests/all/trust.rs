@@ -2,14 +2,14 @@
 //! copied, disks filled, typos in destructive commands, generated SQL — is detected and explained,
 //! never answered silently wrong, never locks the home, never loses history.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{fail, kartoteka, ok, run};
+use crate::common::{fail, kartoteka, ok, run};
 
 /// A demo home built once; every test works on its own copy.
 fn template() -> &'static Path {

@@ -1,11 +1,11 @@
 //! End to end through the `kartoteka` binary: the demo, queries, crash safety at named failpoints,
 //! bad input, and what lands on disk.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fail, kartoteka, ok};
+use crate::common::{fail, kartoteka, ok};
 
 const END: &str = "2025-07-01";
 

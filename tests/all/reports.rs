@@ -3,11 +3,11 @@
 //! the metric run directly as that manager gives them — archived sealed, and audited; bad specs name
 //! file and field while the good ones still run.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::{fail, kartoteka, ok};
+use crate::common::{fail, kartoteka, ok};
 use kartoteka_reports::chart::format_value;
 
 const END: &str = "2025-07-01";

@@ -5,7 +5,7 @@
 //! Excel date cells) gives the same lake too. Broken files name the file and line (or sheet and cell),
 //! and commit nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,10 +1,8 @@
 //! Users, previews (`--as`), the audit log, key rotation and the privacy report, through the binary.
 
-mod common;
-
 use std::path::Path;
 
-use common::{fail, ok};
+use crate::common::{fail, ok};
 
 /// The single value of a one-cell CSV answer.
 fn scalar(dir: &Path, args: &[&str]) -> String {

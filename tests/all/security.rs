@@ -3,15 +3,15 @@
 //! independent reading of security.md's matrix — to that principal's rows. Plus the hostile-SQL
 //! corpus, the analyst's masks, the admin's nothing, and mutations that prove the suite bites.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::rows;
 use arrow::array::{Array, Int64Array, RecordBatch};
 use chrono::NaiveDate;
-use common::rows;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use kartoteka_engine::audit::{AuditConfig, AuditLog};

@@ -5,12 +5,12 @@
 // Raw source rows are read as tuples; naming each shape would add nothing.
 #![allow(clippy::type_complexity)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::common::{money, rows};
 use chrono::{Datelike, NaiveDate};
-use common::{money, rows};
 use kartoteka_engine::{Engine, EngineConfig, Principal, QuerySession};
 use kartoteka_ingest::SqliteSource;
 use kartoteka_ingest::demo::{self, DemoConfig};

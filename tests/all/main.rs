@@ -1,0 +1,15 @@
+//! Kartoteka's end-to-end tests, one module per area, in one test binary: each test binary links
+//! DataFusion, so ten binaries cost ten long links. Filter by module: `cargo test --workspace -- trust::`.
+
+mod common;
+
+mod cli;
+mod files;
+mod governance;
+mod oracle;
+mod reports;
+mod security;
+mod servers;
+mod slt;
+mod sync;
+mod trust;
