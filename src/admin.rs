@@ -177,7 +177,7 @@ pub(crate) fn audit(dir: &Path, command: AuditCommand) -> Result<()> {
             if files.is_empty() {
                 files.push(audit_dir.join("checkpoints.jsonl"));
                 for s in home.iter().flat_map(|h| h.config.audit.sinks.iter()) {
-                    if let Ok(Sink::File(p)) = Sink::parse(s) {
+                    if let Sink::File(p) = home::sink(s) {
                         files.push(p);
                     }
                 }

@@ -152,7 +152,7 @@ pub(crate) struct AuditSettings {
     /// … or when the last one is this many minutes old (and always when a command ends).
     pub(crate) checkpoint_minutes: u64,
     /// Second locations for checkpoints, out of the administrator's reach: file paths or
-    /// `http://` webhooks.
+    /// `http://` or `https://` webhooks.
     pub(crate) sinks: Vec<String>,
 }
 
@@ -519,13 +519,7 @@ impl Home {
         if let Some(log) = OPEN_AUDIT.get() {
             return Ok(Arc::clone(log));
         }
-        let sinks = self
-            .config
-            .audit
-            .sinks
-            .iter()
-            .map(|s| Sink::parse(s))
-            .collect::<kartoteka_engine::Result<Vec<_>>>()?;
+        let sinks = self.config.audit.sinks.iter().map(|s| sink(s)).collect();
         let log = Arc::new(AuditLog::open(
             &self.dir.join(AUDIT_DIR),
             AuditConfig {
@@ -568,6 +562,14 @@ impl Home {
             }
         }
         Ok(control)
+    }
+}
+
+/// An `[audit] sinks` entry: an `http(s)://` webhook, or a file path (`file:` prefix optional).
+pub(crate) fn sink(entry: &str) -> Sink {
+    match kartoteka_reports::http::WebhookSink::new(entry) {
+        Some(webhook) => Sink::Remote(Arc::new(webhook)),
+        None => Sink::File(PathBuf::from(entry.strip_prefix("file:").unwrap_or(entry))),
     }
 }
 

@@ -178,35 +178,26 @@ impl Checkpoint {
     }
 }
 
-/// Where checkpoints are shipped besides the local file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Ships a checkpoint line somewhere the administrator cannot reach. The engine speaks no HTTP:
+/// webhooks are shipped by an implementation the composition root provides
+/// (`kartoteka_reports::http::WebhookSink`).
+pub trait CheckpointShipper: Send + Sync + fmt::Debug {
+    /// Deliver one checkpoint (a JSON line).
+    fn ship(&self, line: &str) -> std::io::Result<()>;
+    /// Where it goes, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A second location for checkpoints.
+#[derive(Debug, Clone)]
 pub enum Sink {
     /// Appended to a file (e.g. on a mount the administrator cannot write).
     File(PathBuf),
-    /// POSTed as JSON to an `http://host:port/path` webhook.
-    Http(String),
+    /// Shipped elsewhere (a webhook).
+    Remote(Arc<dyn CheckpointShipper>),
 }
 
 impl Sink {
-    /// Parse `file:/path`, a bare path, or `http://…`.
-    pub fn parse(s: &str) -> Result<Sink> {
-        if let Some(rest) = s.strip_prefix("http://") {
-            if rest.is_empty() {
-                return Err(Error::Audit(format!("checkpoint sink {s:?} has no host")));
-            }
-            Ok(Sink::Http(s.to_string()))
-        } else if s.starts_with("https://") {
-            Err(Error::Audit(format!(
-                "checkpoint sink {s:?}: https webhooks arrive with the server's TLS step; use http:// \
-                 to a collector on a trusted network, or a file path"
-            )))
-        } else {
-            Ok(Sink::File(PathBuf::from(
-                s.strip_prefix("file:").unwrap_or(s),
-            )))
-        }
-    }
-
     fn ship(&self, line: &str) -> std::io::Result<()> {
         match self {
             Sink::File(path) => {
@@ -218,48 +209,16 @@ impl Sink {
                 f.write_all(b"\n")?;
                 f.sync_all()
             }
-            Sink::Http(url) => post_json(url, line),
+            Sink::Remote(shipper) => shipper.ship(line),
         }
     }
-}
 
-/// A minimal HTTP/1.1 POST of JSON (no redirects, no TLS), enough for a checkpoint collector or a
-/// report webhook on the company's network; a non-2xx answer is an error.
-pub fn post_json(url: &str, body: &str) -> std::io::Result<()> {
-    use std::net::{TcpStream, ToSocketAddrs};
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let target = addr
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {authority}")))?;
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).unwrap_or("");
-    if status.starts_with('2') {
-        Ok(())
-    } else {
-        Err(std::io::Error::other(format!(
-            "webhook answered {:?}",
-            response.lines().next().unwrap_or("")
-        )))
+    /// Where it goes, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Sink::File(path) => path.display().to_string(),
+            Sink::Remote(shipper) => shipper.describe(),
+        }
     }
 }
 
@@ -605,8 +564,11 @@ impl AuditLog {
             // The local checkpoint is written; a sink that is down must not stop the work being
             // audited. It is reported, and the next checkpoint covers everything before it.
             if let Err(e) = sink.ship(&line) {
-                tracing::warn!(?sink, error = %e, "audit checkpoint not shipped");
-                eprintln!("warning: audit checkpoint {seq} not shipped to {sink:?}: {e}");
+                tracing::warn!(sink = %sink.describe(), error = %e, "audit checkpoint not shipped");
+                eprintln!(
+                    "warning: audit checkpoint {seq} not shipped to {}: {e}",
+                    sink.describe()
+                );
             }
         }
         self.unsigned.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -1117,74 +1079,66 @@ mod tests {
 #[cfg(test)]
 mod sink_tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::net::TcpListener;
 
-    /// A one-request HTTP collector on loopback: returns the body it received.
-    fn collector(status: &'static str) -> (String, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!(
-            "http://{}/checkpoints",
-            listener.local_addr().expect("addr")
-        );
-        let handle = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().expect("accept");
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0usize;
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).expect("request line");
-            assert!(
-                request_line.starts_with("POST /checkpoints "),
-                "{request_line}"
-            );
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).expect("header");
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().expect("length");
-                }
-            }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).expect("body");
-            let mut stream = stream;
-            write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").expect("respond");
-            String::from_utf8(body).expect("utf-8")
-        });
-        (url, handle)
+    /// A remote sink that records what it was sent, or refuses everything.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        lines: Mutex<Vec<String>>,
+        refuse: bool,
     }
 
-    #[test]
-    fn checkpoints_reach_an_http_webhook_and_verify_there() {
-        let (url, handle) = collector("200 OK");
+    impl CheckpointShipper for Recorder {
+        fn ship(&self, line: &str) -> std::io::Result<()> {
+            if self.refuse {
+                return Err(std::io::Error::other("answered 500"));
+            }
+            self.lines.lock().expect("lines").push(line.to_string());
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            "recorder".into()
+        }
+    }
+
+    fn log_shipping_to(recorder: Arc<Recorder>, every: u64) -> (tempfile::TempDir, AuditLog) {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = AuditLog::open(
             dir.path(),
             AuditConfig {
-                checkpoint_every: 1000,
+                checkpoint_every: every,
                 checkpoint_interval: Duration::from_secs(3600),
-                sinks: vec![Sink::parse(&url).expect("sink")],
+                sinks: vec![Sink::Remote(recorder)],
             },
         )
         .expect("open");
+        (dir, log)
+    }
+
+    fn entry(i: usize) -> Event {
+        Event {
+            actor: "owner".into(),
+            action: "query".into(),
+            target: "lake".into(),
+            details: serde_json::json!({ "i": i }),
+            outcome: Outcome::Ok,
+        }
+    }
+
+    #[test]
+    fn checkpoints_reach_a_remote_sink_and_verify_there() {
+        let recorder = Arc::new(Recorder::default());
+        let (_dir, log) = log_shipping_to(recorder.clone(), 1000);
         for i in 0..3 {
-            log.append(Event {
-                actor: "owner".into(),
-                action: "query".into(),
-                target: "lake".into(),
-                details: serde_json::json!({ "i": i }),
-                outcome: Outcome::Ok,
-            })
-            .expect("append");
+            log.append(entry(i)).expect("append");
         }
         let cp = log
             .checkpoint_now()
             .expect("checkpoint")
             .expect("one was due");
-        let received: Checkpoint =
-            serde_json::from_str(&handle.join().expect("collector")).expect("json");
+        let lines = recorder.lines.lock().expect("lines").clone();
+        assert_eq!(lines.len(), 1);
+        let received: Checkpoint = serde_json::from_str(&lines[0]).expect("json");
         assert_eq!(received, cp);
         assert_eq!(received.seq, 3);
         assert!(received.verify(&log.public_key()));
@@ -1193,33 +1147,16 @@ mod sink_tests {
     }
 
     #[test]
-    fn a_failing_webhook_does_not_stop_the_audited_work() {
-        let (url, handle) = collector("500 Internal Server Error");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = AuditLog::open(
-            dir.path(),
-            AuditConfig {
-                checkpoint_every: 1,
-                checkpoint_interval: Duration::from_secs(3600),
-                sinks: vec![Sink::parse(&url).expect("sink")],
-            },
-        )
-        .expect("open");
-        log.append(Event {
-            actor: "owner".into(),
-            action: "query".into(),
-            target: "lake".into(),
-            details: serde_json::json!({}),
-            outcome: Outcome::Ok,
-        })
-        .expect("the entry is written although the webhook refused the checkpoint");
-        handle.join().expect("collector");
+    fn a_failing_remote_sink_does_not_stop_the_audited_work() {
+        let recorder = Arc::new(Recorder {
+            refuse: true,
+            ..Recorder::default()
+        });
+        let (_dir, log) = log_shipping_to(recorder, 1);
+        log.append(entry(0))
+            .expect("the entry is written although the sink refused the checkpoint");
         let report =
             verify(&log.log_path(), &[log.checkpoint_path()], &log.public_key()).expect("verify");
         assert!(report.ok() && report.checkpoints == 1, "{report:?}");
-        assert!(
-            Sink::parse("https://example.org/x").is_err(),
-            "https is refused with a reason"
-        );
     }
 }

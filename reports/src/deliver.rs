@@ -237,7 +237,7 @@ pub async fn deliver(
         let (attempts, result) = with_retries(|| {
             let (url, body) = (url.clone(), body.clone());
             async move {
-                tokio::task::spawn_blocking(move || kartoteka_engine::audit::post_json(&url, &body))
+                tokio::task::spawn_blocking(move || crate::http::post_json(&url, &body))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())

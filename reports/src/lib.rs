@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod chart;
 pub mod deliver;
+pub mod http;
 pub mod job;
 pub mod render;
 pub mod schedule;

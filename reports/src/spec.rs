@@ -413,13 +413,11 @@ impl ReportSpec {
         );
 
         if let Some(url) = &raw.delivery.webhook
-            && !url.starts_with("http://")
+            && !crate::http::is_webhook_url(url)
         {
             return Err(err(
                 "delivery.webhook",
-                format!(
-                    "{url:?}: webhooks are plain http:// on the company's network for now (https arrives with the server's TLS step)"
-                ),
+                format!("{url:?}: a webhook is an http:// or https:// address"),
             ));
         }
 
