@@ -68,7 +68,7 @@ pub(crate) async fn run_spec(
     lake: Arc<Lake>,
     control: Arc<ControlPlane>,
     spec: &ReportSpec,
-    trigger: &str,
+    trigger: kartoteka_reports::job::Trigger,
     out: Option<&Path>,
 ) -> Result<String> {
     let engine = home.engine(lake.clone())?;
@@ -227,7 +227,15 @@ pub(crate) async fn report(home: &Home, command: ReportCommand) -> Result<()> {
                 }
             })?;
             let lake = home.lake().await?;
-            let summary = run_spec(home, lake, control, spec, "manual", out.as_deref()).await?;
+            let summary = run_spec(
+                home,
+                lake,
+                control,
+                spec,
+                kartoteka_reports::job::Trigger::Manual,
+                out.as_deref(),
+            )
+            .await?;
             eprintln!("report {id}: {summary}");
             Ok(())
         }

@@ -42,13 +42,41 @@ impl ReportJobOutcome {
     }
 }
 
+/// What started a report run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The owner, by hand (`kartoteka report run`).
+    Manual,
+    /// The scheduler, on the spec's schedule.
+    Schedule,
+}
+
+impl Trigger {
+    /// As recorded with each copy (`report runs`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Manual => "manual",
+            Trigger::Schedule => "schedule",
+        }
+    }
+
+    /// Who acts in the audit log: the owner by hand, the scheduler on a schedule (each copy is
+    /// rendered on behalf of its recipient).
+    pub fn actor(self) -> &'static str {
+        match self {
+            Trigger::Manual => "owner",
+            Trigger::Schedule => "scheduler",
+        }
+    }
+}
+
 /// How a report job runs.
 #[derive(Debug)]
 pub struct ReportJob<'a> {
     /// The spec.
     pub spec: &'a ReportSpec,
-    /// `manual` (by the owner) or `schedule` / `catch-up` (by the scheduler).
-    pub trigger: &'a str,
+    /// By hand or on the schedule.
+    pub trigger: Trigger,
     /// The SMTP server, when e-mail delivery is configured.
     pub smtp: Option<&'a Smtp>,
     /// Copies older than this are deleted (each recipient's newest stays).
@@ -65,11 +93,7 @@ pub async fn run_job(
     job: ReportJob<'_>,
 ) -> Result<ReportJobOutcome> {
     let spec = job.spec;
-    let actor = if job.trigger == "manual" {
-        "owner"
-    } else {
-        "scheduler"
-    };
+    let actor = job.trigger.actor();
     let delivered = run_report(engine, catalog, control, archive, spec, job.trigger).await?;
     if delivered.is_empty() {
         return Err(Error::Delivery(format!(

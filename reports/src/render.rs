@@ -218,16 +218,12 @@ pub async fn run_report(
     control: &kartoteka_engine::control::ControlPlane,
     archive: &crate::archive::Archive,
     spec: &ReportSpec,
-    trigger: &str,
+    trigger: crate::job::Trigger,
 ) -> Result<Vec<Delivered>> {
     let users = control.list_users().await.map_err(engine_error)?;
     // Whoever runs the report acts (the owner by hand, the scheduler on its schedule); each copy is
     // rendered on behalf of its recipient, under the recipient's policy.
-    let actor = if trigger == "manual" {
-        "owner"
-    } else {
-        "scheduler"
-    };
+    let actor = trigger.actor();
     // Every copy of one run reads the same snapshot, and each recipient is resolved at it (a team
     // lead's team as of that snapshot).
     let snapshot = engine.lake().current().await.map_err(engine_error)?;
@@ -248,10 +244,10 @@ pub async fn run_report(
         }
         .await;
         let (run, rendered) = match rendered {
-            Ok(r) => (archive.store(&r, trigger, started).await?, Some(r)),
+            Ok(r) => (archive.store(&r, trigger.as_str(), started).await?, Some(r)),
             Err(e) => (
                 archive
-                    .record_failure(&spec.id, &login, trigger, started, &e.to_string())
+                    .record_failure(&spec.id, &login, trigger.as_str(), started, &e.to_string())
                     .await?,
                 None,
             ),

@@ -73,7 +73,15 @@ async fn jobs(
                 let (home, lake, control, spec) =
                     (home.clone(), lake.clone(), control.clone(), spec.clone());
                 Box::pin(async move {
-                    crate::report::run_spec(&home, lake, control, &spec, "schedule", None).await
+                    crate::report::run_spec(
+                        &home,
+                        lake,
+                        control,
+                        &spec,
+                        kartoteka_reports::job::Trigger::Schedule,
+                        None,
+                    )
+                    .await
                 }) as JobFuture
             }),
         });
