@@ -322,8 +322,8 @@ impl Lake {
         }
         let Some(mac) = &snapshot.mac else {
             return Err(invalid(
-                "it carries no authentication code (edited, or written by a Kartoteka before \
-                 manifest format 2: re-create such a lake with `kartoteka demo` or a new ingest)"
+                "it carries no authentication code (it was edited; or a Kartoteka before manifest \
+                 format 2 wrote it: such a lake is sealed once with `kartoteka snapshots trust --yes`)"
                     .into(),
             ));
         };
@@ -465,19 +465,49 @@ impl Lake {
     }
 
     /// Accept the newest snapshot on disk as current after a deliberate restore: it must
-    /// authenticate and its files must be present; the ledger then forgets newer commits.
+    /// authenticate and its files must be present; the ledger then forgets newer commits. A lake
+    /// written before snapshots were authenticated (manifest format 1, no code) is sealed instead:
+    /// its newest snapshot, files checked, is committed again as an authenticated one.
     pub async fn trust_newest(&self) -> Result<Snapshot> {
         let Some(&id) = self.snapshot_ids().await?.last() else {
             return Err(Error::EmptyLake {
                 path: self.store.describe(),
             });
         };
-        let snapshot = self.snapshot(id).await?;
+        let snapshot = match self.legacy_snapshot(id).await? {
+            Some(legacy) => self.seal_legacy(legacy).await?,
+            None => self.snapshot(id).await?,
+        };
         self.check_files(&snapshot).await?;
         if let Some(ledger) = &self.ledger {
             ledger.reanchor(&record_of(&snapshot)).await?;
         }
         Ok(snapshot)
+    }
+
+    /// Snapshot `id` when it is an unauthenticated manifest of format 1 whose name and id agree.
+    async fn legacy_snapshot(&self, id: u64) -> Result<Option<Snapshot>> {
+        let path = snapshot_path(id);
+        let bytes = self.store.get(&path).await?;
+        let snapshot: Snapshot =
+            serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata { path, source })?;
+        Ok(
+            (snapshot.format == 1 && snapshot.mac.is_none() && snapshot.id == id)
+                .then_some(snapshot),
+        )
+    }
+
+    /// Commit `legacy` again, authenticated, as the next snapshot.
+    async fn seal_legacy(&self, legacy: Snapshot) -> Result<Snapshot> {
+        self.check_files(&legacy).await?;
+        let txn = WriteTxn {
+            lake: self,
+            _lock: self.lock()?,
+            next: legacy.clone(),
+            base: legacy,
+        };
+        txn.commit("seal: authenticate the snapshots of a lake written before format 2")
+            .await
     }
 
     /// Start a write transaction: takes the single-writer lock and pins the current snapshot as base.

@@ -204,6 +204,28 @@ fn an_edited_snapshot_is_refused() {
 }
 
 #[test]
+fn a_lake_from_before_authenticated_snapshots_is_sealed_once_by_the_owner() {
+    let dir = home();
+    let home = dir.path();
+    // What an earlier Kartoteka wrote: manifest format 1, no codes.
+    let path = snapshot_file(home, 1);
+    let mut snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    let object = snapshot.as_object_mut().expect("an object");
+    object.remove("mac");
+    object.remove("parent_mac");
+    object.insert("format".into(), 1.into());
+    std::fs::write(&path, serde_json::to_vec_pretty(&snapshot).expect("json")).expect("write");
+    let err = fail(home, &["query", PAYMENTS]);
+    assert!(err.contains("snapshots trust --yes"), "{err}");
+    ok(home, &["snapshots", "trust", "--yes"]);
+    let out = ok(home, &["query", PAYMENTS]);
+    assert!(out.contains("data as of snapshot 2"), "{out}");
+    ok(home, &["ingest"]);
+    assert_eq!(snapshot_files(home).len(), 3);
+}
+
+#[test]
 fn a_stray_copy_of_a_snapshot_under_a_higher_number_is_refused_by_readers_and_writers() {
     let dir = home();
     let home = dir.path();
