@@ -459,33 +459,14 @@ async fn run(cli: Cli) -> Result<()> {
                     &client.to_string(),
                 )?;
             }
-            let outcome = async {
-                let e = engine.erase_client(client).await?;
-                // Report copies drawn from the expired snapshots may show the person: they go too.
-                let archive = kartoteka_reports::archive::Archive::new(
-                    home.path(&home.config.reports.archive),
-                    lake,
-                    control,
-                );
-                let copies = archive.purge_before_snapshot(e.snapshot).await?;
-                anyhow::Ok((e, copies))
-            }
-            .await;
-            // The audit entry names the client id only: no personal data.
-            admin::record(
-                &home,
-                "erase",
-                &format!("client {client}"),
-                &outcome,
-                |(e, copies)| {
-                    serde_json::json!({
-                        "deals": e.deals, "removed": e.removed, "snapshot": e.snapshot,
-                        "expired_snapshots": e.expired_snapshots.len(), "files_deleted": e.files_deleted,
-                        "report_copies_deleted": copies,
-                    })
-                },
-            )?;
-            let (e, copies) = outcome?;
+            let archive = kartoteka_reports::archive::Archive::new(
+                home.path(&home.config.reports.archive),
+                lake,
+                control,
+            );
+            let outcome =
+                kartoteka_reports::job::erase_client(&engine, &archive, client, "owner").await?;
+            let (e, copies) = (outcome.lake, outcome.report_copies_deleted);
             if copies > 0 {
                 eprintln!("{copies} archived report copies rendered before the erasure deleted");
             }

@@ -116,8 +116,7 @@ pub async fn run_job(
                 target: target.clone(),
                 details,
                 outcome,
-            })
-            .map_err(|e| Error::Archive(e.to_string()))?;
+            })?;
         }
         Ok(())
     };
@@ -142,11 +141,7 @@ pub async fn run_job(
         }
         let mut deliveries = Vec::new();
         if let (Some(rendered), None) = (&copy.rendered, &run.error) {
-            let email = control
-                .user(&copy.recipient)
-                .await
-                .map_err(|e| Error::Delivery(e.to_string()))?
-                .and_then(|u| u.email);
+            let email = control.user(&copy.recipient).await?.and_then(|u| u.email);
             deliveries =
                 crate::deliver::deliver(control, spec, job.smtp, email.as_deref(), rendered, run)
                     .await?;
@@ -172,4 +167,58 @@ pub async fn run_job(
     }
     let pruned = archive.prune(job.retention).await?;
     Ok(ReportJobOutcome { copies, pruned })
+}
+
+/// What erasing a client did: in the lake, and in the report archive.
+#[derive(Debug, Clone)]
+pub struct ErasureOutcome {
+    /// Rows, deals, the new snapshot, snapshots expired, files deleted.
+    pub lake: kartoteka_engine::maintenance::Erasure,
+    /// Archived report copies rendered from the expired snapshots, deleted (they may show the person).
+    pub report_copies_deleted: usize,
+}
+
+/// Erase a client on request everywhere Kartoteka keeps them — every lake file and every report copy
+/// drawn from a snapshot that held them — and audit it (client id and counts only: no personal data).
+/// Show [`kartoteka_engine::Engine::erasure_plan`] and get the owner's confirmation first.
+pub async fn erase_client(
+    engine: &Engine,
+    archive: &Archive,
+    client_id: i64,
+    actor: &str,
+) -> Result<ErasureOutcome> {
+    let outcome = async {
+        let lake = engine.erase_client(client_id).await?;
+        let report_copies_deleted = archive.purge_before_snapshot(lake.snapshot).await?;
+        Ok::<_, Error>(ErasureOutcome {
+            lake,
+            report_copies_deleted,
+        })
+    }
+    .await;
+    if let Some(log) = engine.audit() {
+        let (details, verdict) = match &outcome {
+            Ok(o) => (
+                serde_json::json!({
+                    "deals": o.lake.deals, "removed": o.lake.removed, "snapshot": o.lake.snapshot,
+                    "expired_snapshots": o.lake.expired_snapshots.len(),
+                    "files_deleted": o.lake.files_deleted,
+                    "report_copies_deleted": o.report_copies_deleted,
+                }),
+                Outcome::Ok,
+            ),
+            Err(e) => (
+                serde_json::json!({ "error": e.to_string() }),
+                Outcome::Error,
+            ),
+        };
+        log.append(Event {
+            actor: actor.into(),
+            action: "erase".into(),
+            target: format!("client {client_id}"),
+            details,
+            outcome: verdict,
+        })?;
+    }
+    outcome
 }

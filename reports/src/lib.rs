@@ -40,6 +40,9 @@ pub enum Error {
     /// A delivery could not be prepared or recorded.
     #[error("report delivery: {0}")]
     Delivery(String),
+    /// The engine refused or failed (the lake, the control plane, the audit log).
+    #[error(transparent)]
+    Engine(#[from] kartoteka_engine::Error),
 }
 
 /// The reports crate's result type.
