@@ -97,7 +97,11 @@ pub(crate) async fn run_spec(
         let d = &c.copy;
         match (&d.rendered, &d.run.error) {
             (Some(r), None) => {
-                for delivery in c.deliveries.iter().filter(|x| x.outcome != "ok") {
+                for delivery in c
+                    .deliveries
+                    .iter()
+                    .filter(|x| x.outcome != kartoteka_engine::control::DeliveryOutcome::Ok)
+                {
                     eprintln!(
                         "{}: {} delivery {}: {}",
                         d.recipient,

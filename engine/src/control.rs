@@ -97,19 +97,71 @@ const MIGRATIONS: &[&str] = &[
     )",
 ];
 
+/// A way a report copy reaches someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// To the recipient's own address.
+    Email,
+    /// An announcement (no data) to the spec's webhook.
+    Webhook,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryOutcome {
+    /// Delivered.
+    Ok,
+    /// Failed after every retry.
+    Failed,
+    /// Not attempted (e.g. no address, no server).
+    Skipped,
+}
+
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// As stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $text),+
+                }
+            }
+
+            fn parse(s: &str) -> Option<$ty> {
+                match s {
+                    $($text => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(Channel { Email => "email", Webhook => "webhook" });
+text_enum!(DeliveryOutcome { Ok => "ok", Failed => "failed", Skipped => "skipped" });
+text_enum!(UserStatus { Active => "active", Disabled => "disabled" });
+
 /// One delivery of a report copy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReportDelivery {
     /// The copy (`report_runs.id`).
     pub run_id: i64,
-    /// `email` or `webhook`.
-    pub channel: String,
+    /// E-mail or webhook.
+    pub channel: Channel,
     /// Address or URL.
     pub target: String,
     /// Attempts made.
     pub attempts: i64,
-    /// `ok`, `failed` (after every retry) or `skipped` (e.g. no address).
-    pub outcome: String,
+    /// Delivered, failed after every retry, or skipped.
+    pub outcome: DeliveryOutcome,
     /// The last error.
     pub error: Option<String>,
 }
@@ -183,6 +235,16 @@ pub struct IngestRun {
     pub tables: serde_json::Value,
 }
 
+/// Whether a user may sign in and be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    /// Signs in; reports are rendered for them.
+    Active,
+    /// Refused everywhere.
+    Disabled,
+}
+
 /// A user of Kartoteka (no credential material).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -194,8 +256,8 @@ pub struct User {
     pub staff_id: Option<i64>,
     /// Team (team leads see their team's rows).
     pub team: Option<String>,
-    /// `active` or `disabled`.
-    pub status: String,
+    /// Active or disabled.
+    pub status: UserStatus,
     /// The password must be changed at next login.
     pub must_change_password: bool,
     /// When and by whom the user was created.
@@ -725,7 +787,7 @@ impl ControlPlane {
         let old = match set {
             "role" => before.role.as_str().to_string(),
             "email" => before.email.unwrap_or_default(),
-            _ => before.status,
+            _ => before.status.as_str().to_string(),
         };
         self.audit(
             by,
@@ -756,10 +818,10 @@ impl ControlPlane {
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(d.run_id)
-        .bind(&d.channel)
+        .bind(d.channel.as_str())
         .bind(&d.target)
         .bind(d.attempts)
-        .bind(&d.outcome)
+        .bind(d.outcome.as_str())
         .bind(&d.error)
         .bind(chrono::Utc::now().to_rfc3339())
         .execute(&self.pool)
@@ -778,24 +840,30 @@ impl ControlPlane {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(run_id, channel, target, attempts, outcome, error)| ReportDelivery {
+        rows.into_iter()
+            .map(|(run_id, channel, target, attempts, outcome, error)| {
+                let bad = |what: &str, v: &str| {
+                    Error::Control(format!(
+                        "unknown delivery {what} {v:?} in the control plane"
+                    ))
+                };
+                Ok(ReportDelivery {
                     run_id,
-                    channel,
+                    channel: Channel::parse(&channel).ok_or_else(|| bad("channel", &channel))?,
                     target,
                     attempts,
-                    outcome,
+                    outcome: DeliveryOutcome::parse(&outcome)
+                        .ok_or_else(|| bad("outcome", &outcome))?,
                     error,
-                },
-            )
-            .collect())
+                })
+            })
+            .collect()
     }
 
     /// Disable a user: they can no longer sign in or be previewed.
     pub async fn disable(&self, login: &str, by: &str) -> Result<User> {
-        self.update(login, "status", "disabled", by).await
+        self.update(login, "status", UserStatus::Disabled.as_str(), by)
+            .await
     }
 
     /// Change a user's system role.
@@ -850,13 +918,18 @@ impl ControlPlane {
 
 fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
     let role: String = row.try_get("role").map_err(db)?;
+    let status: String = row.try_get("status").map_err(db)?;
     Ok(User {
         login: row.try_get("login").map_err(db)?,
         role: Role::parse(&role)
             .ok_or_else(|| Error::Control(format!("unknown role {role:?} in the control plane")))?,
         staff_id: row.try_get("staff_id").map_err(db)?,
         team: row.try_get("team").map_err(db)?,
-        status: row.try_get("status").map_err(db)?,
+        status: UserStatus::parse(&status).ok_or_else(|| {
+            Error::Control(format!(
+                "unknown user status {status:?} in the control plane"
+            ))
+        })?,
         must_change_password: row.try_get::<i64, _>("must_change_password").map_err(db)? != 0,
         created_at: row.try_get("created_at").map_err(db)?,
         created_by: row.try_get("created_by").map_err(db)?,

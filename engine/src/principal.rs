@@ -113,7 +113,7 @@ pub async fn resolve(
     snapshot: &Snapshot,
 ) -> Result<Principal> {
     let user = control.require(login).await?;
-    if user.status != "active" {
+    if user.status != crate::control::UserStatus::Active {
         return Err(Error::Denied(format!("user {login} is {}", user.status)));
     }
     let team = match (&user.team, user.role) {

@@ -7,7 +7,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use kartoteka_engine::control::{ControlPlane, ReportDelivery, ReportRun};
+use kartoteka_engine::control::{
+    Channel, ControlPlane, DeliveryOutcome, ReportDelivery, ReportRun,
+};
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
@@ -203,10 +205,15 @@ pub async fn deliver(
     let mut out = Vec::new();
     if spec.delivery.email {
         let d = match (smtp, email) {
-            (None, _) => skipped(run, "email", "", "no [reports.smtp] server is configured"),
+            (None, _) => skipped(
+                run,
+                Channel::Email,
+                "",
+                "no [reports.smtp] server is configured",
+            ),
             (Some(_), None) => skipped(
                 run,
-                "email",
+                Channel::Email,
                 "",
                 &format!(
                     "{} has no e-mail address (`kartoteka users set-email`)",
@@ -227,7 +234,7 @@ pub async fn deliver(
                     }
                 })
                 .await;
-                done(run, "email", to, attempts, result)
+                done(run, Channel::Email, to, attempts, result)
             }
         };
         out.push(d);
@@ -244,7 +251,7 @@ pub async fn deliver(
             }
         })
         .await;
-        out.push(done(run, "webhook", url, attempts, result));
+        out.push(done(run, Channel::Webhook, url, attempts, result));
     }
     for d in &out {
         control
@@ -255,30 +262,34 @@ pub async fn deliver(
     Ok(out)
 }
 
-fn skipped(run: &ReportRun, channel: &str, target: &str, why: &str) -> ReportDelivery {
+fn skipped(run: &ReportRun, channel: Channel, target: &str, why: &str) -> ReportDelivery {
     ReportDelivery {
         run_id: run.id,
-        channel: channel.into(),
+        channel,
         target: target.into(),
         attempts: 0,
-        outcome: "skipped".into(),
+        outcome: DeliveryOutcome::Skipped,
         error: Some(why.into()),
     }
 }
 
 fn done(
     run: &ReportRun,
-    channel: &str,
+    channel: Channel,
     target: &str,
     attempts: i64,
     result: std::result::Result<(), String>,
 ) -> ReportDelivery {
     ReportDelivery {
         run_id: run.id,
-        channel: channel.into(),
+        channel,
         target: target.into(),
         attempts,
-        outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
+        outcome: if result.is_ok() {
+            DeliveryOutcome::Ok
+        } else {
+            DeliveryOutcome::Failed
+        },
         error: result.err(),
     }
 }

@@ -150,7 +150,7 @@ pub async fn run_job(
                     "run": d.run_id, "channel": d.channel, "target": d.target,
                     "attempts": d.attempts,
                 });
-                if d.outcome == "ok" {
+                if d.outcome == kartoteka_engine::control::DeliveryOutcome::Ok {
                     audit("report.deliver", details, Outcome::Ok)?;
                 } else {
                     audit(

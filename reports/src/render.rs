@@ -190,7 +190,7 @@ fn query_error(e: kartoteka_queries::Error) -> Error {
 pub fn recipients(spec: &ReportSpec, users: &[kartoteka_engine::control::User]) -> Vec<String> {
     let mut out: Vec<String> = users
         .iter()
-        .filter(|u| u.status == "active")
+        .filter(|u| u.status == kartoteka_engine::control::UserStatus::Active)
         .filter(|u| spec.audience.roles.contains(&u.role) || spec.audience.users.contains(&u.login))
         .map(|u| u.login.clone())
         .collect();
