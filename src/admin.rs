@@ -273,7 +273,7 @@ pub(crate) async fn runs(home: &Home, limit: u32, format: Format) -> Result<()> 
             mode: &r.mode,
             started_at: &r.started_at,
             ended_at: r.ended_at.as_deref().unwrap_or(""),
-            outcome: &r.outcome,
+            outcome: r.outcome.as_str(),
             snapshot: r.snapshot_id.map_or(String::new(), |s| s.to_string()),
             rows: r.tables.as_array().map_or(0, |ts| {
                 ts.iter().filter_map(|t| t["rows_written"].as_u64()).sum()

@@ -148,6 +148,13 @@ macro_rules! text_enum {
 text_enum!(Channel { Email => "email", Webhook => "webhook" });
 text_enum!(DeliveryOutcome { Ok => "ok", Failed => "failed", Skipped => "skipped" });
 text_enum!(UserStatus { Active => "active", Disabled => "disabled" });
+text_enum!(RunOutcome {
+    Running => "running",
+    Ok => "ok",
+    Failed => "failed",
+    Mismatch => "mismatch",
+    Interrupted => "interrupted",
+});
 
 /// One delivery of a report copy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -224,15 +231,30 @@ pub struct IngestRun {
     pub started_at: String,
     /// End, once ended.
     pub ended_at: Option<String>,
-    /// `running`, `ok`, `failed`, `mismatch` (committed, but reconciliation disagreed) or
-    /// `interrupted` (the process died).
-    pub outcome: String,
+    /// How it ended (or that it is still running).
+    pub outcome: RunOutcome,
     /// Snapshot committed.
     pub snapshot_id: Option<i64>,
     /// What went wrong.
     pub error: Option<String>,
     /// Per table: rows, seconds, cursors before/after, key fingerprints (JSON).
     pub tables: serde_json::Value,
+}
+
+/// How an ingest run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Still going (or its process died and no later run has noticed yet).
+    Running,
+    /// Committed, reconciled.
+    Ok,
+    /// Failed; nothing committed.
+    Failed,
+    /// The lake would not have held exactly the source's keys; nothing committed.
+    Mismatch,
+    /// The process ended before the run did; nothing committed.
+    Interrupted,
 }
 
 /// Whether a user may sign in and be served.
@@ -433,7 +455,7 @@ impl ControlPlane {
     pub async fn finish_ingest_run(
         &self,
         id: i64,
-        outcome: &str,
+        outcome: RunOutcome,
         snapshot_id: Option<u64>,
         error: Option<&str>,
         tables: &serde_json::Value,
@@ -442,7 +464,7 @@ impl ControlPlane {
             "UPDATE ingest_runs SET ended_at = ?, outcome = ?, snapshot_id = ?, error = ?, tables = ? WHERE id = ?",
         )
         .bind(chrono::Utc::now().to_rfc3339())
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(snapshot_id.map(|s| s as i64))
         .bind(error)
         .bind(tables.to_string())
@@ -471,7 +493,14 @@ impl ControlPlane {
                     mode: r.try_get(2).map_err(db)?,
                     started_at: r.try_get(3).map_err(db)?,
                     ended_at: r.try_get(4).map_err(db)?,
-                    outcome: r.try_get(5).map_err(db)?,
+                    outcome: {
+                        let text: String = r.try_get(5).map_err(db)?;
+                        RunOutcome::parse(&text).ok_or_else(|| {
+                            Error::Control(format!(
+                                "unknown run outcome {text:?} in the control plane"
+                            ))
+                        })?
+                    },
                     snapshot_id: r.try_get(6).map_err(db)?,
                     error: r.try_get(7).map_err(db)?,
                     tables: serde_json::from_str(&r.try_get::<String, _>(8).map_err(db)?)

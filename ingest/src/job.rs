@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kartoteka_engine::Engine;
 use kartoteka_engine::audit::{Event, Outcome};
-use kartoteka_engine::control::ControlPlane;
+use kartoteka_engine::control::{ControlPlane, RunOutcome};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -93,10 +93,10 @@ pub async fn run_job(
         Err(_) => serde_json::json!([]),
     };
     let (status, snapshot, error) = match &outcome {
-        Ok((r, _)) => ("ok", Some(r.snapshot_id), None),
+        Ok((r, _)) => (RunOutcome::Ok, Some(r.snapshot_id), None),
         // A failed reconciliation commits nothing; the run is recorded as a mismatch.
-        Err(e @ Error::Reconciliation { .. }) => ("mismatch", None, Some(e.to_string())),
-        Err(e) => ("failed", None, Some(e.to_string())),
+        Err(e @ Error::Reconciliation { .. }) => (RunOutcome::Mismatch, None, Some(e.to_string())),
+        Err(e) => (RunOutcome::Failed, None, Some(e.to_string())),
     };
     control
         .finish_ingest_run(run, status, snapshot, error.as_deref(), &tables)
