@@ -217,8 +217,15 @@ impl Engine {
 
     /// A session for `principal` over the current snapshot, under the principal's role policy.
     pub async fn session(&self, principal: &Principal) -> Result<QuerySession> {
+        // `current()` has checked the snapshot's files.
         let snapshot = self.lake.current().await?;
-        self.session_at(principal, snapshot).await
+        self.session_with_policy(
+            principal,
+            snapshot,
+            &Policy::for_role(principal.role),
+            Barrier::On,
+        )
+        .await
     }
 
     /// A session for `principal` pinned to `snapshot`.
@@ -227,6 +234,8 @@ impl Engine {
         principal: &Principal,
         snapshot: Snapshot,
     ) -> Result<QuerySession> {
+        // A file the snapshot lists but the disk lacks would read as no rows: refuse instead.
+        self.lake.check_files(&snapshot).await?;
         self.session_with_policy(
             principal,
             snapshot,
@@ -267,7 +276,6 @@ impl Engine {
                 principal.role.as_str()
             ));
         }
-        self.lake.check_files(&snapshot).await?;
         let scope = if policy.needs_scope() {
             self.scope(principal, &snapshot).await?
         } else {
