@@ -103,6 +103,41 @@ pub fn demo_home(end: &str) -> (tempfile::TempDir, String, String) {
     (dir, stdout, stderr)
 }
 
+/// One demo home (history ending 2025-07-01) built once per test process: (dir, stdout, stderr).
+/// Tests that change a home work on a [`copy_home`] of it.
+pub fn shared_demo_home() -> &'static (tempfile::TempDir, String, String) {
+    static HOME: std::sync::OnceLock<(tempfile::TempDir, String, String)> =
+        std::sync::OnceLock::new();
+    HOME.get_or_init(|| demo_home("2025-07-01"))
+}
+
+/// Copy a directory tree (permissions kept).
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A private copy of the shared demo home (directories 0700, as a home is created).
+pub fn copy_home() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(shared_demo_home().0.path(), dir.path());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [dir.path().to_path_buf(), dir.path().join("audit")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        }
+    }
+    dir
+}
+
 /// Run the binary on the home `dir`.
 pub fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     kartoteka()

@@ -1,8 +1,9 @@
-//! Users, previews (`--as`), the audit log, key rotation and the privacy report, through the binary.
+//! Users, previews (`--as`), the audit log, key rotation, the security metrics and the privacy
+//! report, through the binary — each on its own copy of one demo home.
 
 use std::path::Path;
 
-use crate::common::{fail, ok};
+use crate::common::{self, fail, ok};
 
 /// The single value of a one-cell CSV answer.
 fn scalar(dir: &Path, args: &[&str]) -> String {
@@ -12,16 +13,32 @@ fn scalar(dir: &Path, args: &[&str]) -> String {
     out.lines().nth(1).expect("a value").trim().to_string()
 }
 
+/// The demo's users, and one manager's login and staff id.
+fn a_manager(home: &Path) -> (String, i64) {
+    let users: serde_json::Value =
+        serde_json::from_str(&ok(home, &["users", "list", "--format", "json"])).expect("json");
+    let manager = users
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|u| u["role"] == "manager")
+        .expect("a manager")
+        .clone();
+    (
+        manager["login"].as_str().expect("login").to_string(),
+        manager["staff_id"].as_i64().expect("staff id"),
+    )
+}
+
 #[test]
-fn users_previews_audit_keys_and_privacy() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let home = dir.path();
-    let demo = ok(home, &["demo", "--scale", "0.05", "--end", "2025-07-01"]);
+fn every_role_has_a_login_and_a_preview_is_the_owners_answer_restricted_by_hand() {
+    let (_, demo, _) = common::shared_demo_home();
     assert!(
         demo.contains("demo users (initial passwords, shown once)"),
         "{demo}"
     );
-
+    let dir = common::copy_home();
+    let home = dir.path();
     // Users: every role at once.
     let users: serde_json::Value =
         serde_json::from_str(&ok(home, &["users", "list", "--format", "json"])).expect("json");
@@ -84,7 +101,12 @@ fn users_previews_audit_keys_and_privacy() {
         ],
     );
     assert!(tok.lines().skip(1).all(|l| l.starts_with("tok_")), "{tok}");
+}
 
+#[test]
+fn user_changes_are_audited_without_passwords() {
+    let dir = common::copy_home();
+    let home = dir.path();
     // User management, audited without the password.
     let added = ok(home, &["users", "add", "bob", "--role", "analyst"]);
     let password = added
@@ -118,6 +140,28 @@ fn users_previews_audit_keys_and_privacy() {
                 .to_string()
         )
     );
+}
+
+#[test]
+fn the_audit_log_is_queryable_by_the_owner_and_verifiable() {
+    let dir = common::copy_home();
+    let home = dir.path();
+    // What the log should hold: two previews of a manager, a refused session, user changes.
+    let (m_login, _) = a_manager(home);
+    let m_login = m_login.as_str();
+    for _ in 0..2 {
+        ok(
+            home,
+            &["query", "SELECT COUNT(*) FROM clients", "--as", m_login],
+        );
+    }
+    fail(
+        home,
+        &["query", "SELECT COUNT(*) FROM clients", "--as", "admin"],
+    );
+    ok(home, &["users", "add", "bob", "--role", "analyst"]);
+    ok(home, &["users", "disable", "bob"]);
+    ok(home, &["users", "reset", "analyst"]);
 
     // The audit log: every query and change, queryable by the owner, verifiable.
     let actions = ok(
@@ -189,7 +233,12 @@ fn users_previews_audit_keys_and_privacy() {
     std::fs::write(&path, &original).expect("restore");
     let tail = ok(home, &["audit", "tail", "-n", "3"]);
     assert_eq!(tail.lines().count(), 3);
+}
 
+#[test]
+fn key_rotation_keeps_the_data_readable_and_the_old_key_dead() {
+    let dir = common::copy_home();
+    let home = dir.path();
     // Key rotation: the master key, then the data keys; the data stays readable, the old key is dead.
     let question = "SELECT COUNT(*), SUM(amount) FROM deals";
     let before = ok(home, &["query", question, "--format", "csv"]);
@@ -210,7 +259,7 @@ fn users_previews_audit_keys_and_privacy() {
     );
     assert_eq!(ok(home, &["query", question, "--format", "csv"]), before);
     let stale = tempfile::tempdir().expect("tempdir");
-    copy_dir(home, stale.path());
+    common::copy_dir(home, stale.path());
     std::fs::write(stale.path().join("master.key"), &old_key).expect("old key");
     let err = fail(stale.path(), &["query", question]);
     assert!(
@@ -242,6 +291,16 @@ fn users_previews_audit_keys_and_privacy() {
         "v1 keys are still used by older snapshots: {gc}"
     );
     assert_eq!(ok(home, &["query", question, "--format", "csv"]), before);
+}
+
+#[test]
+fn security_metrics_equal_the_same_questions_asked_of_the_raw_log() {
+    let dir = common::copy_home();
+    let home = dir.path();
+    // Administrative actions for the metrics to find.
+    ok(home, &["users", "reset", "analyst"]);
+    ok(home, &["keys", "rotate", "--data"]);
+    ok(home, &["gc", "--grace-seconds", "0"]);
 
     // Security metrics over the audit log equal the same questions asked of the raw log file.
     let entries: Vec<serde_json::Value> = std::fs::read_to_string(home.join("audit/audit.jsonl"))
@@ -329,7 +388,13 @@ fn users_previews_audit_keys_and_privacy() {
     }
     let err = fail(home, &["metric", "admin_actions", "--as", "analyst"]);
     assert!(err.contains("not available to role analyst"), "{err}");
+}
 
+#[test]
+fn the_privacy_report_and_refusing_personal_data_without_consent() {
+    let dir = common::copy_home();
+    let home = dir.path();
+    let all = scalar(home, &["query", "SELECT COUNT(*) FROM clients"]);
     // Privacy: residency and consent, checked against the owner's own count.
     let report: serde_json::Value =
         serde_json::from_str(&ok(home, &["privacy", "report", "--format", "json"])).expect("json");
@@ -402,16 +467,4 @@ fn users_previews_audit_keys_and_privacy() {
         "rows are kept, only pii refused"
     );
     assert!(ok(home, &["audit", "verify"]).contains("intact"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).expect("read dir").flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
 }

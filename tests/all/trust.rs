@@ -6,42 +6,13 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::common::{fail, kartoteka, ok, run};
 
-/// A demo home built once; every test works on its own copy.
-fn template() -> &'static Path {
-    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
-    HOME.get_or_init(|| common::demo_home("2025-07-01").0)
-        .path()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
-}
-
-/// A private copy of the demo home (permissions as the demo left them).
+/// A private copy of the shared demo home.
 fn home() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(template(), dir.path());
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for p in [dir.path().to_path_buf(), dir.path().join("audit")] {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        }
-    }
-    dir
+    common::copy_home()
 }
 
 fn snapshots_dir(home: &Path) -> PathBuf {
