@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
-use crate::run::{IngestOptions, IngestReport, Progress, ingest};
+use crate::run::{IngestOptions, IngestReport, LoadMode, Progress, ingest};
 use crate::source::{Source, SourceSpec};
 
 /// Compact after an ingest once a table holds more than this many files (incremental runs add a few
@@ -106,7 +106,7 @@ pub async fn run_job(
             Ok((r, _)) => (
                 serde_json::json!({
                     "snapshot": r.snapshot_id,
-                    "mode": if r.tables.iter().any(|t| t.mode == "incremental") { "incremental" } else { "full" },
+                    "mode": if r.tables.iter().any(|t| t.mode == LoadMode::Incremental) { LoadMode::Incremental } else { LoadMode::Full },
                     "run": run,
                     "rows": r.tables.iter().map(|t| (t.table.clone(), t.rows)).collect::<std::collections::BTreeMap<_, _>>(),
                     "pii_refused": r.tables.iter().map(|t| t.pii_refused).sum::<u64>(),

@@ -35,6 +35,16 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// How a table was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadMode {
+    /// Every row read again; the table's files replaced.
+    Full,
+    /// Rows changed since the committed cursor read; older versions replaced by key.
+    Incremental,
+}
+
 /// What one table's load did.
 #[derive(Debug, Clone, Serialize)]
 pub struct TableReport {
@@ -43,8 +53,8 @@ pub struct TableReport {
     /// Rows read from the source and written (all of them in a full load; the changed ones, with
     /// the overlap window, in an incremental one).
     pub rows: u64,
-    /// `full` or `incremental`.
-    pub mode: &'static str,
+    /// Reloaded in full, or read from its cursor.
+    pub mode: LoadMode,
     /// Live rows of the table after the run.
     pub live_rows: u64,
     /// Rows of earlier versions dropped: replaced by a newer version, or gone from the source.
@@ -423,9 +433,9 @@ pub async fn ingest(
                 table: table.name.into(),
                 rows,
                 mode: if prior.is_some() {
-                    "incremental"
+                    LoadMode::Incremental
                 } else {
-                    "full"
+                    LoadMode::Full
                 },
                 live_rows,
                 rows_dropped,

@@ -858,7 +858,7 @@ async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
             .iter()
             .find(|t| t.table == "deals")
             .expect("deals");
-        assert_eq!(deals.mode, "incremental");
+        assert_eq!(deals.mode, kartoteka_ingest::LoadMode::Incremental);
         assert!(
             deals.rows > 0 && deals.rows * 5 < deals.live_rows,
             "{deals:?}"

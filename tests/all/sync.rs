@@ -78,7 +78,13 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
     let db = common::demo_sqlite(dir.path(), 0.03, 5).await;
     let engine = new_engine(&dir.path().join("a")).await;
     let first = run(&engine, &db, false).await;
-    assert!(first.tables.iter().all(|t| t.mode == "full"), "first run");
+    assert!(
+        first
+            .tables
+            .iter()
+            .all(|t| t.mode == kartoteka_ingest::LoadMode::Full),
+        "first run"
+    );
 
     // The CRM changes: updated deals and clients, new calls, hard-deleted tasks, and paid invoices
     // cancelled (they leave the `payments` mapping's WHERE: a delete seen through the mapping).
@@ -106,7 +112,7 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
     // deals read only what changed, plus the overlap window behind the old cursor — counted here by
     // SQLite itself.
     let deals = table(&second, "deals");
-    assert_eq!(deals.mode, "incremental");
+    assert_eq!(deals.mode, kartoteka_ingest::LoadMode::Incremental);
     let expected = count(
         &pool,
         &format!(
@@ -129,7 +135,10 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
     assert!(table(&second, "payments").rows_dropped > 0);
     assert!(table(&second, "interactions").rows < table(&first, "interactions").rows / 5);
     // Tables without a cursor are reloaded in full every run.
-    assert_eq!(table(&second, "pipeline_stages").mode, "full");
+    assert_eq!(
+        table(&second, "pipeline_stages").mode,
+        kartoteka_ingest::LoadMode::Full
+    );
 
     // Nothing changed: a third run reads at most the overlap window and changes nothing.
     let third = run(&engine, &db, false).await;
@@ -156,7 +165,7 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
         third
             .tables
             .iter()
-            .filter(|t| t.mode == "incremental")
+            .filter(|t| t.mode == kartoteka_ingest::LoadMode::Incremental)
             .all(|t| t.cursor_before.is_some() && t.cursor_after.is_some())
     );
 }
