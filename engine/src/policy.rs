@@ -172,6 +172,7 @@ impl Policy {
     /// Replace (or, with `None`, remove) one table's policy. For tests that prove the security suite
     /// notices a weakened policy.
     #[doc(hidden)]
+    #[cfg(feature = "bypass-for-tests")]
     pub fn with_table(mut self, name: &'static str, policy: Option<TablePolicy>) -> Policy {
         match policy {
             Some(p) => self.tables.insert(name, p),
@@ -231,14 +232,26 @@ impl Cond {
     }
 }
 
-/// Switches for tests that prove the suite catches a broken barrier; production code never sets them.
-#[doc(hidden)]
+/// Whether user predicates stay above the policy filter. Outside builds with the
+/// `bypass-for-tests` feature (the security suite's mutation test) there is only one setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Barrier {
     /// User predicates stay above the policy filter (the only setting outside tests).
     On,
     /// User predicates are evaluated below the policy filter: a deliberate leak.
+    #[cfg(feature = "bypass-for-tests")]
     LeakForTests,
+}
+
+impl Barrier {
+    /// Does this barrier let user predicates below the policy filter?
+    fn leaks(self) -> bool {
+        #[cfg(feature = "bypass-for-tests")]
+        if self == Barrier::LeakForTests {
+            return true;
+        }
+        false
+    }
 }
 
 /// A table wrapped in a principal's policy.
@@ -390,7 +403,7 @@ impl TableProvider for PolicyTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if self.barrier == Barrier::LeakForTests || self.is_safe(f) {
+                if self.barrier.leaks() || self.is_safe(f) {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -414,7 +427,7 @@ impl TableProvider for PolicyTable {
         let (leaky, pushed): (Vec<Expr>, Vec<Expr>) = filters
             .iter()
             .cloned()
-            .partition(|f| self.barrier == Barrier::LeakForTests && !self.is_safe(f));
+            .partition(|f| self.barrier.leaks() && !self.is_safe(f));
         // Stored columns the scan must read: those of the wanted outputs, the row filter, the
         // pushed-down predicates.
         let mut needed: HashSet<String> = HashSet::new();

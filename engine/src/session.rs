@@ -219,7 +219,7 @@ impl Engine {
     pub async fn session(&self, principal: &Principal) -> Result<QuerySession> {
         // `current()` has checked the snapshot's files.
         let snapshot = self.lake.current().await?;
-        self.session_with_policy(
+        self.session_under(
             principal,
             snapshot,
             &Policy::for_role(principal.role),
@@ -236,7 +236,7 @@ impl Engine {
     ) -> Result<QuerySession> {
         // A file the snapshot lists but the disk lacks would read as no rows: refuse instead.
         self.lake.check_files(&snapshot).await?;
-        self.session_with_policy(
+        self.session_under(
             principal,
             snapshot,
             &Policy::for_role(principal.role),
@@ -245,11 +245,24 @@ impl Engine {
         .await
     }
 
-    /// A session under an explicit policy. The one function every path goes through; the public
-    /// entry points pass the role's built-in policy and the barrier on. Tests pass weakened policies to
-    /// prove the security suite notices.
-    #[doc(hidden)]
+    /// A session under an explicit policy, for the security suite's mutation tests (weakened policies,
+    /// a leaking barrier) — only in builds with the `bypass-for-tests` feature, which the product never
+    /// enables (CI checks the `kartoteka` binary without it).
+    #[cfg(feature = "bypass-for-tests")]
     pub async fn session_with_policy(
+        &self,
+        principal: &Principal,
+        snapshot: Snapshot,
+        policy: &Policy,
+        barrier: Barrier,
+    ) -> Result<QuerySession> {
+        self.session_under(principal, snapshot, policy, barrier)
+            .await
+    }
+
+    /// A session under an explicit policy: the one function every path goes through; the public
+    /// entry points pass the role's built-in policy and the barrier on.
+    async fn session_under(
         &self,
         principal: &Principal,
         snapshot: Snapshot,
@@ -332,8 +345,8 @@ impl Engine {
     }
 
     /// A session without any policy wrapper, holding every key: only for measuring what the wrapper
-    /// costs (`kartoteka-bench`). Nothing in the product calls it; it is not audited.
-    #[doc(hidden)]
+    /// costs (`kartoteka-bench`), in builds with the `bypass-for-tests` feature. It is not audited.
+    #[cfg(feature = "bypass-for-tests")]
     pub async fn unwrapped_session_for_benchmarks(&self) -> Result<QuerySession> {
         let snapshot = self.lake.current().await?;
         let classes = [Class::Internal, Class::Pii];
