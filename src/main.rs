@@ -658,7 +658,7 @@ fn list_metrics(catalog: &Catalog) -> Result<()> {
                 p.description
             );
         }
-        outln!("    roles: {}", m.roles.join(", "));
+        outln!("    roles: {}", m.roles_text());
     }
     Ok(())
 }

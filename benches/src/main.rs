@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
         let mut entry = serde_json::Map::new();
         entry.insert("metric".into(), metric.name.clone().into());
         for who in ["unwrapped", "owner", "manager"] {
-            if who == "manager" && !metric.roles.iter().any(|r| r == "manager") {
+            if who == "manager" && !metric.allows(kartoteka_engine::Role::Manager) {
                 entry.insert(who.into(), serde_json::Value::Null);
                 continue;
             }

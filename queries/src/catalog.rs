@@ -233,7 +233,7 @@ pub struct Metric {
     /// Definition, as in metrics.md.
     pub description: String,
     /// Roles that may run it.
-    pub roles: Vec<String>,
+    pub roles: Vec<kartoteka_engine::Role>,
     /// Chart hint.
     pub chart: Option<ChartHint>,
     /// Parameters.
@@ -247,6 +247,20 @@ pub struct Metric {
 }
 
 impl Metric {
+    /// May `role` run it?
+    pub fn allows(&self, role: kartoteka_engine::Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Its roles, for people: `owner, manager, …`.
+    pub fn roles_text(&self) -> String {
+        self.roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Does the metric take a parameter of this name?
     pub fn has_param(&self, name: &str) -> bool {
         self.params.iter().any(|p| p.name == name)
@@ -366,10 +380,7 @@ impl Catalog {
                 let chart = m.chart.as_ref().map_or("none".to_string(), |c| {
                     format!("{} of {} by {}", c.kind, c.y.join(", "), c.x)
                 });
-                out.push_str(&format!(
-                    "\nRoles: {}. Chart: {chart}.\n",
-                    m.roles.join(", ")
-                ));
+                out.push_str(&format!("\nRoles: {}. Chart: {chart}.\n", m.roles_text()));
             }
         }
         out.push_str("\n## Shared views\n\n");

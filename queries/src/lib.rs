@@ -64,11 +64,11 @@ pub async fn run_metric(
     metric: &Metric,
     args: &[(String, String)],
 ) -> Result<QueryResult> {
-    let role = session.principal().role.as_str();
-    if !metric.roles.iter().any(|r| r == role) {
+    let role = session.principal().role;
+    if !metric.allows(role) {
         return Err(Error::RoleNotAllowed {
             metric: metric.name.clone(),
-            role: role.into(),
+            role: role.as_str().into(),
         });
     }
     // "now" is the snapshot's time: metrics describe the data as of the snapshot. The security family

@@ -435,14 +435,14 @@ impl ReportSpec {
                 .get(&p.metric)
                 .map_err(|e| err(&at("metric"), e.to_string()))?;
             for role in &receiving {
-                if !metric.roles.iter().any(|r| r == role.as_str()) {
+                if !metric.allows(*role) {
                     return Err(err(
                         &at("metric"),
                         format!(
                             "{} is not available to role {} in the audience (it is for: {})",
                             metric.name,
                             role.as_str(),
-                            metric.roles.join(", ")
+                            metric.roles_text()
                         ),
                     ));
                 }
