@@ -295,7 +295,7 @@ pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
             let outcome = lake.rotate_master(&new_source.source).await;
             record(
                 home,
-                "keys.rotate-master",
+                audit::action::KEYS_ROTATE_MASTER,
                 "keyring",
                 &outcome,
                 |_| serde_json::json!({ "kind": new_source.kind }),
@@ -311,7 +311,7 @@ pub(crate) async fn keys(home: &Home, command: KeysCommand) -> Result<()> {
                 let outcome = engine.rotate_data_keys().await;
                 record(
                     home,
-                    "keys.rotate-data",
+                    audit::action::KEYS_ROTATE_DATA,
                     "keyring",
                     &outcome,
                     |(ids, snap)| serde_json::json!({ "new_keys": ids, "snapshot": snap.id }),

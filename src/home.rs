@@ -486,7 +486,7 @@ impl Home {
         );
         self.audit()?.append(kartoteka_engine::audit::Event {
             actor: "owner".into(),
-            action: "keys.rotate-master".into(),
+            action: kartoteka_engine::audit::action::KEYS_ROTATE_MASTER.into(),
             target: "keyring".into(),
             details: serde_json::json!({ "kind": "key file", "finished_after_interruption": true }),
             outcome: kartoteka_engine::audit::Outcome::Ok,

@@ -487,7 +487,7 @@ async fn run(cli: Cli) -> Result<()> {
             let outcome = engine.compact(max_files).await;
             admin::record(
                 &home,
-                "compact",
+                kartoteka_engine::audit::action::COMPACT,
                 "lake",
                 &outcome,
                 |(tables, snapshot)| serde_json::json!({ "tables": tables, "snapshot": snapshot.as_ref().map(|s| s.id) }),
@@ -554,13 +554,19 @@ async fn run(cli: Cli) -> Result<()> {
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
             let outcome = lake.gc(Duration::from_secs(grace_seconds)).await;
-            admin::record(&home, "gc", "lake", &outcome, |r| {
-                serde_json::json!({
-                    "files_deleted": r.deleted.len(),
-                    "bytes_freed": r.bytes_freed,
-                    "keys_removed": r.keys_removed,
-                })
-            })?;
+            admin::record(
+                &home,
+                kartoteka_engine::audit::action::GC,
+                "lake",
+                &outcome,
+                |r| {
+                    serde_json::json!({
+                        "files_deleted": r.deleted.len(),
+                        "bytes_freed": r.bytes_freed,
+                        "keys_removed": r.keys_removed,
+                    })
+                },
+            )?;
             let report = outcome?;
             outln!(
                 "gc: {} referenced files kept, {} unreferenced files deleted ({} bytes), {} too young to delete",

@@ -45,8 +45,55 @@ const LOCK_FILE: &str = "audit.lock";
 const SIGNING_KEY_FILE: &str = "checkpoint.key";
 /// File holding the checkpoint public key (hex), to be copied wherever checkpoints are verified.
 pub const PUBLIC_KEY_FILE: &str = "checkpoint.pub";
+/// Every action the audit log records, named once (the owner queries them; security metrics filter
+/// on them).
+pub mod action {
+    /// A statement, answered or refused.
+    pub const QUERY: &str = "query";
+    /// A session refused before any statement.
+    pub const SESSION: &str = "session";
+    /// An ingest run.
+    pub const INGEST: &str = "ingest";
+    /// A compaction.
+    pub const COMPACT: &str = "compact";
+    /// A garbage collection.
+    pub const GC: &str = "gc";
+    /// An erasure on request.
+    pub const ERASE: &str = "erase";
+    /// One report copy rendered (or failed).
+    pub const REPORT_RUN: &str = "report.run";
+    /// One delivery of a report copy.
+    pub const REPORT_DELIVER: &str = "report.deliver";
+    /// A report spec that cannot be scheduled.
+    pub const REPORT_INVALID: &str = "report.invalid";
+    /// `kartoteka serve` started its scheduler.
+    pub const SERVE_START: &str = "serve.start";
+    /// `kartoteka serve` stopped.
+    pub const SERVE_STOP: &str = "serve.stop";
+    /// The master key re-wrapped (or an interrupted rotation finished).
+    pub const KEYS_ROTATE_MASTER: &str = "keys.rotate-master";
+    /// New data keys, every file rewritten.
+    pub const KEYS_ROTATE_DATA: &str = "keys.rotate-data";
+    /// A user created.
+    pub const USERS_ADD: &str = "users.add";
+    /// A user's password reset.
+    pub const USERS_RESET: &str = "users.reset";
+    /// A user's role changed.
+    pub const USERS_SET_ROLE: &str = "users.set-role";
+    /// A user disabled.
+    pub const USERS_SET_STATUS: &str = "users.set-status";
+    /// A user's e-mail address set.
+    pub const USERS_SET_EMAIL: &str = "users.set-email";
+    /// A snapshot committed (with its authentication code).
+    pub const LAKE_COMMIT: &str = "lake.commit";
+    /// The owner accepted the newest snapshot after a restore (or sealed a legacy lake).
+    pub const LAKE_TRUST: &str = "lake.trust";
+    /// A torn last line of the log removed.
+    pub const AUDIT_REPAIR: &str = "audit.repair";
+}
+
 /// Action of the entry recording a repaired torn tail.
-pub const REPAIR_ACTION: &str = "audit.repair";
+pub const REPAIR_ACTION: &str = action::AUDIT_REPAIR;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// How an audited action ended.

@@ -752,7 +752,7 @@ impl ControlPlane {
         }
         self.audit(
             by,
-            "users.add",
+            crate::audit::action::USERS_ADD,
             &new.login,
             serde_json::json!({ "role": new.role.as_str(), "staff_id": new.staff_id, "team": new.team }),
         )?;
@@ -820,7 +820,11 @@ impl ControlPlane {
         };
         self.audit(
             by,
-            &format!("users.set-{set}"),
+            match set {
+                "role" => crate::audit::action::USERS_SET_ROLE,
+                "status" => crate::audit::action::USERS_SET_STATUS,
+                _ => crate::audit::action::USERS_SET_EMAIL,
+            },
             login,
             serde_json::json!({ "from": old, "to": value }),
         )?;
@@ -923,7 +927,12 @@ impl ControlPlane {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        self.audit(by, "users.reset", login, serde_json::json!({}))?;
+        self.audit(
+            by,
+            crate::audit::action::USERS_RESET,
+            login,
+            serde_json::json!({}),
+        )?;
         Ok(password)
     }
 
@@ -1009,7 +1018,7 @@ impl crate::lake::CommitLedger for ControlPlane {
         if done.rows_affected() == 1 {
             self.audit(
                 "kartoteka",
-                "lake.commit",
+                crate::audit::action::LAKE_COMMIT,
                 &format!("snapshot {}", commit.id),
                 serde_json::json!({ "snapshot": commit.id, "mac": commit.mac, "operation": commit.operation }),
             )?;
@@ -1038,7 +1047,7 @@ impl crate::lake::CommitLedger for ControlPlane {
         tx.commit().await.map_err(db)?;
         self.audit(
             "owner",
-            "lake.trust",
+            crate::audit::action::LAKE_TRUST,
             &format!("snapshot {}", commit.id),
             serde_json::json!({ "snapshot": commit.id, "mac": commit.mac }),
         )

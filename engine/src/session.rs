@@ -272,7 +272,7 @@ impl Engine {
         let refused = |reason: String| -> Result<QuerySession> {
             self.record(
                 principal,
-                "session",
+                crate::audit::action::SESSION,
                 "lake",
                 serde_json::json!({ "role": principal.role.as_str(), "reason": &reason }),
                 Outcome::Denied,
@@ -886,7 +886,7 @@ impl QuerySession {
         record(
             self.audit.as_deref(),
             &self.principal,
-            "query",
+            crate::audit::action::QUERY,
             "lake",
             details,
             verdict,

@@ -122,7 +122,7 @@ pub async fn run_job(
         };
         audit.append(Event {
             actor: job.actor.into(),
-            action: "ingest".into(),
+            action: kartoteka_engine::audit::action::INGEST.into(),
             target: job.name.into(),
             details,
             outcome: verdict,

@@ -4,7 +4,7 @@
 //! [`ReportJobOutcome`] (and may write the rendered files where they like).
 
 use kartoteka_engine::Engine;
-use kartoteka_engine::audit::{Event, Outcome};
+use kartoteka_engine::audit::{Event, Outcome, action};
 use kartoteka_engine::control::{ControlPlane, ReportDelivery};
 use kartoteka_queries::Catalog;
 
@@ -125,7 +125,7 @@ pub async fn run_job(
         let run = &copy.run;
         match &run.error {
             None => audit(
-                "report.run",
+                action::REPORT_RUN,
                 serde_json::json!({
                     "recipient": run.recipient, "run": run.id, "trigger": run.trigger,
                     "snapshot": run.snapshot_id, "content_hash": run.content_hash,
@@ -134,7 +134,7 @@ pub async fn run_job(
                 Outcome::Ok,
             )?,
             Some(e) => audit(
-                "report.run",
+                action::REPORT_RUN,
                 serde_json::json!({ "error": e, "recipient": run.recipient, "run": run.id }),
                 Outcome::Error,
             )?,
@@ -151,10 +151,10 @@ pub async fn run_job(
                     "attempts": d.attempts,
                 });
                 if d.outcome == kartoteka_engine::control::DeliveryOutcome::Ok {
-                    audit("report.deliver", details, Outcome::Ok)?;
+                    audit(action::REPORT_DELIVER, details, Outcome::Ok)?;
                 } else {
                     audit(
-                        "report.deliver",
+                        action::REPORT_DELIVER,
                         serde_json::json!({
                             "error": format!("{} {}: {}", d.channel, d.outcome, d.error.as_deref().unwrap_or("")),
                         }),
@@ -214,7 +214,7 @@ pub async fn erase_client(
         };
         log.append(Event {
             actor: actor.into(),
-            action: "erase".into(),
+            action: action::ERASE.into(),
             target: format!("client {client_id}"),
             details,
             outcome: verdict,

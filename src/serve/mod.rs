@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use kartoteka_engine::audit::action;
 use kartoteka_reports::schedule::Schedule;
 
 use self::scheduler::{Job, JobFuture, JobId, Scheduler};
@@ -57,7 +58,7 @@ async fn jobs(
         let failed: std::result::Result<(), String> = Err(e.to_string());
         admin::record(
             home,
-            "report.invalid",
+            action::REPORT_INVALID,
             &e.file.display().to_string(),
             &failed,
             |_| serde_json::Value::Null,
@@ -123,7 +124,7 @@ async fn compact(home: &Home, lake: Arc<kartoteka_engine::Lake>) -> Result<Strin
         .await;
     admin::record(
         home,
-        "compact",
+        action::COMPACT,
         "lake",
         &outcome,
         |(tables, snapshot)| serde_json::json!({ "tables": tables, "snapshot": snapshot.as_ref().map(|s| s.id), "scheduled": true }),
@@ -168,7 +169,7 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
     let started = Scheduler::start(control, jobs).await;
     admin::record(
         &home,
-        "serve.start",
+        action::SERVE_START,
         "scheduler",
         &started,
         |_| serde_json::json!({ "jobs": ids, "pid": std::process::id() }),
@@ -189,7 +190,7 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
     let stopped: Result<Vec<String>> = Ok(still.clone());
     admin::record(
         &home,
-        "serve.stop",
+        action::SERVE_STOP,
         "scheduler",
         &stopped,
         |still| serde_json::json!({ "still_running": still }),
