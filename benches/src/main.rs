@@ -137,7 +137,11 @@ async fn main() -> Result<()> {
     let mut metrics = Vec::new();
     let (mut log_owner, mut log_manager, mut managed) = (0.0, 0.0, 0.0);
     // The security family reads the audit log, which a bench engine does not keep.
-    for metric in catalog.metrics().iter().filter(|m| m.family != "security") {
+    for metric in catalog
+        .metrics()
+        .iter()
+        .filter(|m| m.family != kartoteka_queries::Family::Security)
+    {
         reset_peak();
         let mut entry = serde_json::Map::new();
         entry.insert("metric".into(), metric.name.clone().into());

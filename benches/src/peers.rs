@@ -91,7 +91,11 @@ pub(crate) async fn run(
     let now = owner.snapshot().committed_at;
     let mut queries = Vec::new();
     let mut df_times = HashMap::new();
-    for m in catalog.metrics().iter().filter(|m| m.family != "security") {
+    for m in catalog
+        .metrics()
+        .iter()
+        .filter(|m| m.family != kartoteka_queries::Family::Security)
+    {
         let values = kartoteka_queries::bind(m, &bench_args(m), now, owner.time_zone())?;
         let mut best = f64::INFINITY;
         for _ in 0..runs.max(1) {

@@ -220,6 +220,44 @@ pub struct ChartHint {
     pub series: Option<String>,
 }
 
+/// The families of the catalog: what a metric is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// Revenue, deals, plan.
+    Sales,
+    /// Stages and conversion.
+    Funnel,
+    /// Who the clients are and where they come from.
+    Audience,
+    /// Who stays and pays again.
+    Retention,
+    /// How the staff work.
+    Staff,
+    /// Over the audit log (its "now" is the clock, not the snapshot).
+    Security,
+}
+
+impl Family {
+    /// Its name in the catalog headers and docs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Sales => "sales",
+            Family::Funnel => "funnel",
+            Family::Audience => "audience",
+            Family::Retention => "retention",
+            Family::Staff => "staff",
+            Family::Security => "security",
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A metric: header and SQL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,8 +266,8 @@ pub struct Metric {
     pub name: String,
     /// Human title.
     pub title: String,
-    /// sales, funnel, retention, staff, …
-    pub family: String,
+    /// What it is about.
+    pub family: Family,
     /// Definition, as in metrics.md.
     pub description: String,
     /// Roles that may run it.
@@ -337,10 +375,10 @@ impl Catalog {
              family). Every metric runs under the caller's policy: a manager \
              gets the same SQL over their own rows.\n",
         );
-        let mut families: Vec<&str> = Vec::new();
+        let mut families: Vec<Family> = Vec::new();
         for m in &self.metrics {
-            if !families.contains(&m.family.as_str()) {
-                families.push(&m.family);
+            if !families.contains(&m.family) {
+                families.push(m.family);
             }
         }
         for family in families {

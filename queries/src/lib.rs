@@ -9,7 +9,9 @@
 mod catalog;
 mod params;
 
-pub use catalog::{Catalog, ChartHint, ColumnSpec, Metric, ParamSpec, ParamType, VIEWS, View};
+pub use catalog::{
+    Catalog, ChartHint, ColumnSpec, Family, Metric, ParamSpec, ParamType, VIEWS, View,
+};
 pub use params::{bind, parse_assignments};
 
 use datafusion::common::ScalarValue;
@@ -73,7 +75,7 @@ pub async fn run_metric(
     }
     // "now" is the snapshot's time: metrics describe the data as of the snapshot. The security family
     // reads the audit log, which runs ahead of any snapshot, so its "now" is the clock.
-    let now = if metric.family == "security" {
+    let now = if metric.family == catalog::Family::Security {
         chrono::Utc::now()
     } else {
         session.snapshot().committed_at

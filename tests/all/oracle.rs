@@ -1724,7 +1724,7 @@ async fn empty_periods_and_scopes_give_empty_answers_and_null_ratios() {
         .catalog
         .metrics()
         .iter()
-        .filter(|m| m.family != "security")
+        .filter(|m| m.family != kartoteka_queries::Family::Security)
     {
         for (who, session, args) in [
             ("owner, empty period", &f.session, &empty_period[..]),

@@ -136,7 +136,11 @@ async fn owner(engine: &Engine) -> QuerySession {
 async fn all_metrics(session: &QuerySession) -> Vec<(String, Vec<Vec<String>>)> {
     let catalog = Catalog::builtin().expect("catalog");
     let mut out = Vec::new();
-    for metric in catalog.metrics().iter().filter(|m| m.family != "security") {
+    for metric in catalog
+        .metrics()
+        .iter()
+        .filter(|m| m.family != kartoteka_queries::Family::Security)
+    {
         let args: Vec<(String, String)> = ["to", "as_of"]
             .into_iter()
             .filter(|p| metric.has_param(p))
