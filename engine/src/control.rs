@@ -188,8 +188,8 @@ pub struct ReportRun {
     pub started_at: String,
     /// RFC 3339.
     pub ended_at: String,
-    /// `ok` or `failed`.
-    pub outcome: String,
+    /// Rendered (`ok`) or `failed`.
+    pub outcome: RunOutcome,
     /// The lake snapshot every panel read.
     pub snapshot_id: Option<i64>,
     /// Each panel's metric and parameters, as JSON.
@@ -241,8 +241,8 @@ pub struct IngestRun {
     pub tables: serde_json::Value,
 }
 
-/// How an ingest run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How a run ended (an ingest run; a report copy is `ok` or `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunOutcome {
     /// Still going (or its process died and no later run has noticed yet).
@@ -570,7 +570,7 @@ impl ControlPlane {
         .bind(&run.trigger)
         .bind(&run.started_at)
         .bind(&run.ended_at)
-        .bind(&run.outcome)
+        .bind(run.outcome.as_str())
         .bind(run.snapshot_id)
         .bind(run.params.to_string())
         .bind(&run.content_hash)
@@ -626,7 +626,14 @@ impl ControlPlane {
                     trigger: r.try_get(3).map_err(db)?,
                     started_at: r.try_get(4).map_err(db)?,
                     ended_at: r.try_get(5).map_err(db)?,
-                    outcome: r.try_get(6).map_err(db)?,
+                    outcome: {
+                        let text: String = r.try_get(6).map_err(db)?;
+                        RunOutcome::parse(&text).ok_or_else(|| {
+                            Error::Control(format!(
+                                "unknown report run outcome {text:?} in the control plane"
+                            ))
+                        })?
+                    },
                     snapshot_id: r.try_get(7).map_err(db)?,
                     params: serde_json::from_str(&r.try_get::<String, _>(8).map_err(db)?)
                         .unwrap_or(serde_json::Value::Null),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kartoteka_engine::Lake;
+use kartoteka_engine::control::RunOutcome;
 use kartoteka_engine::control::{ControlPlane, ReportRun};
 
 use crate::render::Rendered;
@@ -82,7 +83,7 @@ impl Archive {
             trigger: trigger.into(),
             started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ended_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            outcome: "ok".into(),
+            outcome: RunOutcome::Ok,
             snapshot_id: Some(rendered.snapshot_id as i64),
             params: rendered.params_json(),
             content_hash: Some(rendered.content_hash.clone()),
@@ -114,7 +115,7 @@ impl Archive {
             trigger: trigger.into(),
             started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ended_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            outcome: "failed".into(),
+            outcome: RunOutcome::Failed,
             snapshot_id: None,
             params: serde_json::Value::Null,
             content_hash: None,
@@ -155,7 +156,7 @@ impl Archive {
             .report_runs(Some(report), Some(recipient), 50)
             .await
             .map_err(|e| Error::Archive(e.to_string()))?;
-        Ok(runs.into_iter().find(|r| r.outcome == "ok"))
+        Ok(runs.into_iter().find(|r| r.outcome == RunOutcome::Ok))
     }
 
     /// Forget copies rendered more than `keep` ago (each recipient's newest copy stays) and delete

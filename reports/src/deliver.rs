@@ -364,7 +364,7 @@ mod tests {
             trigger: "manual".into(),
             started_at: String::new(),
             ended_at: String::new(),
-            outcome: "ok".into(),
+            outcome: kartoteka_engine::control::RunOutcome::Ok,
             snapshot_id: Some(1),
             params: serde_json::Value::Null,
             content_hash: None,
