@@ -148,6 +148,7 @@ macro_rules! text_enum {
 text_enum!(Channel { Email => "email", Webhook => "webhook" });
 text_enum!(DeliveryOutcome { Ok => "ok", Failed => "failed", Skipped => "skipped" });
 text_enum!(UserStatus { Active => "active", Disabled => "disabled" });
+text_enum!(SlotOutcome { Armed => "armed", Ok => "ok", Failed => "failed", Skipped => "skipped" });
 text_enum!(RunOutcome {
     Running => "running",
     Ok => "ok",
@@ -211,9 +212,8 @@ pub struct JobSlot {
     pub job: String,
     /// The newest schedule slot handled.
     pub slot: chrono::DateTime<chrono::Utc>,
-    /// `ok`, `failed`, `skipped` (the previous run was still going), or `armed` (a new job: slots
-    /// before this one are not run).
-    pub outcome: String,
+    /// What became of the slot.
+    pub outcome: SlotOutcome,
     /// The error, or why it was skipped.
     pub detail: Option<String>,
 }
@@ -255,6 +255,20 @@ pub enum RunOutcome {
     Mismatch,
     /// The process ended before the run did; nothing committed.
     Interrupted,
+}
+
+/// What a scheduled job did with a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotOutcome {
+    /// A job new to this control plane: slots before this one are not run.
+    Armed,
+    /// Ran and succeeded.
+    Ok,
+    /// Ran and failed.
+    Failed,
+    /// Not run: the previous run was still going.
+    Skipped,
 }
 
 /// Whether a user may sign in and be served.
@@ -525,7 +539,9 @@ impl ControlPlane {
             Ok(JobSlot {
                 job: job.into(),
                 slot,
-                outcome,
+                outcome: SlotOutcome::parse(&outcome).ok_or_else(|| {
+                    Error::Control(format!("job {job}: unknown slot outcome {outcome:?}"))
+                })?,
                 detail,
             })
         })
@@ -538,7 +554,7 @@ impl ControlPlane {
         &self,
         job: &str,
         slot: chrono::DateTime<chrono::Utc>,
-        outcome: &str,
+        outcome: SlotOutcome,
         detail: Option<&str>,
     ) -> Result<()> {
         sqlx::query(
@@ -549,7 +565,7 @@ impl ControlPlane {
         )
         .bind(job)
         .bind(slot.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(detail)
         .bind(chrono::Utc::now().to_rfc3339())
         .execute(&self.pool)

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kartoteka_engine::control::ControlPlane;
+use kartoteka_engine::control::{ControlPlane, SlotOutcome};
 use kartoteka_reports::schedule::Schedule;
 use tokio::sync::Mutex;
 use tokio_cron_scheduler::JobScheduler;
@@ -122,7 +122,9 @@ impl Scheduler {
             let handled = match control.job_slot(&key).await? {
                 Some(last) => last.slot,
                 None => {
-                    control.set_job_slot(&key, now, "armed", None).await?;
+                    control
+                        .set_job_slot(&key, now, SlotOutcome::Armed, None)
+                        .await?;
                     now
                 }
             };
@@ -230,7 +232,7 @@ fn spawn_run(state: Arc<JobState>, slot: DateTime<Utc>) {
                 record(
                     &state,
                     slot,
-                    "skipped",
+                    SlotOutcome::Skipped,
                     Some("the previous run was still going"),
                 )
                 .await;
@@ -245,18 +247,18 @@ fn spawn_run(state: Arc<JobState>, slot: DateTime<Utc>) {
         match (state.job.run)(slot).await {
             Ok(summary) => {
                 tracing::info!(job = %state.job.id, %slot, %summary, "run ok");
-                record(&state, slot, "ok", Some(&summary)).await;
+                record(&state, slot, SlotOutcome::Ok, Some(&summary)).await;
             }
             Err(error) => {
                 let error = format!("{error:#}");
                 tracing::error!(job = %state.job.id, %slot, %error, "run failed");
-                record(&state, slot, "failed", Some(&error)).await;
+                record(&state, slot, SlotOutcome::Failed, Some(&error)).await;
             }
         }
     });
 }
 
-async fn record(state: &JobState, slot: DateTime<Utc>, outcome: &str, detail: Option<&str>) {
+async fn record(state: &JobState, slot: DateTime<Utc>, outcome: SlotOutcome, detail: Option<&str>) {
     if let Err(e) = state
         .control
         .set_job_slot(&state.job.id.to_string(), slot, outcome, detail)
@@ -312,7 +314,7 @@ mod tests {
         // New Year's midnight in Moscow; the last handled slot was three years ago.
         let yearly = Schedule::parse("0 0 1 1 *", "Europe/Moscow").expect("yearly");
         let three_years_ago = Utc::now() - chrono::Duration::days(3 * 366);
-        cp.set_job_slot("report:yearly", three_years_ago, "ok", None)
+        cp.set_job_slot("report:yearly", three_years_ago, SlotOutcome::Ok, None)
             .await
             .expect("seed");
         let runs = Arc::new(AtomicUsize::new(0));
@@ -334,7 +336,7 @@ mod tests {
             recorded = cp.job_slot("report:yearly").await.expect("slot");
             if recorded
                 .as_ref()
-                .is_some_and(|r| r.outcome == "ok" && r.slot == newest)
+                .is_some_and(|r| r.outcome == SlotOutcome::Ok && r.slot == newest)
             {
                 break;
             }
@@ -347,7 +349,7 @@ mod tests {
             "one run for three missed slots"
         );
         let recorded = recorded.expect("recorded");
-        assert_eq!((recorded.slot, recorded.outcome.as_str()), (newest, "ok"));
+        assert_eq!((recorded.slot, recorded.outcome), (newest, SlotOutcome::Ok));
         sched.shutdown(Duration::from_secs(5)).await;
 
         // A job the control plane has never seen starts from now: no run for its past slots.
@@ -371,7 +373,7 @@ mod tests {
                 .expect("slot")
                 .expect("armed")
                 .outcome,
-            "armed"
+            SlotOutcome::Armed
         );
         sched.shutdown(Duration::from_secs(5)).await;
     }
@@ -411,7 +413,7 @@ mod tests {
                 .await
                 .expect("slot")
                 .expect("row");
-            skipped |= slot.outcome == "skipped";
+            skipped |= slot.outcome == SlotOutcome::Skipped;
             if skipped && runs.load(Ordering::SeqCst) >= 2 {
                 break;
             }
