@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use arrow::array::{Array, Int64Array, StringArray};
+use arrow::array::{Array, Int64Array};
 use kartoteka_engine::audit::{self, Event, Outcome, PUBLIC_KEY_FILE, Sink};
-use kartoteka_engine::control::{ControlPlane, NewUser, User};
+use kartoteka_engine::control::NewUser;
 use kartoteka_engine::model::{self, Class};
 use kartoteka_engine::{Engine, MasterKeySource, Principal, Role};
 use serde::Serialize;
@@ -498,79 +498,6 @@ pub(crate) async fn privacy(home: &Home, command: PrivacyCommand) -> Result<()> 
         }
     );
     Ok(())
-}
-
-/// Demo users: `owner`, `admin`, `analyst`, and one login per demo manager and team lead
-/// (`manager-<staff id>`, `lead-<staff id>`). Existing users are kept. Returns (login, role, password)
-/// of the users created.
-pub(crate) async fn demo_users(
-    control: &ControlPlane,
-    engine: &Engine,
-) -> Result<Vec<(String, Role, String)>> {
-    let session = engine.session(&Principal::local_owner()).await?;
-    let staff = session
-        .sql(
-            "SELECT staff_id, position, team FROM staff \
-             WHERE position IN ('manager', 'team_lead') ORDER BY staff_id",
-        )
-        .await?;
-    let mut wanted: Vec<NewUser> = vec![
-        NewUser {
-            login: "owner".into(),
-            role: Role::Owner,
-            staff_id: None,
-            team: None,
-        },
-        NewUser {
-            login: "admin".into(),
-            role: Role::Admin,
-            staff_id: None,
-            team: None,
-        },
-        NewUser {
-            login: "analyst".into(),
-            role: Role::Analyst,
-            staff_id: None,
-            team: None,
-        },
-    ];
-    for b in &staff.batches {
-        let ids = b
-            .column(0)
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .context("staff_id")?;
-        let pos = b
-            .column(1)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .context("position")?;
-        let team = b
-            .column(2)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .context("team")?;
-        for i in 0..b.num_rows() {
-            let lead = pos.value(i) == "team_lead";
-            wanted.push(NewUser {
-                login: format!("{}-{}", if lead { "lead" } else { "manager" }, ids.value(i)),
-                role: if lead { Role::TeamLead } else { Role::Manager },
-                staff_id: Some(ids.value(i)),
-                team: (!team.is_null(i)).then(|| team.value(i).to_string()),
-            });
-        }
-    }
-    let existing: Vec<User> = control.list_users().await?;
-    let mut created = Vec::new();
-    for u in wanted {
-        if existing.iter().any(|e| e.login == u.login) {
-            continue;
-        }
-        let role = u.role;
-        let (user, password) = control.add_user(u, CLI_ACTOR).await?;
-        created.push((user.login, role, password.expose().to_string()));
-    }
-    Ok(created)
 }
 
 /// Ask the person at the terminal to type `expected`; without a terminal, refuse (scripts pass

@@ -772,15 +772,15 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         }
     }
     let control = home.control().await?;
-    let created = admin::demo_users(&control, &engine).await?;
+    let created = demo::users::create_users(&control, &engine, "owner").await?;
     let example = created
         .iter()
-        .find(|(_, role, _)| *role == kartoteka_engine::Role::Manager)
-        .map_or("manager-2".to_string(), |(login, _, _)| login.clone());
+        .find(|u| u.role == kartoteka_engine::Role::Manager)
+        .map_or("manager-2".to_string(), |u| u.login.clone());
     if !created.is_empty() {
         outln!("\ndemo users (initial passwords, shown once):");
-        for (login, role, password) in &created {
-            outln!("  {login:<12} {:<10} {password}", role.as_str());
+        for u in &created {
+            outln!("  {:<12} {:<10} {}", u.login, u.role.as_str(), u.password);
         }
     }
     outln!(

@@ -11,6 +11,7 @@
 
 mod names;
 pub mod servers;
+pub mod users;
 
 use std::path::Path;
 
