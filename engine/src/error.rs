@@ -166,6 +166,10 @@ pub enum Error {
     #[error("access denied: {0}")]
     Denied(String),
 
+    /// Something this build or configuration cannot do.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+
     /// What a command names does not exist (nothing was changed).
     #[error("{0}")]
     NotFound(String),

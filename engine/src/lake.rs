@@ -524,8 +524,8 @@ impl Lake {
 
     fn lock(&self) -> Result<WriterLock> {
         let Some(root) = self.store.local_root() else {
-            return Err(Error::Denied(
-                "writing to a remote lake needs a lock service, not configured".into(),
+            return Err(Error::Unsupported(
+                "writing to a remote lake needs a lock service, which is not configured".into(),
             ));
         };
         let path = root.join(LOCK_FILE);

@@ -238,7 +238,10 @@ impl Engine {
                     .column(0)
                     .as_any()
                     .downcast_ref::<arrow::array::Int64Array>()
-                    .ok_or_else(|| Error::Denied("deals.deal_id is not BIGINT".into()))?;
+                    .ok_or_else(|| Error::SchemaMismatch {
+                        table: "deals".into(),
+                        detail: "deal_id is not BIGINT".into(),
+                    })?;
                 deals.extend(ids.iter().flatten());
             }
         }
@@ -327,13 +330,7 @@ impl Engine {
             .rotate_data_keys(self.lake().store())
             .await?;
         for (name, state) in &base.tables {
-            let mut writer = txn.table_writer(name).await?;
-            let mut stream = ctx.table(name.as_str()).await?.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                writer.write(&batch?).await?;
-            }
-            let files = writer.finish().await?;
-            txn.replace_table(name, files, state.cursor.clone())?;
+            rewrite_table(&ctx, &mut txn, name, state).await?;
         }
         let snapshot = txn.commit("keys rotate --data").await?;
         Ok((new_ids, snapshot))
@@ -354,13 +351,7 @@ impl Engine {
             if state.files.len() <= max_files {
                 continue;
             }
-            let mut writer = txn.table_writer(name).await?;
-            let mut stream = ctx.table(name.as_str()).await?.execute_stream().await?;
-            while let Some(batch) = stream.next().await {
-                writer.write(&batch?).await?;
-            }
-            let files = writer.finish().await?;
-            txn.replace_table(name, files, state.cursor.clone())?;
+            rewrite_table(&ctx, &mut txn, name, state).await?;
             compacted.push(name.clone());
         }
         if compacted.is_empty() {
@@ -371,4 +362,24 @@ impl Engine {
             .await?;
         Ok((compacted, Some(snapshot)))
     }
+}
+
+/// Rewrite every row of `name` (read through `ctx`) into new files of `txn`, the cursor kept: the one
+/// whole-table rewrite of compaction and data-key rotation.
+async fn rewrite_table(
+    ctx: &datafusion::prelude::SessionContext,
+    txn: &mut crate::lake::WriteTxn<'_>,
+    name: &str,
+    state: &crate::lake::TableState,
+) -> Result<()> {
+    let files = {
+        let mut writer = txn.table_writer(name).await?;
+        let mut stream = ctx.table(name).await?.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            writer.write(&batch?).await?;
+        }
+        writer.finish().await?
+    };
+    txn.replace_table(name, files, state.cursor.clone())?;
+    Ok(())
 }

@@ -472,7 +472,10 @@ impl Engine {
                         .column(0)
                         .as_any()
                         .downcast_ref::<arrow::array::Int64Array>()
-                        .ok_or_else(|| Error::Denied(format!("{table}.{id} is not BIGINT")))?;
+                        .ok_or_else(|| Error::SchemaMismatch {
+                            table: table.to_string(),
+                            detail: format!("{id} is not BIGINT"),
+                        })?;
                     out.extend(a.iter().flatten());
                 }
                 out.sort_unstable();
