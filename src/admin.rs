@@ -270,7 +270,7 @@ pub(crate) async fn runs(home: &Home, limit: u32, format: Format) -> Result<()> 
         .map(|r| Line {
             id: r.id,
             source: &r.source,
-            mode: &r.mode,
+            mode: r.mode.as_str(),
             started_at: &r.started_at,
             ended_at: r.ended_at.as_deref().unwrap_or(""),
             outcome: r.outcome.as_str(),

@@ -148,6 +148,7 @@ macro_rules! text_enum {
 text_enum!(Channel { Email => "email", Webhook => "webhook" });
 text_enum!(DeliveryOutcome { Ok => "ok", Failed => "failed", Skipped => "skipped" });
 text_enum!(UserStatus { Active => "active", Disabled => "disabled" });
+text_enum!(RunMode { Full => "full", Auto => "auto" });
 text_enum!(SlotOutcome { Armed => "armed", Ok => "ok", Failed => "failed", Skipped => "skipped" });
 text_enum!(RunOutcome {
     Running => "running",
@@ -225,8 +226,8 @@ pub struct IngestRun {
     pub id: i64,
     /// Source name.
     pub source: String,
-    /// `full` or `incremental`.
-    pub mode: String,
+    /// Full, or incremental where the mapping allows.
+    pub mode: RunMode,
     /// Start (RFC 3339, UTC).
     pub started_at: String,
     /// End, once ended.
@@ -255,6 +256,16 @@ pub enum RunOutcome {
     Mismatch,
     /// The process ended before the run did; nothing committed.
     Interrupted,
+}
+
+/// What an ingest run was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Reload every table (`--full`).
+    Full,
+    /// Incremental where the mapping allows, full elsewhere.
+    Auto,
 }
 
 /// What a scheduled job did with a slot.
@@ -434,7 +445,7 @@ impl ControlPlane {
 
     /// Record the start of an ingest run of `source`; runs of processes that died are marked
     /// `interrupted` first.
-    pub async fn start_ingest_run(&self, source: &str, mode: &str) -> Result<i64> {
+    pub async fn start_ingest_run(&self, source: &str, mode: RunMode) -> Result<i64> {
         let running: Vec<(i64, i64)> =
             sqlx::query_as("SELECT id, pid FROM ingest_runs WHERE outcome = 'running'")
                 .fetch_all(&self.pool)
@@ -455,7 +466,7 @@ impl ControlPlane {
             "INSERT INTO ingest_runs (source, mode, pid, started_at, outcome) VALUES (?, ?, ?, ?, 'running')",
         )
         .bind(source)
-        .bind(mode)
+        .bind(mode.as_str())
         .bind(i64::from(std::process::id()))
         .bind(chrono::Utc::now().to_rfc3339())
         .execute(&self.pool)
@@ -504,7 +515,14 @@ impl ControlPlane {
                 Ok(IngestRun {
                     id: r.try_get(0).map_err(db)?,
                     source: r.try_get(1).map_err(db)?,
-                    mode: r.try_get(2).map_err(db)?,
+                    mode: {
+                        let text: String = r.try_get(2).map_err(db)?;
+                        RunMode::parse(&text).ok_or_else(|| {
+                            Error::Control(format!(
+                                "unknown run mode {text:?} in the control plane"
+                            ))
+                        })?
+                    },
                     started_at: r.try_get(3).map_err(db)?,
                     ended_at: r.try_get(4).map_err(db)?,
                     outcome: {

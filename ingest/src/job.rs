@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kartoteka_engine::Engine;
 use kartoteka_engine::audit::{Event, Outcome};
-use kartoteka_engine::control::{ControlPlane, RunOutcome};
+use kartoteka_engine::control::{ControlPlane, RunMode, RunOutcome};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -60,7 +60,14 @@ pub async fn run_job(
     progress: &dyn JobProgress,
 ) -> Result<JobOutcome> {
     let run = control
-        .start_ingest_run(job.name, if job.options.full { "full" } else { "auto" })
+        .start_ingest_run(
+            job.name,
+            if job.options.full {
+                RunMode::Full
+            } else {
+                RunMode::Auto
+            },
+        )
         .await?;
     let outcome = async {
         let mapping = Mapping::load(job.mapping)?;
