@@ -303,13 +303,7 @@ impl Lake {
     /// Read snapshot `id`, checking that its file name and id agree and that its authentication
     /// code is right.
     pub async fn snapshot(&self, id: u64) -> Result<Snapshot> {
-        let path = snapshot_path(id);
-        let bytes = self.store.get(&path).await?;
-        let snapshot: Snapshot =
-            serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
-                path: path.clone(),
-                source,
-            })?;
+        let (path, snapshot) = self.manifest(id).await?;
         let invalid = |detail: String| Error::SnapshotInvalid {
             path: path.clone(),
             detail,
@@ -475,22 +469,34 @@ impl Lake {
             });
         };
         let snapshot = match self.legacy_snapshot(id).await? {
+            // The commit checks the files it lists.
             Some(legacy) => self.seal_legacy(legacy).await?,
-            None => self.snapshot(id).await?,
+            None => {
+                let snapshot = self.snapshot(id).await?;
+                self.check_files(&snapshot).await?;
+                snapshot
+            }
         };
-        self.check_files(&snapshot).await?;
         if let Some(ledger) = &self.ledger {
             ledger.reanchor(&record_of(&snapshot)).await?;
         }
         Ok(snapshot)
     }
 
-    /// Snapshot `id` when it is an unauthenticated manifest of format 1 whose name and id agree.
-    async fn legacy_snapshot(&self, id: u64) -> Result<Option<Snapshot>> {
+    /// Manifest `id` as stored (its path, and its content parsed but not checked).
+    async fn manifest(&self, id: u64) -> Result<(String, Snapshot)> {
         let path = snapshot_path(id);
         let bytes = self.store.get(&path).await?;
-        let snapshot: Snapshot =
-            serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata { path, source })?;
+        let snapshot = serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((path, snapshot))
+    }
+
+    /// Snapshot `id` when it is an unauthenticated manifest of format 1 whose name and id agree.
+    async fn legacy_snapshot(&self, id: u64) -> Result<Option<Snapshot>> {
+        let (_, snapshot) = self.manifest(id).await?;
         Ok(
             (snapshot.format == 1 && snapshot.mac.is_none() && snapshot.id == id)
                 .then_some(snapshot),
@@ -499,7 +505,6 @@ impl Lake {
 
     /// Commit `legacy` again, authenticated, as the next snapshot.
     async fn seal_legacy(&self, legacy: Snapshot) -> Result<Snapshot> {
-        self.check_files(&legacy).await?;
         let txn = WriteTxn {
             lake: self,
             _lock: self.lock()?,

@@ -120,8 +120,9 @@ impl Engine {
         let mut removed = 0u64;
         let classes = [Class::Internal, Class::Pii];
         for file in files {
-            // A snapshot of just this file, read with every key.
+            // A snapshot of just this file, read with every key (the raw context checks only it).
             let mut one = txn.base().clone();
+            one.tables.clear();
             one.tables.insert(
                 table.name.to_string(),
                 crate::lake::TableState {

@@ -219,13 +219,7 @@ impl Engine {
     pub async fn session(&self, principal: &Principal) -> Result<QuerySession> {
         // `current()` has checked the snapshot's files.
         let snapshot = self.lake.current().await?;
-        self.session_under(
-            principal,
-            snapshot,
-            &Policy::for_role(principal.role),
-            Barrier::On,
-        )
-        .await
+        self.role_session(principal, snapshot).await
     }
 
     /// A session for `principal` pinned to `snapshot`.
@@ -236,6 +230,15 @@ impl Engine {
     ) -> Result<QuerySession> {
         // A file the snapshot lists but the disk lacks would read as no rows: refuse instead.
         self.lake.check_files(&snapshot).await?;
+        self.role_session(principal, snapshot).await
+    }
+
+    /// A session under the principal's role policy, the barrier on.
+    async fn role_session(
+        &self,
+        principal: &Principal,
+        snapshot: Snapshot,
+    ) -> Result<QuerySession> {
         self.session_under(
             principal,
             snapshot,
