@@ -52,6 +52,22 @@ fn number(v: &serde_json::Value) -> f64 {
     }
 }
 
+/// Run report `id` now with its files written under `home/out`; returns that directory and the
+/// recipients (one subdirectory each), sorted.
+fn run_to_out(home: &Path, id: &str) -> (std::path::PathBuf, Vec<String>) {
+    let out = home.join("out");
+    ok(
+        home,
+        &["report", "run", id, "--out", out.to_str().expect("utf-8")],
+    );
+    let mut recipients: Vec<String> = std::fs::read_dir(&out)
+        .expect("out")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    recipients.sort();
+    (out, recipients)
+}
+
 /// The metric's rows, run directly under `login`'s policy.
 fn metric_as(home: &Path, login: &str, metric: &str, params: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["metric", metric, "--as", login, "--format", "json"];
@@ -68,23 +84,7 @@ fn each_manager_gets_a_copy_with_their_own_numbers() {
     let dir = demo_home();
     let home = dir.path();
     write_spec(home, "my-funnel.toml", SPEC);
-    let out = home.join("out");
-    ok(
-        home,
-        &[
-            "report",
-            "run",
-            "my-funnel",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-    );
-
-    let mut managers: Vec<String> = std::fs::read_dir(&out)
-        .expect("out")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    managers.sort();
+    let (out, managers) = run_to_out(home, "my-funnel");
     assert!(managers.len() >= 2, "one copy per manager: {managers:?}");
     assert!(
         managers.iter().all(|m| m.starts_with("manager-")),
@@ -238,22 +238,7 @@ params = { from = "2025-01-01", to = "2025-07-01" }
 chart = "table"
 "#,
     );
-    let out = home.join("out");
-    ok(
-        home,
-        &[
-            "report",
-            "run",
-            "everyone",
-            "--out",
-            out.to_str().expect("utf-8"),
-        ],
-    );
-    let mut recipients: Vec<String> = std::fs::read_dir(&out)
-        .expect("out")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    recipients.sort();
+    let (out, recipients) = run_to_out(home, "everyone");
     for role in ["owner", "lead-", "manager-", "analyst"] {
         assert!(
             recipients.iter().any(|r| r.starts_with(role)),
