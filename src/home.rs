@@ -28,7 +28,12 @@ pub(crate) static OPEN_AUDIT: std::sync::OnceLock<Arc<AuditLog>> = std::sync::On
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Config {
+    /// A home made by `kartoteka demo`: its CRM is generated, its users' passwords were printed.
+    /// Loading another source into it is refused unless the demo is replaced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) demo: bool,
     /// Lake settings.
+    #[serde(default)]
     pub(crate) lake: LakeConfig,
     /// Query limits.
     #[serde(default)]
@@ -51,7 +56,7 @@ pub(crate) struct Config {
 
 /// Where report specs live and how long rendered copies are kept.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct ReportsConfig {
     /// Directory of report specs (`*.toml`), relative to the home unless absolute.
     #[serde(default = "default_reports_dir")]
@@ -145,7 +150,7 @@ impl Default for ReportsConfig {
 
 /// When audit checkpoints are signed and where they are shipped.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct AuditSettings {
     /// Sign a checkpoint after this many entries …
     pub(crate) checkpoint_every: u64,
@@ -181,7 +186,7 @@ pub(crate) struct IngestSettings {
 
 /// Where the lake lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct LakeConfig {
     /// Directory, relative to the home unless absolute.
     pub(crate) path: PathBuf,
@@ -194,9 +199,18 @@ fn default_jurisdiction() -> String {
     "RU".into()
 }
 
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            path: "lake".into(),
+            jurisdiction: default_jurisdiction(),
+        }
+    }
+}
+
 /// Query limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub(crate) struct QueryConfig {
     /// Memory all running queries may use together, MiB.
     pub(crate) memory_limit_mb: usize,
@@ -276,13 +290,16 @@ impl SourceConfig {
 }
 
 impl Config {
+    /// A demo home (marked by `kartoteka demo`; homes made before the mark have its `demo` source).
+    pub(crate) fn is_demo(&self) -> bool {
+        self.demo || self.sources.contains_key("demo")
+    }
+
     /// The config a new home starts with.
     pub(crate) fn new_home() -> Config {
         Config {
-            lake: LakeConfig {
-                path: "lake".into(),
-                jurisdiction: default_jurisdiction(),
-            },
+            demo: false,
+            lake: LakeConfig::default(),
             query: QueryConfig::default(),
             default_source: None,
             sources: Default::default(),
@@ -292,6 +309,31 @@ impl Config {
         }
     }
 }
+
+/// Every setting with its default, commented out, written under the config on every save: each key
+/// stands alone (a section with one key takes the defaults for the rest).
+const CONFIG_REFERENCE: &str = r#"# ---- Every setting, with its default (uncomment a line to change it) ----
+# [lake]
+# path = "lake"                  # the encrypted lake, relative to this directory
+# jurisdiction = "RU"            # where its personal data is kept (ISO 3166), for `privacy report`
+# [query]
+# time_zone = "UTC"              # reporting zone (IANA): days, weeks and months of every metric
+# memory_limit_mb = 2048         # memory all running queries may use together
+# timeout_seconds = 300          # wall-clock limit of one statement
+# [ingest]
+# refuse_pii_without_consent = false
+# compact_schedule = "0 3 * * *" # cron, in [query] time_zone, for `kartoteka serve`
+# [audit]
+# checkpoint_every = 100         # sign a checkpoint after this many entries …
+# checkpoint_minutes = 10        # … or this many minutes
+# sinks = []                     # second places for checkpoints: files or http(s):// webhooks
+# [reports]
+# dir = "reports"                # report specs (*.toml)
+# archive = "archive"            # sealed rendered copies
+# retention_days = 90
+# [reports.smtp]                 # host, port = 587, security = "starttls", from, username, password_env
+# [sources.NAME]                 # url, mapping, password_env, schedule = "*/15 * * * *", time_zone
+"#;
 
 /// Environment variables override the config file.
 fn env_override<T: std::str::FromStr>(name: &str, value: &mut T) -> Result<()> {
@@ -320,7 +362,8 @@ impl Home {
         let file = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&file).with_context(|| {
             format!(
-                "{} is not a Kartoteka home (no {CONFIG_FILE}); create one with `kartoteka demo --dir {}` or pass --dir",
+                "{} is not a Kartoteka home (no {CONFIG_FILE}); create one for your CRM with \
+                 `kartoteka init --dir {}` (or try the demo: `kartoteka demo --dir DIR`), or pass --dir",
                 dir.display(),
                 dir.display()
             )
@@ -376,7 +419,7 @@ impl Home {
     /// Write the config file.
     pub(crate) fn save(&self) -> Result<()> {
         let text = format!(
-            "# Kartoteka home configuration. Paths are relative to this directory.\n{}",
+            "# Kartoteka home configuration. Paths are relative to this directory.\n{}\n{CONFIG_REFERENCE}",
             toml::to_string_pretty(&self.config).context("config serialises")?
         );
         let file = self.dir.join(CONFIG_FILE);

@@ -20,6 +20,7 @@ macro_rules! out {
 mod admin;
 mod home;
 mod output;
+mod own;
 mod progress;
 mod report;
 mod serve;
@@ -68,6 +69,15 @@ enum Command {
         #[arg(long)]
         end: Option<chrono::NaiveDate>,
     },
+    /// Create an empty home for your own CRM: config (every default written out), lake and keyring,
+    /// control database, audit log. Then `mapping scaffold`, `mapping check`, `ingest`.
+    Init,
+    /// Write a first mapping from a source's schema (`scaffold`), or try one without loading
+    /// anything (`check`).
+    Mapping {
+        #[command(subcommand)]
+        command: own::MappingCommand,
+    },
     /// Load a source (a CRM database with a mapping) into the lake as a new snapshot.
     Ingest {
         /// Source name in the config (default: `default_source`).
@@ -92,6 +102,10 @@ enum Command {
         /// changed since the lake's cursor).
         #[arg(long)]
         full: bool,
+        /// In a demo home: load this source instead of the demo, removing the demo's source and
+        /// users (without it, another source is refused there).
+        #[arg(long, requires = "mapping")]
+        replace_demo: bool,
     },
     /// Run one SQL query (SELECT/WITH/EXPLAIN only) over the current snapshot.
     Query {
@@ -332,6 +346,8 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo { scale, seed, end } => demo(&cli.dir, scale, seed, end).await,
+        Command::Init => own::init(&cli.dir).await,
+        Command::Mapping { command } => own::mapping(&cli.dir, command).await,
         Command::Ingest {
             source,
             sqlite,
@@ -340,23 +356,15 @@ async fn run(cli: Cli) -> Result<()> {
             name,
             password_env,
             full,
+            replace_demo,
         } => {
             let mut home = Home::open(&cli.dir)?;
-            let lake = home.lake_or_create(false).await?;
             let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
-            let location = match (sqlite, url) {
-                (Some(db), _) => Some(abs(db).to_string_lossy().into_owned()),
-                (None, Some(url)) => {
-                    if kartoteka_ingest::source::url_has_password(&url) {
-                        bail!(
-                            "the URL holds a password, which would be written to the config file; \
-                             put it in an environment variable and pass --password-env VAR"
-                        );
-                    }
-                    Some(url)
-                }
-                (None, None) => None,
-            };
+            let location = own::location(sqlite, url)?;
+            if location.is_some() {
+                own::refuse_demo(&home, replace_demo)?;
+            }
+            let lake = home.lake_or_create(false).await?;
             match (source, location, mapping) {
                 (_, Some(location), Some(mapping)) => {
                     // A new source is registered in the config only once it has loaded successfully.
@@ -370,7 +378,11 @@ async fn run(cli: Cli) -> Result<()> {
                         schedule: None,
                         time_zone: None,
                     };
-                    ingest(&home, &lake, &name, &source, full, "owner").await?;
+                    // Replacing the demo reloads every table from the new source.
+                    ingest(&home, &lake, &name, &source, full || replace_demo, "owner").await?;
+                    if replace_demo && home.config.is_demo() {
+                        own::replace_demo(&mut home).await?;
+                    }
                     home.config.sources.insert(name.clone(), source);
                     home.config.default_source.get_or_insert(name);
                     home.save()?;
@@ -430,10 +442,31 @@ async fn run(cli: Cli) -> Result<()> {
             let home = Home::open(&cli.dir)?;
             let engine = home.engine(home.lake().await?)?;
             let session = session_as(&home, &engine, as_user.as_deref()).await?;
+            let period = kartoteka_queries::period_of(&session, metric, &args)?;
+            if let Some((text, true)) = &period {
+                eprintln!(
+                    "{text} (the default period; --param from=… to=… or as_of=… for another)"
+                );
+            }
             let result = kartoteka_queries::run_metric(&session, metric, &args).await?;
-            output::print(&result, format, None)?;
+            let currency = session.snapshot().mapping.currency.as_deref();
+            let mut how = output::Presentation {
+                captions: kartoteka_queries::captions(metric, currency),
+                empty_note: None,
+            };
+            if result.rows() == 0
+                && format == Format::Table
+                && let Some((text, _)) = &period
+            {
+                let end = kartoteka_queries::data_end(&session).await?;
+                how.empty_note = Some(match end {
+                    Some(end) => format!("{text}; the data ends {end}"),
+                    None => format!("{text}; the lake holds no dated rows"),
+                });
+            }
+            output::print_with(&result, format, None, &how)?;
             if let Some(path) = chart {
-                write_chart(metric, &result, &path)?;
+                write_chart(metric, &result, currency, &path)?;
                 eprintln!("chart written to {}", path.display());
             }
             Ok(())
@@ -672,11 +705,13 @@ fn list_metrics(catalog: &Catalog) -> Result<()> {
 fn write_chart(
     metric: &kartoteka_queries::Metric,
     result: &kartoteka_engine::QueryResult,
+    currency: Option<&str>,
     path: &Path,
 ) -> Result<()> {
     // The metric's own chart hint; a KPI tile drawn here has no previous period to compare with.
     let panel = kartoteka_reports::spec::Panel::build(metric, Default::default(), Vec::new())
-        .map_err(|(field, detail)| anyhow::anyhow!("the chart hint's {field}: {detail}"))?;
+        .map_err(|(field, detail)| anyhow::anyhow!("the chart hint's {field}: {detail}"))?
+        .with_currency(currency);
     let chart = kartoteka_reports::chart::Chart::from_result(&panel, &result.batches, None)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| {
@@ -696,7 +731,16 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         bail!("--scale must be in (0, 100], got {scale}");
     }
     let started = Instant::now();
+    let fresh = !dir.join(home::CONFIG_FILE).exists();
     let mut home = Home::open_or_init(dir)?;
+    if !fresh && !home.config.is_demo() {
+        bail!(
+            "{} is a home for your own CRM; the demo would put a generated CRM and printed passwords \
+             beside it. Run the demo in another directory (`kartoteka demo --dir DEMO_DIR`)",
+            dir.display()
+        );
+    }
+    home.config.demo = true;
     let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let db = home.dir.join("demo-crm.sqlite");
     let mapping_file = home.dir.join("demo-mapping.toml");
@@ -767,7 +811,12 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         output::print(&result, Format::Table, Some(10))?;
         if metric.name == "revenue_by_month" {
             let chart = home.dir.join("charts").join("revenue_by_month.svg");
-            write_chart(metric, &result, &chart)?;
+            write_chart(
+                metric,
+                &result,
+                session.snapshot().mapping.currency.as_deref(),
+                &chart,
+            )?;
             outln!("chart: {}", chart.display());
         }
     }

@@ -45,8 +45,28 @@ pub(crate) fn is_closed_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// How a table is shown to a person: column captions (a metric's units: `revenue, USD`) and what an
+/// empty answer says (the period it covered, where the data ends).
+#[derive(Debug, Default)]
+pub(crate) struct Presentation {
+    /// Column → caption in table form (CSV and JSON keep the names, for scripts).
+    pub(crate) captions: std::collections::HashMap<String, String>,
+    /// Said after "no rows" in table form.
+    pub(crate) empty_note: Option<String>,
+}
+
 /// Print `result` to stdout. In table form at most `max_rows` rows are shown.
 pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize>) -> Result<()> {
+    print_with(result, format, max_rows, &Presentation::default())
+}
+
+/// [`print`], presented as `how` says.
+pub(crate) fn print_with(
+    result: &QueryResult,
+    format: Format,
+    max_rows: Option<usize>,
+    how: &Presentation,
+) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match format {
         Format::Table => {
@@ -68,13 +88,19 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
                 _ => result.batches.clone(),
             };
             if total == 0 {
-                writeln!(out, "(no rows)")?;
+                match &how.empty_note {
+                    Some(note) => writeln!(out, "(no rows {note})")?,
+                    None => writeln!(out, "(no rows)")?,
+                }
             } else {
                 writeln!(
                     out,
                     "{}",
                     arrow::util::pretty::pretty_format_batches(
-                        &shown.iter().map(round_floats).collect::<Result<Vec<_>>>()?
+                        &shown
+                            .iter()
+                            .map(|b| round_floats(b, &how.captions))
+                            .collect::<Result<Vec<_>>>()?
                     )?
                 )?;
             }
@@ -122,25 +148,30 @@ pub(crate) fn print(result: &QueryResult, format: Format, max_rows: Option<usize
     Ok(())
 }
 
-/// For people, ratios and minutes read better with four decimals; CSV and JSON keep full precision.
-fn round_floats(batch: &RecordBatch) -> Result<RecordBatch> {
+/// For people, ratios and minutes read better with four decimals, and columns with their captions;
+/// CSV and JSON keep full precision and the names.
+fn round_floats(
+    batch: &RecordBatch,
+    captions: &std::collections::HashMap<String, String>,
+) -> Result<RecordBatch> {
     use arrow::array::{Array, ArrayRef, Float64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        let name = captions.get(field.name()).unwrap_or(field.name());
         match column.as_any().downcast_ref::<Float64Array>() {
             Some(values) => {
                 let text: StringArray = values
                     .iter()
                     .map(|v| v.map(|v| format!("{v:.4}")))
                     .collect();
-                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                fields.push(Field::new(name, DataType::Utf8, true));
                 columns.push(Arc::new(text));
             }
             None => {
-                fields.push(field.as_ref().clone());
+                fields.push(field.as_ref().clone().with_name(name));
                 columns.push(Arc::clone(column));
             }
         }

@@ -86,6 +86,10 @@ pub mod action {
     pub const USERS_SET_EMAIL: &str = "users.set-email";
     /// A snapshot committed (with its authentication code).
     pub const LAKE_COMMIT: &str = "lake.commit";
+    /// A user removed for good.
+    pub const USERS_REMOVE: &str = "users.remove";
+    /// A new, empty home created by `kartoteka init`.
+    pub const HOME_INIT: &str = "home.init";
     /// The owner accepted the newest snapshot after a restore (or sealed a legacy lake).
     pub const LAKE_TRUST: &str = "lake.trust";
     /// A torn last line of the log removed.

@@ -872,6 +872,23 @@ impl ControlPlane {
         Ok(after)
     }
 
+    /// Remove a user for good (the demo's logins, when the demo is replaced by a real CRM).
+    pub async fn remove_user(&self, login: &str, by: &str) -> Result<()> {
+        let before = self.require(login).await?;
+        sqlx::query("DELETE FROM users WHERE login = ?")
+            .bind(login)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        self.audit(
+            by,
+            crate::audit::action::USERS_REMOVE,
+            login,
+            serde_json::json!({ "role": before.role.as_str() }),
+        )?;
+        Ok(())
+    }
+
     /// Set where a user's reports are e-mailed.
     pub async fn set_email(&self, login: &str, email: &str, by: &str) -> Result<User> {
         let valid = email.split_once('@').is_some_and(|(local, domain)| {

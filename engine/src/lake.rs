@@ -94,12 +94,50 @@ pub struct Snapshot {
     /// People erased on request: their rows are never written again, whatever the source holds.
     #[serde(default, skip_serializing_if = "Erased::is_empty")]
     pub erased: Erased,
+    /// What the source's mapping declared about the data: its currency, and what it does not
+    /// provide. Committed with the data it describes.
+    #[serde(default, skip_serializing_if = "MappingFacts::is_empty")]
+    pub mapping: MappingFacts,
     /// The parent's authentication code (part of what this snapshot's code covers: the chain).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_mac: Option<String>,
     /// HMAC-SHA256 of this manifest without this field, under a key derived from the lake's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+/// What a mapping declared about the data it loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingFacts {
+    /// ISO 4217 code of every money column (`[money] currency`); `None` when the mapping does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Canonical tables the mapping does not provide: they are empty because nothing was read, not
+    /// because the CRM holds nothing.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unmapped_tables: BTreeSet<String>,
+    /// Per table, columns its mapping query does not return (stored as NULL).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unmapped_columns: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl MappingFacts {
+    /// Nothing declared: every table and column mapped, no currency named.
+    pub fn is_empty(&self) -> bool {
+        self.currency.is_none()
+            && self.unmapped_tables.is_empty()
+            && self.unmapped_columns.is_empty()
+    }
+
+    /// Is `table` (or, with `column`, that column of it) not provided by the mapping?
+    pub fn is_unmapped(&self, table: &str, column: Option<&str>) -> bool {
+        self.unmapped_tables.contains(table)
+            || column.is_some_and(|c| {
+                self.unmapped_columns
+                    .get(table)
+                    .is_some_and(|cols| cols.contains(c))
+            })
+    }
 }
 
 /// Clients erased on request, and their deals (rows about a deal are about its client).
@@ -156,6 +194,7 @@ impl Snapshot {
             operation: "empty".into(),
             tables: BTreeMap::new(),
             erased: Erased::default(),
+            mapping: MappingFacts::default(),
             parent_mac: None,
             mac: None,
         }
@@ -738,6 +777,11 @@ impl WriteTxn<'_> {
             current: None,
             files: Vec::new(),
         })
+    }
+
+    /// Record what the mapping of this load declared (replacing what an earlier load declared).
+    pub fn set_mapping_facts(&mut self, facts: MappingFacts) {
+        self.next.mapping = facts;
     }
 
     /// Record people erased by this transaction (kept by every later snapshot).

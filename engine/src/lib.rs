@@ -26,7 +26,9 @@ pub mod zone;
 
 pub use error::{Error, Result};
 pub use keyring::MasterKeySource;
-pub use lake::{CommitLedger, CommitRecord, DataFile, Lake, Snapshot, TableWriter, WriteTxn};
+pub use lake::{
+    CommitLedger, CommitRecord, DataFile, Lake, MappingFacts, Snapshot, TableWriter, WriteTxn,
+};
 pub use session::{Engine, EngineConfig, Limits, Principal, QueryResult, QuerySession, Role};
 pub use store::LakeStore;
 

@@ -402,9 +402,51 @@ pub fn table_names() -> Vec<&'static str> {
     TABLES.iter().map(|t| t.name).collect()
 }
 
+/// The BIGINT a source's text key is stored as, when the text is not a whole number (`C536379`,
+/// `A-17`, a UUID): a stable negative number from SHA-256 of the text, the same in every table and
+/// every run, so references between tables still meet. Whole numbers keep their value (and CRM ids
+/// are not negative), so the two never meet; two texts with one number (odds ~n²/2⁶³) would be one
+/// key held twice, which reconciliation refuses. `source_key('C536379')` in SQL gives the same number.
+pub fn text_key(text: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("kartoteka/text-key/v1\0{}", text.trim()).as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    // 62 bits, negated and shifted: in [-2^62, -1].
+    let n = i64::from_be_bytes(bytes) & ((1i64 << 62) - 1);
+    -n - 1
+}
+
+/// The BIGINT a source's key written as text is stored as: a whole number (`42`, `17850.0`, as
+/// exports write ids) is that number; any other text is [`text_key`] of it.
+pub fn key_of_text(text: &str) -> i64 {
+    let t = text.trim();
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    let digits = int.strip_prefix(['-', '+']).unwrap_or(int);
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b == b'0')
+        && let Ok(v) = int.parse::<i64>()
+    {
+        return v;
+    }
+    text_key(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_keys_are_stable_negative_and_distinct() {
+        assert_eq!(text_key("C536379"), text_key(" C536379 "));
+        assert_ne!(text_key("C536379"), text_key("C536380"));
+        assert!(text_key("C536379") < 0 && text_key("") < 0);
+        assert_eq!(key_of_text("17850.0"), 17850);
+        assert_eq!(key_of_text(" 42 "), 42);
+        assert_eq!(key_of_text("17850.5"), text_key("17850.5"));
+        assert_eq!(key_of_text("C536379"), text_key("C536379"));
+    }
 
     #[test]
     fn every_column_has_a_class_in_its_metadata() {

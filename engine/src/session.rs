@@ -398,6 +398,7 @@ impl Engine {
         config.options_mut().execution.collect_statistics = false;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_udf(crate::zone::local_udf(self.config.time_zone));
+        ctx.register_udf(crate::zone::source_key_udf());
         crate::sized::register(&ctx);
         ctx
     }
@@ -842,6 +843,73 @@ impl QuerySession {
         let view = self.ctx.sql_with_options(sql, options).await?.into_view();
         self.ctx.register_table(name, view)?;
         Ok(())
+    }
+
+    /// What `sql` would read that the snapshot's mapping does not provide: `table` for an unmapped
+    /// table, `table.column` for a column the mapping query does not return. Found in the optimized
+    /// logical plan (views inlined, projections pushed down), so only what the answer depends on
+    /// counts. Empty when everything read is mapped.
+    pub async fn unmapped_reads(
+        &self,
+        sql: &str,
+        params: &HashMap<String, ScalarValue>,
+    ) -> Result<Vec<String>> {
+        use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+        use datafusion::logical_expr::LogicalPlan;
+        let facts = &self.snapshot.mapping;
+        if facts.unmapped_tables.is_empty() && facts.unmapped_columns.is_empty() {
+            return Ok(Vec::new());
+        }
+        parse_query(sql)?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let mut df = self.ctx.sql_with_options(sql, options).await?;
+        if !params.is_empty() {
+            df = df.with_param_values(ParamValues::Map(
+                params
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect(),
+            ))?;
+        }
+        let plan = df.into_optimized_plan()?;
+        let mut found = std::collections::BTreeSet::new();
+        fn visit(
+            plan: &LogicalPlan,
+            facts: &crate::lake::MappingFacts,
+            found: &mut std::collections::BTreeSet<String>,
+        ) -> datafusion::error::Result<()> {
+            plan.apply(|node| {
+                if let LogicalPlan::TableScan(scan) = node {
+                    let table = scan.table_name.table();
+                    if facts.is_unmapped(table, None) {
+                        found.insert(table.to_string());
+                    }
+                    let schema = scan.source.schema();
+                    let read: Vec<usize> = match &scan.projection {
+                        Some(p) => p.clone(),
+                        None => (0..schema.fields().len()).collect(),
+                    };
+                    for i in read {
+                        let name = schema.field(i).name();
+                        if facts.is_unmapped(table, Some(name)) && !facts.is_unmapped(table, None) {
+                            found.insert(format!("{table}.{name}"));
+                        }
+                    }
+                }
+                // A subquery left in the plan is a plan of its own.
+                node.apply_subqueries(|sub| {
+                    visit(sub, facts, found)?;
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .map(|_| ())
+        }
+        visit(&plan, facts, &mut found)?;
+        Ok(found.into_iter().collect())
     }
 
     /// Run one read-only statement.

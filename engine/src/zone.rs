@@ -61,3 +61,45 @@ pub fn local_udf(zone: chrono_tz::Tz) -> ScalarUDF {
         zone: zone.name().into(),
     })
 }
+
+/// `source_key(text)`: the BIGINT a source's text key is stored as ([`crate::model::text_key`]; a whole
+/// number is itself), so `WHERE deal_id = source_key('C536379')` finds the CRM's record.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SourceKey {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SourceKey {
+    fn name(&self) -> &str {
+        "source_key"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return plan_err!("source_key(text) takes one argument");
+        };
+        let array = arg.to_array(args.number_rows)?;
+        let array = arrow::compute::cast(&array, &DataType::Utf8)?;
+        let texts = arrow::array::cast::as_string_array(&array);
+        let keys: arrow::array::Int64Array = texts
+            .iter()
+            .map(|t| t.map(crate::model::key_of_text))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(keys)))
+    }
+}
+
+/// The `source_key` function.
+pub fn source_key_udf() -> ScalarUDF {
+    ScalarUDF::from(SourceKey {
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+    })
+}

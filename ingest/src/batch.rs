@@ -121,6 +121,10 @@ pub struct BatchBuilder {
     conversions: Conversions,
     rows: usize,
     row_number: u64,
+    /// Per money column read as text: the first whole number and the first decimal seen, with their
+    /// rows. With integers as minor units, a column holding both would read "48" as 0.48 next to
+    /// "48.50" as 48.50 — refused.
+    money_text: Vec<(Option<(String, u64)>, Option<(String, u64)>)>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -192,6 +196,7 @@ impl BatchBuilder {
             conversions,
             rows: 0,
             row_number: 0,
+            money_text: vec![(None, None); table.columns.len()],
         }
     }
 
@@ -273,6 +278,33 @@ impl BatchBuilder {
             }
             Ok(minor)
         };
+        // Money written as text: with integers as minor units, whole numbers and decimals in one
+        // column cannot both be meant.
+        if let (ColumnBuilder::Money(_), Value::Text(t), Some(MoneyIntegers::MinorUnits)) =
+            (&*builder, value, self.conversions.money)
+        {
+            let forms = &mut self.money_text[index];
+            let slot = if integer_text(t).is_some() {
+                &mut forms.0
+            } else {
+                &mut forms.1
+            };
+            slot.get_or_insert_with(|| (t.trim().to_string(), self.row_number));
+            if let (Some((whole, wrow)), Some((decimal, drow))) = (&forms.0, &forms.1) {
+                return Err(fail(format!(
+                    "the column holds whole numbers ({whole:?}, row {wrow}) and decimals ({decimal:?}, \
+                     row {drow}); with [money] integers = \"minor_units\" the whole numbers would be \
+                     read as minor units ({whole} → {}) and the decimals as units. Write the amounts \
+                     one way in the query (e.g. every amount with its decimals), or set integers = \
+                     \"units\" if whole numbers are whole units",
+                    integer_text(whole).map_or(String::new(), |v| format!(
+                        "{}.{:02}",
+                        v / 100,
+                        (v % 100).abs()
+                    ))
+                )));
+            }
+        }
         match (builder, value) {
             (ColumnBuilder::Int64(b), Value::Int(v)) => b.append_value(v),
             (ColumnBuilder::Int32(b), Value::Int(v)) => b.append_value(
@@ -299,6 +331,16 @@ impl BatchBuilder {
                 b.append_value(
                     i32::try_from(v).map_err(|_| fail(format!("{v} does not fit in INT")))?,
                 )
+            }
+            // A whole number written with decimals ("17850.0", an export's idea of an id) is that
+            // number; any other text key is kept as the stable surrogate of its text.
+            (ColumnBuilder::Int64(b), Value::Text(t)) => {
+                b.append_value(kartoteka_engine::model::key_of_text(t))
+            }
+            (ColumnBuilder::Int64(b), Value::Real(v))
+                if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 =>
+            {
+                b.append_value(v as i64)
             }
             (ColumnBuilder::Int64(_), _) => return Err(wrong("an integer (BIGINT)")),
             (ColumnBuilder::Int32(_), _) => return Err(wrong("an integer (INT)")),

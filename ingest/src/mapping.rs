@@ -1,10 +1,12 @@
 //! Mappings: how a source's own schema becomes the canonical model.
 //!
 //! A mapping is a TOML file with one `[tables.<canonical table>]` section per canonical table, each
-//! holding the source `query` whose result columns are named like the canonical columns. Every
-//! canonical table must be mapped, and each query must return exactly the canonical columns — a typo
-//! is reported before anything is read. Money in a source must be exact: integers are read as minor
-//! units or whole units as `[money] integers` says; floating-point money is refused.
+//! holding the source `query` whose result columns are named like the canonical columns. A table the
+//! CRM does not have is left out: it is stored empty and recorded as unmapped, and a metric that needs
+//! it says so instead of answering zero. A query may leave out nullable columns the CRM does not hold
+//! (recorded the same way); a key, an unknown or a duplicated column is reported before anything is
+//! read. Money in a source must be exact: integers are read as minor units or whole units as
+//! `[money] integers` says; floating-point money is refused; `[money] currency` names the currency.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,9 @@ pub enum MoneyIntegers {
 pub struct MoneySpec {
     /// Meaning of integer money values; when absent, integer money is an error.
     pub integers: Option<MoneyIntegers>,
+    /// ISO 4217 code of the amounts (`RUB`, `USD`, `EUR`, …): shown with every amount. Without it,
+    /// amounts are shown as bare numbers.
+    pub currency: Option<String>,
 }
 
 /// How a mapping reads times.
@@ -147,21 +152,40 @@ impl Mapping {
                 ),
             });
         }
-        let missing: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|t| !m.tables.contains_key(*t))
-            .collect();
-        if !missing.is_empty() {
+        if m.tables.is_empty() {
             return Err(Error::Mapping {
                 path: m.path.clone(),
                 detail: format!(
-                    "no section for {}; every canonical table must be mapped (add [tables.NAME] with a query)",
-                    missing.join(", ")
+                    "no [tables.NAME] section: map at least one canonical table ({})",
+                    names.join(", ")
+                ),
+            });
+        }
+        if let Some(code) = m.money.as_ref().and_then(|m| m.currency.as_deref())
+            && !(code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(Error::Mapping {
+                path: m.path.clone(),
+                detail: format!(
+                    "[money] currency = {code:?} is not an ISO 4217 code (three capital letters: \"RUB\", \"USD\", \"EUR\")"
                 ),
             });
         }
         Ok(m)
+    }
+
+    /// Canonical tables the mapping does not provide (stored empty, recorded as unmapped).
+    pub fn unmapped_tables(&self) -> Vec<&'static str> {
+        kartoteka_engine::model::table_names()
+            .iter()
+            .copied()
+            .filter(|t| !self.tables.contains_key(*t))
+            .collect()
+    }
+
+    /// The currency the amounts are in, when the mapping says.
+    pub fn currency(&self) -> Option<&str> {
+        self.money.as_ref().and_then(|m| m.currency.as_deref())
     }
 
     /// Where the mapping was read from.

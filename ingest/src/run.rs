@@ -164,6 +164,8 @@ pub struct IngestReport {
     /// Per table read with reconciliation: the source's key set against what was committed
     /// (checked before the commit: a run whose checks fail commits nothing).
     pub checks: Vec<TableCheck>,
+    /// What the mapping declared: currency, tables and columns it does not provide.
+    pub mapping: kartoteka_engine::MappingFacts,
     /// Seconds spent in all.
     pub seconds: f64,
 }
@@ -173,16 +175,33 @@ pub struct IngestReport {
 #[derive(Debug)]
 pub(crate) struct TablePlan {
     pub(crate) table: &'static Table,
-    index: Vec<usize>,
-    decoders: Vec<Decoder>,
+    pub(crate) index: Vec<usize>,
+    pub(crate) decoders: Vec<Decoder>,
+    /// Canonical columns the query does not return: stored as NULL, recorded as unmapped.
+    pub(crate) absent: Vec<usize>,
 }
 
-/// Check every mapping query against the source before anything is written: each must return exactly
-/// the canonical columns, each of a type Kartoteka can map.
-async fn plan(source: &Source, mapping: &Mapping) -> Result<Vec<TablePlan>> {
+impl TablePlan {
+    /// Names of the columns the query does not return.
+    pub(crate) fn absent_names(&self) -> Vec<&'static str> {
+        self.absent
+            .iter()
+            .map(|&i| self.table.columns[i].name)
+            .collect()
+    }
+}
+
+/// Check every mapping query against the source before anything is written: each must return the
+/// canonical columns (a nullable one it leaves out is stored as NULL; keys, and `updated_at` of an
+/// incremental table, must be there), each of a type Kartoteka can map. Tables the mapping leaves out
+/// have no plan.
+pub(crate) async fn plan(source: &Source, mapping: &Mapping) -> Result<Vec<TablePlan>> {
     let mut plans = Vec::new();
     for table in model::tables() {
-        let query = &mapping.tables[table.name].query;
+        let Some(spec) = mapping.tables.get(table.name) else {
+            continue;
+        };
+        let query = &spec.query;
         let columns = source
             .describe(query)
             .await
@@ -208,19 +227,27 @@ async fn plan(source: &Source, mapping: &Mapping) -> Result<Vec<TablePlan>> {
                 None => unexpected.push(c.name.clone()),
             }
         }
-        let missing: Vec<&str> = table
-            .columns
+        let absent: Vec<usize> = (0..table.columns.len())
+            .filter(|i| !index.contains(i))
+            .collect();
+        // Left out, a key or an incremental table's cursor would make the table meaningless.
+        let missing: Vec<&str> = absent
             .iter()
-            .enumerate()
-            .filter(|(i, _)| !index.contains(i))
-            .map(|(_, c)| c.name)
+            .map(|&i| &table.columns[i])
+            .filter(|c| !c.nullable || (spec.incremental && Some(c.name) == table.cursor))
+            .map(|c| c.name)
             .collect();
         if !missing.is_empty() || !unexpected.is_empty() {
             let mut detail = Vec::new();
             if !missing.is_empty() {
                 detail.push(format!(
-                    "the query returns no column {}",
-                    missing.join(", ")
+                    "the query returns no column {} ({})",
+                    missing.join(", "),
+                    if spec.incremental && missing.contains(&"updated_at") {
+                        "an incremental table follows updated_at; a key may not be left out"
+                    } else {
+                        "a key may not be left out"
+                    }
                 ));
             }
             if !unexpected.is_empty() {
@@ -244,6 +271,7 @@ async fn plan(source: &Source, mapping: &Mapping) -> Result<Vec<TablePlan>> {
             table,
             index,
             decoders,
+            absent,
         });
     }
     Ok(plans)
@@ -450,6 +478,27 @@ pub async fn ingest(
             });
             txn.replace_table(table.name, files, cursor_after)?;
         }
+        // Tables the mapping leaves out are empty because nothing was read: recorded as such.
+        let mut facts = kartoteka_engine::MappingFacts {
+            currency: mapping.currency().map(str::to_string),
+            ..Default::default()
+        };
+        for name in mapping.unmapped_tables() {
+            txn.replace_table(name, Vec::new(), None)?;
+            facts.unmapped_tables.insert(name.to_string());
+        }
+        for plan in &plans {
+            if !plan.absent.is_empty() {
+                facts.unmapped_columns.insert(
+                    plan.table.name.to_string(),
+                    plan.absent_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                );
+            }
+        }
+        txn.set_mapping_facts(facts.clone());
         // Reconcile before the snapshot becomes current: the files about to be committed against
         // the source's key sets read in the same source snapshot.
         let pending = txn.pending();
@@ -475,6 +524,7 @@ pub async fn ingest(
             snapshot_id: snapshot.id,
             tables: reports,
             checks,
+            mapping: facts,
             seconds: start.elapsed().as_secs_f64(),
         })
     }
@@ -504,7 +554,12 @@ impl KeyRead {
         let mut names: Vec<&str> = table.key.clone();
         if !erased.is_empty() {
             for c in ["client_id", "deal_id"] {
-                if table.column(c).is_some() && !names.contains(&c) {
+                let returned = table
+                    .columns
+                    .iter()
+                    .position(|tc| tc.name == c)
+                    .is_some_and(|i| plan.index.contains(&i));
+                if returned && !names.contains(&c) {
                     names.push(c);
                 }
             }
@@ -672,6 +727,9 @@ impl Load<'_> {
                     self.cursor_repr = CursorRepr::of(&v);
                 }
                 self.builder.push(col, v)?;
+            }
+            for &col in &self.plan.absent {
+                self.builder.push(col, crate::batch::Value::Null)?;
             }
             self.builder.end_row();
             if self.builder.len() >= BATCH_ROWS {

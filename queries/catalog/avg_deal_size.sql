@@ -23,7 +23,7 @@
 -- unit = "deals"
 -- [[columns]]
 -- name = "avg_amount"
--- unit = "RUB"
+-- unit = "money"
 SELECT COUNT(*) AS won_deals, ROUND(AVG(amount), 2) AS avg_amount
 FROM deals
 WHERE status = 'won' AND amount IS NOT NULL AND closed_at >= $from AND closed_at < $to

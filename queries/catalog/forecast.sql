@@ -6,7 +6,8 @@
 -- the deal's pipeline and current stage = among deals closed (won or lost) in the 12 months before as_of
 -- that reached the stage (entered it or any later non-lost stage, per deal_stage_changes), the share that
 -- ended won. A stage no such deal reached has no p: its deals are reported in the unforecast columns.
--- weighted_amount is computed in double precision and rounded once to kopecks."""
+-- weighted_amount is computed in decimal (amounts of one probability summed exactly, times won / reached
+-- to 18 digits below the cent) and rounded once, half away from zero, to cents."""
 -- roles = ["owner", "team_lead", "manager", "analyst"]
 -- chart = { kind = "bar", x = "month", y = ["weighted_amount"] }
 --
@@ -23,16 +24,16 @@
 -- unit = "deals"
 -- [[columns]]
 -- name = "amount"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "weighted_amount"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "unforecast_deals"
 -- unit = "deals"
 -- [[columns]]
 -- name = "unforecast_amount"
--- unit = "RUB"
+-- unit = "money"
 WITH stages AS (
     SELECT pipeline, stage, position FROM pipeline_stages WHERE kind <> 'lost'
 ),
@@ -53,18 +54,29 @@ p AS (
     GROUP BY st.pipeline, st.stage
 ),
 open_deals AS (
-    SELECT CAST(date_trunc('month', d.expected_close) AS DATE) AS month, d.amount,
-           CASE WHEN p.reached > 0 THEN CAST(p.won AS DOUBLE) / CAST(p.reached AS DOUBLE) END AS p
+    SELECT CAST(date_trunc('month', d.expected_close) AS DATE) AS month, d.amount, p.won, p.reached
     FROM deals d
     LEFT JOIN p ON p.pipeline = d.pipeline AND p.stage = d.stage
     WHERE d.status = 'open'
+),
+by_p AS (
+    -- the open deals of one month with one probability: their amounts summed exactly, then x won /
+    -- reached in decimal (the quotient carries 18 digits below the cent: DataFusion divides decimals
+    -- to 6 digits, so the numerator is scaled by 10^12 first and the sum scaled back exactly)
+    SELECT month, COUNT(*) AS deals, COALESCE(SUM(amount), 0) AS amount,
+           CASE WHEN reached > 0
+                THEN CAST(COALESCE(SUM(amount), 0) AS DECIMAL(38, 2)) * CAST(won AS DECIMAL(20, 0))
+                     * CAST(1000000000000 AS DECIMAL(38, 0)) / CAST(reached AS DECIMAL(20, 0)) END AS weighted_e12
+    FROM open_deals
+    GROUP BY month, won, reached
 )
 SELECT month,
-       COUNT(*) AS deals,
+       SUM(deals) AS deals,
        COALESCE(SUM(amount), 0) AS amount,
-       CAST(ROUND(COALESCE(SUM(CAST(amount AS DOUBLE) * p), 0), 2) AS DECIMAL(18, 2)) AS weighted_amount,
-       SUM(CASE WHEN p IS NULL THEN 1 ELSE 0 END) AS unforecast_deals,
-       COALESCE(SUM(CASE WHEN p IS NULL THEN amount END), 0) AS unforecast_amount
-FROM open_deals
+       CAST(ROUND(COALESCE(SUM(weighted_e12), 0) * CAST(0.000000000001 AS DECIMAL(38, 12)), 2)
+            AS DECIMAL(18, 2)) AS weighted_amount,
+       SUM(CASE WHEN weighted_e12 IS NULL THEN deals ELSE 0 END) AS unforecast_deals,
+       COALESCE(SUM(CASE WHEN weighted_e12 IS NULL THEN amount END), 0) AS unforecast_amount
+FROM by_p
 GROUP BY month
 ORDER BY month NULLS LAST

@@ -36,10 +36,10 @@
 -- name = "changed_at"
 -- [[columns]]
 -- name = "revenue_before"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "revenue_after"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "complete"
 WITH ch AS (

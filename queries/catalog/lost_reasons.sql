@@ -25,7 +25,7 @@
 -- unit = "deals"
 -- [[columns]]
 -- name = "amount"
--- unit = "RUB"
+-- unit = "money"
 SELECT COALESCE(NULLIF(TRIM(lost_reason), ''), 'unknown') AS reason,
        COUNT(*) AS deals,
        COALESCE(SUM(amount), 0) AS amount

@@ -4,7 +4,8 @@
 -- description = """
 -- Cohort = calendar month of a client's first payment, for cohorts whose first payment falls in
 -- [from, to). ltv = mean over the cohort's clients of their payments in [first payment, first payment +
--- 12 calendar months), ignoring payments at or after as_of; rounded once to kopecks. complete is false
+-- 12 calendar months), ignoring payments after as_of (one exactly at as_of counts); rounded once to
+-- cents. complete is false
 -- when any client's window ends after as_of."""
 -- roles = ["owner", "team_lead", "manager", "analyst"]
 -- chart = { kind = "bar", x = "cohort", y = ["ltv"] }
@@ -32,12 +33,12 @@
 -- unit = "clients"
 -- [[columns]]
 -- name = "ltv"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "complete"
 WITH firsts AS (
     SELECT client_id, MIN(paid_at) AS first_paid
-    FROM payments WHERE paid_at < $as_of
+    FROM payments WHERE paid_at <= $as_of
     GROUP BY client_id
 ),
 cohort AS (
@@ -48,7 +49,7 @@ per_client AS (
     SELECT c.client_id, c.first_paid, c.window_end, COALESCE(SUM(p.amount), 0) AS total
     FROM cohort c
     JOIN payments p ON p.client_id = c.client_id
-     AND p.paid_at >= c.first_paid AND p.paid_at < c.window_end AND p.paid_at < $as_of
+     AND p.paid_at >= c.first_paid AND p.paid_at < c.window_end AND p.paid_at <= $as_of
     GROUP BY c.client_id, c.first_paid, c.window_end
 )
 SELECT CAST(date_trunc('month', local(first_paid)) AS DATE) AS cohort,

@@ -31,7 +31,7 @@
 -- name = "name"
 -- [[columns]]
 -- name = "revenue"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "win_rate"
 -- unit = "ratio"

@@ -18,7 +18,7 @@
 -- unit = "deals"
 -- [[columns]]
 -- name = "amount"
--- unit = "RUB"
+-- unit = "money"
 SELECT s.pipeline, s.position, s.stage,
        COUNT(d.deal_id) AS deals,
        COALESCE(SUM(d.amount), 0) AS amount

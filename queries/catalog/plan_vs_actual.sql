@@ -3,8 +3,8 @@
 -- family = "sales"
 -- description = """
 -- Months whose first day lies in [from, to). Company rows (scope 'company'): the target row with NULL
--- staff_id vs all won revenue closed in the month (within [from, to)). Manager rows (scope = staff id):
--- that manager's target vs revenue credited by closed_by. attainment = revenue / target, NULL without a
+-- staff_id vs all won revenue closed in the month (within [from, to)). Manager rows (scope = staff id of
+-- a manager: position manager or team_lead): that manager's target vs revenue credited by closed_by. attainment = revenue / target, NULL without a
 -- target or with a target of 0. A month with revenue but no target has a NULL target."""
 -- roles = ["owner", "team_lead", "manager", "analyst"]
 -- chart = { kind = "line", x = "month", y = ["revenue", "target"], series = "scope" }
@@ -27,10 +27,10 @@
 -- name = "month"
 -- [[columns]]
 -- name = "target"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "revenue"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "attainment"
 -- unit = "ratio"
@@ -38,6 +38,11 @@ WITH rev AS (
     SELECT CAST(date_trunc('month', local(closed_at)) AS DATE) AS month, closed_by, amount
     FROM deals
     WHERE status = 'won' AND closed_at >= $from AND closed_at < $to
+),
+managers AS (
+    -- manager rows are for managers (position manager or team_lead), not for every staff member with
+    -- a target or a won deal
+    SELECT staff_id FROM staff WHERE position IN ('manager', 'team_lead')
 ),
 tgt AS (
     SELECT month, staff_id, revenue_target
@@ -52,10 +57,11 @@ rows_ AS (
     SELECT 'company', 0, month, revenue_target, CAST(0 AS DECIMAL(18, 2)) FROM tgt WHERE staff_id IS NULL
     UNION ALL
     SELECT CAST(closed_by AS VARCHAR), 1, month, CAST(NULL AS DECIMAL(18, 2)), amount
-    FROM rev WHERE closed_by IS NOT NULL AND CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
+    FROM rev WHERE closed_by IN (SELECT staff_id FROM managers)
+      AND CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
     UNION ALL
     SELECT CAST(staff_id AS VARCHAR), 1, month, revenue_target, CAST(0 AS DECIMAL(18, 2))
-    FROM tgt WHERE staff_id IS NOT NULL
+    FROM tgt WHERE staff_id IN (SELECT staff_id FROM managers)
 ),
 agg AS (
     SELECT scope, ord, month, SUM(target) AS target, COALESCE(SUM(revenue), 0) AS revenue

@@ -6,7 +6,8 @@
 -- with the same client strictly after it (any channel, by anyone, ties by interaction_id) and before
 -- as_of. Answered within 7 days (inclusive): minutes until the answer, credited to the staff who answered;
 -- exact median and p90 per staff. Not answered within 7 days and at least 7 days old at as_of: counted
--- as unanswered for the client's current owner. Younger unanswered messages are in neither group."""
+-- as unanswered for the client's current owner (`unknown` for a message with no client, or a client
+-- with no owner). Younger unanswered messages are in neither group."""
 -- roles = ["owner", "team_lead", "manager", "analyst"]
 -- chart = { kind = "bar", x = "staff", y = ["median_minutes", "p90_minutes"] }
 --

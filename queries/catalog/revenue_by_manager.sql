@@ -26,7 +26,7 @@
 -- name = "name"
 -- [[columns]]
 -- name = "revenue"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "won_deals"
 -- unit = "deals"

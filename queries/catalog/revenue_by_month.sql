@@ -24,7 +24,7 @@
 -- description = "first day of the month"
 -- [[columns]]
 -- name = "revenue"
--- unit = "RUB"
+-- unit = "money"
 -- description = "sum of amount of won deals"
 -- [[columns]]
 -- name = "won_deals"

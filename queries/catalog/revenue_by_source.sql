@@ -26,16 +26,16 @@
 -- name = "source"
 -- [[columns]]
 -- name = "revenue"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "new_clients"
 -- unit = "clients"
 -- [[columns]]
 -- name = "spend"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "cac"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "roi"
 -- unit = "ratio"

@@ -28,7 +28,7 @@
 -- unit = "payments"
 -- [[columns]]
 -- name = "monetary"
--- unit = "RUB"
+-- unit = "money"
 -- [[columns]]
 -- name = "r"
 -- [[columns]]

@@ -27,7 +27,7 @@
 -- unit = "deals"
 -- [[columns]]
 -- name = "amount"
--- unit = "RUB"
+-- unit = "money"
 WITH touched AS (
     -- the window start is a constant once parameters are bound, so the scans can prune by time
     SELECT c.deal_id FROM deal_stage_changes c

@@ -1,6 +1,7 @@
 -- Every inbound e-mail or messenger interaction with a client, and its answer: the first outbound
 -- interaction with the same client strictly after it and within 7 days (inclusive), any channel, by
--- anyone, ties by interaction_id. answered_at is NULL when there was none.
+-- anyone, ties by interaction_id. answered_at is NULL when there was none (always, for a message with
+-- no client).
 -- Used by response_time and manager_scorecard.
 -- One pass per client instead of a range join: in (occurred_at, outbound first, interaction_id) order
 -- the earliest outbound among the rows after an inbound message is the first one strictly later.
@@ -12,8 +13,8 @@ WITH ordered AS (
                ORDER BY occurred_at DESC, CASE WHEN direction = 'outbound' THEN 0 ELSE 1 END DESC,
                         interaction_id DESC
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS next_out_at
+    -- a message with no client has no answer "with the same client": unanswered, for owner unknown
     FROM interactions
-    WHERE client_id IS NOT NULL
 ),
 first_out AS (
     -- the first outbound interaction of each client at each instant (ties by interaction_id); an

@@ -51,12 +51,41 @@ fn cut(s: &str, max: usize) -> String {
     }
 }
 
+/// The catalog's unit of amounts: replaced by the currency the snapshot's mapping declares
+/// ([`crate::spec::Panel::with_currency`]); left as it is, amounts are bare numbers.
+pub const MONEY: &str = "money";
+
+/// How a currency is written after an amount, when `unit` is one (an ISO 4217 code: three capital
+/// letters): its sign where it has a common one, else the code.
+pub fn currency_sign(unit: &str) -> Option<&str> {
+    if !(unit.len() == 3 && unit.bytes().all(|b| b.is_ascii_uppercase())) {
+        return None;
+    }
+    Some(match unit {
+        "RUB" => "₽",
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        "CNY" | "JPY" => "¥",
+        "KZT" => "₸",
+        "UAH" => "₴",
+        "INR" => "₹",
+        "TRY" => "₺",
+        other => other,
+    })
+}
+
+/// Units shown with each value rather than in a column's caption: currencies and shares.
+fn per_value(unit: &str) -> bool {
+    unit == "ratio" || unit == MONEY || currency_sign(unit).is_some()
+}
+
 /// A short form for labels on bars: `10.0 млн ₽`, `830 тыс ₽`, `45.2 %`.
 pub fn compact_value(v: f64, unit: &str) -> String {
-    let suffix = match unit {
-        "RUB" => "\u{A0}₽",
-        "ratio" | "" => "",
-        _ => return format_value(v, unit),
+    let suffix = match currency_sign(unit) {
+        Some(sign) => format!("\u{A0}{sign}"),
+        None if matches!(unit, "ratio" | "" | MONEY) => String::new(),
+        None => return format_value(v, unit),
     };
     if unit == "ratio" {
         return format_value(v, unit);
@@ -104,7 +133,14 @@ pub fn thousands(v: f64) -> String {
 pub fn format_value(v: f64, unit: &str) -> String {
     match unit {
         "ratio" => format!("{:.1}\u{A0}%", v * 100.0),
-        "RUB" => format!("{}\u{A0}₽", thousands(v)),
+        MONEY => thousands(v),
+        _ if currency_sign(unit).is_some() => {
+            format!(
+                "{}\u{A0}{}",
+                thousands(v),
+                currency_sign(unit).unwrap_or(unit)
+            )
+        }
         _ if v.fract() == 0.0 || v.abs() >= 100.0 => {
             let n = thousands(v);
             if unit.is_empty() {
@@ -127,10 +163,9 @@ pub fn format_value(v: f64, unit: &str) -> String {
 /// An axis caption: the column, with its unit in a reader's terms.
 fn axis_caption(column: &str, unit: &str) -> String {
     let unit = match unit {
-        "" => return column.replace('_', " "),
-        "RUB" => "₽",
+        "" | MONEY => return column.replace('_', " "),
         "ratio" => "%",
-        other => other,
+        other => currency_sign(other).unwrap_or(other),
     };
     format!("{}, {unit}", column.replace('_', " "))
 }
@@ -339,11 +374,7 @@ impl Chart {
                         if numeric(c) {
                             // ₽ and % go with each value; other units (deals, min) in the header.
                             let unit = panel.column_units.get(c).map_or("", String::as_str).trim();
-                            let unit = if matches!(unit, "RUB" | "ratio") {
-                                unit
-                            } else {
-                                ""
-                            };
+                            let unit = if per_value(unit) { unit } else { "" };
                             Ok(cols
                                 .numbers(c)?
                                 .into_iter()
@@ -358,7 +389,7 @@ impl Chart {
                 let columns = columns
                     .into_iter()
                     .map(|c| match panel.column_units.get(&c).map(|u| u.trim()) {
-                        Some(u) if !u.is_empty() && u != "RUB" && u != "ratio" => {
+                        Some(u) if !u.is_empty() && !per_value(u) => {
                             format!("{c}, {u}")
                         }
                         _ => c,

@@ -113,6 +113,7 @@ pub async fn render(
         } else {
             None
         };
+        let panel = &panel.with_currency(snapshot.mapping.currency.as_deref());
         let chart = Chart::from_result(panel, &result.batches, previous.as_deref())?;
         let mut files = Vec::new();
         for format in &spec.formats {

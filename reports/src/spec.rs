@@ -153,6 +153,24 @@ pub struct PanelChoice {
 }
 
 impl Panel {
+    /// This panel with the catalog's money unit replaced by `currency` (the snapshot's mapping's
+    /// ISO 4217 code; without one, amounts stay bare numbers).
+    pub fn with_currency(&self, currency: Option<&str>) -> Panel {
+        let resolve = |u: &String| match (u.as_str(), currency) {
+            (crate::chart::MONEY, Some(code)) => code.to_string(),
+            _ => u.clone(),
+        };
+        Panel {
+            unit: resolve(&self.unit),
+            column_units: self
+                .column_units
+                .iter()
+                .map(|(c, u)| (c.clone(), resolve(u)))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// The panel `choice` describes for `metric`, checked against the metric's columns; the error
     /// names the field at fault.
     pub fn build(

@@ -19,6 +19,28 @@ pub struct DemoLogin {
     pub password: String,
 }
 
+/// Is `login` one the demo creates (`owner`, `admin`, `analyst`, `manager-N`, `lead-N`)?
+pub fn is_demo_login(login: &str) -> bool {
+    matches!(login, "owner" | "admin" | "analyst")
+        || ["manager-", "lead-"].iter().any(|p| {
+            login
+                .strip_prefix(p)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// Remove the demo's logins (when a real CRM replaces the demo), as `by`; returns them.
+pub async fn remove_users(control: &ControlPlane, by: &str) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for user in control.list_users().await? {
+        if is_demo_login(&user.login) {
+            control.remove_user(&user.login, by).await?;
+            removed.push(user.login);
+        }
+    }
+    Ok(removed)
+}
+
 /// Create the demo's logins that do not exist yet, as `by`.
 pub async fn create_users(
     control: &ControlPlane,
