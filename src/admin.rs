@@ -25,6 +25,28 @@ fn parse_role(s: &str) -> Result<Role> {
     })
 }
 
+/// The field names of `record` as it serialises them, in order.
+fn field_order<T: Serialize>(record: &T) -> Result<Vec<String>> {
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a record")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    let text = serde_json::to_string(record)?;
+    Ok(serde_json::Deserializer::from_str(&text).deserialize_map(Keys)?)
+}
+
 fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
     let values: Vec<serde_json::Map<String, serde_json::Value>> = rows
         .iter()
@@ -40,7 +62,9 @@ fn print_records<T: Serialize>(rows: &[T], format: Format) -> Result<()> {
                 outln!("(none)");
                 return Ok(());
             };
-            let headers: Vec<&String> = first.keys().collect();
+            // In the order the record declares its fields (a JSON map would sort them).
+            let order = field_order(&rows[0])?;
+            let headers: Vec<&String> = order.iter().filter(|k| first.contains_key(*k)).collect();
             let cell = |v: &serde_json::Value| match v {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Null => String::new(),

@@ -188,7 +188,7 @@ async fn main() -> Result<()> {
                 "UPDATE leads SET price = COALESCE(price, 0) + 1, modified_at = '2025-07-02 12:00:00' WHERE id % 100 = 0;
                  UPDATE contacts SET city = 'Казань', modified_at = '2025-07-02 12:00:00' WHERE id % 100 = 0;
                  INSERT INTO calls SELECT id + 100000000, contact_id, lead_id, user_id, direction, '2025-07-02 12:00:00',
-                        duration_sec, result, note FROM calls WHERE id % 100 = 0;
+                        duration_sec, result, note, NULL FROM calls WHERE id % 100 = 0;
                  DELETE FROM todo WHERE id % 100 = 0",
             )
             .await?;

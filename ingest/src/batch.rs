@@ -334,8 +334,14 @@ impl BatchBuilder {
             }
             // A whole number written with decimals ("17850.0", an export's idea of an id) is that
             // number; any other text key is kept as the stable surrogate of its text.
-            (ColumnBuilder::Int64(b), Value::Text(t)) => {
+            (ColumnBuilder::Int64(b), Value::Text(t)) if self.conversions.text_keys => {
                 b.append_value(kartoteka_engine::model::key_of_text(t))
+            }
+            (ColumnBuilder::Int64(_), Value::Text(_)) => {
+                return Err(wrong(
+                    "an integer (BIGINT); if this CRM's ids are text (e.g. C536379), add \
+                     [keys] text = true to the mapping to keep them as stable surrogates",
+                ));
             }
             (ColumnBuilder::Int64(b), Value::Real(v))
                 if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 =>
@@ -512,8 +518,15 @@ mod tests {
             .position(|c| c.name == "paid_at")
             .expect("paid_at");
         let at = |zone: chrono_tz::Tz, text: &str| -> Result<i64> {
-            let mut b =
-                BatchBuilder::for_columns(table, Conversions { money: None, zone }, &[paid_at]);
+            let mut b = BatchBuilder::for_columns(
+                table,
+                Conversions {
+                    money: None,
+                    zone,
+                    text_keys: false,
+                },
+                &[paid_at],
+            );
             b.start_row();
             b.push(paid_at, Value::Text(text))?;
             b.end_row();
@@ -553,6 +566,7 @@ mod tests {
             Conversions {
                 money: None,
                 zone: chrono_tz::Europe::Moscow,
+                text_keys: false,
             },
         );
         b.start_row();
@@ -579,6 +593,7 @@ mod tests {
             Conversions {
                 money: Some(MoneyIntegers::MinorUnits),
                 zone: chrono_tz::UTC,
+                text_keys: false,
             },
         );
         b.start_row();

@@ -75,6 +75,7 @@ pub async fn check_mapping(
         .map_err(|cause| Error::SourceUnavailable {
             source_name: source.display(),
             cause,
+            attempts: 1,
         })?;
     let mut tables = Vec::new();
     let mut warnings = Vec::new();

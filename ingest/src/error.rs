@@ -16,19 +16,21 @@ pub enum Error {
 
     /// The source database cannot be opened or reached.
     #[error(
-        "cannot open source {source_name}: {cause}; check the path/URL and that the database exists"
+        "cannot open source {source_name}: {}{}; check the path/URL, that the server runs and that the database exists",
+        driver_text(cause),
+        if *attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() }
     )]
     SourceUnavailable {
         /// Source name or location (never with credentials).
         source_name: String,
         /// Driver error.
         cause: sqlx::Error,
+        /// Connection attempts made.
+        attempts: u32,
     },
 
-    /// A mapping query failed in the source.
-    #[error(
-        "source query for table {table} failed: {cause}; check [tables.{table}] in the mapping"
-    )]
+    /// A mapping query failed in the source (or the connection was lost while it ran).
+    #[error("{}", source_query_text(table, cause))]
     SourceQuery {
         /// Canonical table.
         table: String,
@@ -115,3 +117,84 @@ pub enum Error {
 
 /// The ingest crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A driver error as a person reads it: what happened, without the driver's internals (SQLite's
+/// `at line 3211 of [hash]`, sqlx's pool vocabulary).
+pub fn driver_text(cause: &sqlx::Error) -> String {
+    let text = match cause {
+        sqlx::Error::PoolTimedOut => {
+            "no connection could be made in time (the server did not answer)".into()
+        }
+        sqlx::Error::PoolClosed => "the connection was closed".into(),
+        sqlx::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused".into()
+        }
+        sqlx::Error::Io(e) => format!("network error: {e}"),
+        sqlx::Error::Database(e) => e.message().to_string(),
+        other => other.to_string(),
+    };
+    strip_source_lines(&text)
+}
+
+/// `… at line 3211 of [a1b2c3]` → `…`.
+fn strip_source_lines(text: &str) -> String {
+    let mut out = text.to_string();
+    while let Some(at) = out.find(" at line ") {
+        let rest = &out[at + " at line ".len()..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            break;
+        }
+        let mut end = at + " at line ".len() + digits;
+        if let Some(of) = out[end..].strip_prefix(" of [")
+            && let Some(close) = of.find(']')
+        {
+            end += " of [".len() + close + 1;
+        }
+        out.replace_range(at..end, "");
+    }
+    out
+}
+
+/// Is `cause` the connection failing rather than the query?
+fn connection_lost(cause: &sqlx::Error) -> bool {
+    matches!(
+        cause,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+    )
+}
+
+fn source_query_text(table: &str, cause: &sqlx::Error) -> String {
+    if connection_lost(cause) {
+        format!(
+            "the connection to the source was lost while reading table {table}: {}; nothing was \
+             committed — check the server and the network, then run again",
+            driver_text(cause)
+        )
+    } else {
+        format!(
+            "source query for table {table} failed: {}; check [tables.{table}] in the mapping",
+            driver_text(cause)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn driver_internals_are_left_out() {
+        assert_eq!(
+            super::strip_source_lines("unable to open database file at line 49732 of [abc123]"),
+            "unable to open database file"
+        );
+        assert_eq!(
+            super::strip_source_lines("near \"x\": syntax error"),
+            "near \"x\": syntax error"
+        );
+    }
+}

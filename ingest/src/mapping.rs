@@ -45,11 +45,24 @@ pub struct TimeSpec {
     pub zone: Option<String>,
 }
 
+/// How a mapping's keys are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSpec {
+    /// The CRM's ids are text (`C536379`, `A-17`, UUIDs): a text id is kept as a stable BIGINT
+    /// surrogate (`source_key('C536379')` in SQL finds it; whole numbers stay themselves). Without
+    /// it, text in an id column is an error — usually a column mapped by mistake.
+    #[serde(default)]
+    pub text: bool,
+}
+
 /// The value conversions a mapping asks for, resolved.
 #[derive(Debug, Clone, Copy)]
 pub struct Conversions {
     /// Meaning of integer money.
     pub money: Option<MoneyIntegers>,
+    /// Text ids are kept as surrogates (`[keys] text = true`).
+    pub text_keys: bool,
     /// Zone of wall-clock timestamps.
     pub zone: chrono_tz::Tz,
 }
@@ -89,6 +102,8 @@ pub struct Mapping {
     pub money: Option<MoneySpec>,
     /// Time settings.
     pub time: Option<TimeSpec>,
+    /// Key settings.
+    pub keys: Option<KeysSpec>,
     /// Incremental sync settings.
     pub sync: Option<SyncSpec>,
     /// Export files (for a `files://DIR` source): SQL table name → file and how to read it.
@@ -210,6 +225,7 @@ impl Mapping {
     pub fn conversions(&self) -> Conversions {
         Conversions {
             money: self.money_integers(),
+            text_keys: self.keys.as_ref().is_some_and(|k| k.text),
             zone: self
                 .time
                 .as_ref()

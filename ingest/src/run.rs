@@ -326,6 +326,7 @@ pub async fn ingest(
             .map_err(|cause| Error::SourceUnavailable {
                 source_name: source.display(),
                 cause,
+                attempts: 1,
             })?;
         let erased = txn.base().erased.clone();
         let mut reports = Vec::new();

@@ -326,11 +326,17 @@ fn bad_input_is_a_clear_error_and_commits_nothing() {
     let files = parquet_files(home);
     let cases: Vec<(PathBuf, &str, Vec<&str>)> = vec![
         (
-            with_mapping_edit(home, "payments", ""),
+            // A table may be left out (unmapped), but not its key.
+            with_mapping_edit(
+                home,
+                "payments",
+                "SELECT contact_id AS client_id, lead_id AS deal_id, total_kopecks AS amount, paid_at, modified_at AS updated_at FROM invoices",
+            ),
             db,
             vec![
-                "no section for payments",
-                "every canonical table must be mapped",
+                "payments",
+                "no column payment_id",
+                "a key may not be left out",
             ],
         ),
         (
@@ -354,12 +360,17 @@ fn bad_input_is_a_clear_error_and_commits_nothing() {
                 "client_id",
                 "row 1",
                 "found text, expected an integer",
+                "[keys] text = true",
             ],
         ),
         (
-            with_mapping_edit(home, "deals", "SELECT id AS deal_id FROM leads"),
+            with_mapping_edit(
+                home,
+                "deals",
+                "SELECT id AS deal_id, contact_id AS clientid FROM leads",
+            ),
             db,
-            vec!["deals", "no column client_id"],
+            vec!["deals", "unexpected column clientid"],
         ),
         (
             home.join("demo-mapping.toml"),
@@ -376,6 +387,7 @@ fn bad_input_is_a_clear_error_and_commits_nothing() {
                 source,
                 "--mapping",
                 mapping.to_str().expect("utf-8"),
+                "--replace-demo",
             ],
         );
         for needle in expected {
@@ -400,6 +412,7 @@ fn bad_input_is_a_clear_error_and_commits_nothing() {
             junk.to_str().expect("utf-8"),
             "--mapping",
             mapping.to_str().expect("utf-8"),
+            "--replace-demo",
         ],
     );
     assert!(e.contains("cannot open source"), "{e}");

@@ -758,6 +758,8 @@ async fn the_cli_registers_a_server_source_reconciles_and_records_every_run() {
             mapping,
             "--name",
             "crm",
+            // The same CRM on a server takes the demo's place (its users go).
+            "--replace-demo",
         ],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -845,12 +847,15 @@ async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
         let changes: &[&str] = match server {
             Server::Postgres => &[
                 "UPDATE leads SET price = COALESCE(price, 0) + 1.5, modified_at = TIMESTAMPTZ '2025-07-02 10:00:00+00' WHERE id % 17 = 0",
-                "INSERT INTO calls SELECT id + 1000000, contact_id, lead_id, user_id, direction, TIMESTAMPTZ '2025-07-02 11:00:00+00', duration_sec, result, note FROM calls WHERE id % 23 = 0",
+                "INSERT INTO calls SELECT id + 1000000, contact_id, lead_id, user_id, direction, TIMESTAMPTZ '2025-07-02 11:00:00+00', duration_sec, result, note, NULL FROM calls WHERE id % 23 = 0",
+                // An edited call (its note rewritten) moves its modified_at: the lake must follow.
+                "UPDATE calls SET note = 'исправлено', modified_at = TIMESTAMPTZ '2025-07-02 11:30:00+00' WHERE id % 29 = 0",
                 "DELETE FROM todo WHERE id % 13 = 0",
             ],
             Server::MySql => &[
                 "UPDATE leads SET price = COALESCE(price, 0) + 1.5, modified_at = '2025-07-02 13:00:00' WHERE id % 17 = 0",
-                "INSERT INTO calls SELECT id + 1000000, contact_id, lead_id, user_id, direction, '2025-07-02 14:00:00', duration_sec, result, note FROM calls WHERE id % 23 = 0",
+                "INSERT INTO calls SELECT id + 1000000, contact_id, lead_id, user_id, direction, '2025-07-02 14:00:00', duration_sec, result, note, NULL FROM calls WHERE id % 23 = 0",
+                "UPDATE calls SET note = 'исправлено', modified_at = '2025-07-02 14:30:00' WHERE id % 29 = 0",
                 "DELETE FROM todo WHERE id % 13 = 0",
             ],
         };

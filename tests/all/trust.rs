@@ -243,6 +243,7 @@ fn a_source_with_a_duplicate_key_commits_nothing() {
             "--name",
             "dup",
             "--full",
+            "--replace-demo",
         ],
     );
     assert!(

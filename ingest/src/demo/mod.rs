@@ -410,6 +410,7 @@ impl Tables {
                     "duration_sec",
                     "result",
                     "note",
+                    "modified_at",
                 ],
             ),
             emails: Inserter::new(
@@ -422,6 +423,7 @@ impl Tables {
                     "direction",
                     "sent_at",
                     "subject",
+                    "modified_at",
                 ],
             ),
             chats: Inserter::new(
@@ -435,6 +437,7 @@ impl Tables {
                     "sent_at",
                     "messenger",
                     "body",
+                    "modified_at",
                 ],
             ),
             meetings: Inserter::new(
@@ -447,6 +450,7 @@ impl Tables {
                     "held_at",
                     "duration_min",
                     "summary",
+                    "modified_at",
                 ],
             ),
             todo: Inserter::new(
@@ -592,6 +596,7 @@ fn touch(
                 secs.into(),
                 result.into(),
                 note.into(),
+                at.into(),
             ]);
         }
         Channel::Email => {
@@ -605,6 +610,7 @@ fn touch(
                 dir.into(),
                 at.into(),
                 subject.into(),
+                at.into(),
             ]);
         }
         Channel::Chat => {
@@ -619,6 +625,7 @@ fn touch(
                 at.into(),
                 messenger.into(),
                 (*g.pick(CHAT_TEXTS)).into(),
+                at.into(),
             ]);
         }
         Channel::Meeting => {
@@ -631,6 +638,7 @@ fn touch(
                 at.into(),
                 g.range(30, 120).into(),
                 format!("Встреча с {}", c.name).into(),
+                at.into(),
             ]);
         }
     }
@@ -845,6 +853,9 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
     created.sort();
     let mut deal_id = 0i64;
     let mut stats = DemoStats::default();
+    // Won revenue per (closer's staff id, month), kopecks: the plans below are set from it.
+    let mut won_by: std::collections::HashMap<(i64, NaiveDate), i64> =
+        std::collections::HashMap::new();
     for (ci, &created_at) in created.iter().enumerate() {
         let client = ci as i64 + 1;
         let person = g.chance(0.55);
@@ -1172,6 +1183,9 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
                 && let (Some((won_at, _)), Some(total)) = (closed, amount)
             {
                 won_any.get_or_insert(won_at);
+                if let Some((_, by)) = closed {
+                    *won_by.entry((by, month_start(won_at.date()))).or_default() += total;
+                }
                 let parts = if g.chance(0.7) {
                     1
                 } else if g.chance(0.66) {
@@ -1239,22 +1253,57 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
         t.flush_if_full(pool).await?;
     }
 
-    // Targets: per seller per month employed, and the company's, three months ahead too.
+    // Targets: per seller per month employed, and the company's, three months ahead too. A plan is
+    // set the way an owner sets one: from what the seller brings in a typical month (their mean over
+    // the months they worked, at least half the team's), shaped by the season and stretched a little,
+    // so attainment lands around 80–120 % — not a number unrelated to the business.
+    let season_of = |g: &Gen, m: NaiveDate| {
+        g.demand(
+            m.and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .min(end - Duration::days(1)),
+        )
+    };
+    let mut months = Vec::new();
+    let mut month = month_start(start.date());
+    while month < month_start(end.date()) {
+        months.push(month);
+        month = add_months(month, 1);
+    }
+    let mean_season =
+        months.iter().map(|&m| season_of(&g, m)).sum::<f64>() / months.len().max(1) as f64;
+    let typical: Vec<f64> = sellers_idx
+        .iter()
+        .map(|&i| {
+            let s = &staff[i];
+            let worked: Vec<&NaiveDate> = months
+                .iter()
+                .filter(|m| s.active_at(m.and_hms_opt(0, 0, 0).expect("midnight")))
+                .collect();
+            let total: i64 = worked
+                .iter()
+                .map(|&&m| won_by.get(&(s.id, m)).copied().unwrap_or(0))
+                .sum();
+            total as f64 / worked.len().max(1) as f64
+        })
+        .collect();
+    let team_typical = typical.iter().sum::<f64>() / typical.len().max(1) as f64;
     let mut month = month_start(start.date());
     let last_month = add_months(month_start(end.date()), 3);
     let mut plan_id = 0i64;
     while month < last_month {
         let m_at = month.and_hms_opt(0, 0, 0).expect("midnight");
-        let season = g.demand(m_at.min(end - Duration::days(1)));
+        let season = season_of(&g, month) / mean_season.max(1e-9);
         let mut company = 0i64;
-        for &i in &sellers_idx {
+        for (k, &i) in sellers_idx.iter().enumerate() {
             let s = &staff[i];
-            if !s.active_at(m_at) || g.chance(0.03) {
+            if !s.active_at(m_at) {
                 continue;
             }
-            let plan = ((300_000.0 + 1_500_000.0 * s.win_rate) * season / 1000.0).round() as i64
-                * 1000
-                * 100;
+            let stretch = 0.95 + 0.2 * g.unit();
+            let base = typical[k].max(team_typical / 2.0).max(100_000.0 * 100.0);
+            // Whole thousands of roubles (kopecks in the source).
+            let plan = (base * season * stretch / 100_000.0).round() as i64 * 100_000;
             company += plan;
             plan_id += 1;
             t.plan.push(vec![
@@ -1269,7 +1318,7 @@ async fn write_all(pool: &SqlitePool, config: DemoConfig) -> Result<DemoStats, s
             plan_id.into(),
             month.format("%Y-%m").to_string().into(),
             V::Null,
-            (company / 10 * 11).into(),
+            company.into(),
         ]);
         month = add_months(month, 1);
     }

@@ -21,16 +21,16 @@ CREATE TABLE lead_status_log (
   user_id INTEGER);
 CREATE TABLE calls (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, direction ENUM('in', 'out'),
-  started_at DATETIME, duration_sec INTEGER, result TEXT, note TEXT);
+  started_at DATETIME, duration_sec INTEGER, result TEXT, note TEXT, modified_at DATETIME);
 CREATE TABLE emails (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, direction ENUM('in', 'out'),
-  sent_at DATETIME, subject TEXT);
+  sent_at DATETIME, subject TEXT, modified_at DATETIME);
 CREATE TABLE chat_messages (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, direction ENUM('in', 'out'),
-  sent_at DATETIME, messenger TEXT, body TEXT);
+  sent_at DATETIME, messenger TEXT, body TEXT, modified_at DATETIME);
 CREATE TABLE meetings (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, held_at DATETIME,
-  duration_min INTEGER, summary TEXT);
+  duration_min INTEGER, summary TEXT, modified_at DATETIME);
 CREATE TABLE todo (
   id BIGINT PRIMARY KEY, assignee_id INTEGER, contact_id BIGINT, lead_id BIGINT, todo_type TEXT,
   created_at DATETIME, deadline_at DATETIME, done_at DATETIME, modified_at DATETIME);

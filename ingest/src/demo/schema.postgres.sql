@@ -24,16 +24,16 @@ CREATE TABLE lead_status_log (
   user_id INTEGER);
 CREATE TABLE calls (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, direction msg_direction,
-  started_at TIMESTAMPTZ, duration_sec INTEGER, result TEXT, note TEXT);
+  started_at TIMESTAMPTZ, duration_sec INTEGER, result TEXT, note TEXT, modified_at TIMESTAMPTZ);
 CREATE TABLE emails (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, direction msg_direction,
-  sent_at TIMESTAMPTZ, subject TEXT);
+  sent_at TIMESTAMPTZ, subject TEXT, modified_at TIMESTAMPTZ);
 CREATE TABLE chat_messages (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, direction msg_direction,
-  sent_at TIMESTAMPTZ, messenger TEXT, body TEXT);
+  sent_at TIMESTAMPTZ, messenger TEXT, body TEXT, modified_at TIMESTAMPTZ);
 CREATE TABLE meetings (
   id BIGINT PRIMARY KEY, contact_id BIGINT, lead_id BIGINT, user_id INTEGER, held_at TIMESTAMPTZ,
-  duration_min INTEGER, summary TEXT);
+  duration_min INTEGER, summary TEXT, modified_at TIMESTAMPTZ);
 CREATE TABLE todo (
   id BIGINT PRIMARY KEY, assignee_id INTEGER, contact_id BIGINT, lead_id BIGINT, todo_type TEXT,
   created_at TIMESTAMPTZ, deadline_at TIMESTAMPTZ, done_at TIMESTAMPTZ, modified_at TIMESTAMPTZ);

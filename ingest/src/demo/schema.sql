@@ -18,14 +18,15 @@ CREATE TABLE lead_status_log (
   id INTEGER PRIMARY KEY, lead_id INTEGER, old_status_id INTEGER, new_status_id INTEGER, changed_at TEXT, user_id INTEGER);
 CREATE TABLE calls (
   id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, started_at TEXT,
-  duration_sec INTEGER, result TEXT, note TEXT);
+  duration_sec INTEGER, result TEXT, note TEXT, modified_at TEXT);
 CREATE TABLE emails (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, sent_at TEXT, subject TEXT);
+  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, sent_at TEXT, subject TEXT, modified_at TEXT);
 CREATE TABLE chat_messages (
   id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, direction TEXT, sent_at TEXT,
-  messenger TEXT, body TEXT);
+  messenger TEXT, body TEXT, modified_at TEXT);
 CREATE TABLE meetings (
-  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, held_at TEXT, duration_min INTEGER, summary TEXT);
+  id INTEGER PRIMARY KEY, contact_id INTEGER, lead_id INTEGER, user_id INTEGER, held_at TEXT, duration_min INTEGER, summary TEXT,
+  modified_at TEXT);
 CREATE TABLE todo (
   id INTEGER PRIMARY KEY, assignee_id INTEGER, contact_id INTEGER, lead_id INTEGER, todo_type TEXT, created_at TEXT,
   deadline_at TEXT, done_at TEXT, modified_at TEXT);

@@ -261,6 +261,7 @@ impl Source {
                             )
                             .into(),
                         ),
+                        attempts: 1,
                     });
                 }
                 None => {
@@ -284,6 +285,7 @@ impl Source {
                     return Err(Error::SourceUnavailable {
                         source_name: spec.display(),
                         cause,
+                        attempts: attempt,
                     });
                 }
                 Ok(source) => return Ok(source),

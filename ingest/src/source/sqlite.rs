@@ -28,6 +28,7 @@ impl SqliteSource {
         let unavailable = |cause| Error::SourceUnavailable {
             source_name: path.display().to_string(),
             cause,
+            attempts: 1,
         };
         let options = SqliteConnectOptions::new()
             .filename(path)
