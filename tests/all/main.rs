@@ -8,6 +8,7 @@ mod files;
 mod governance;
 mod oracle;
 mod reports;
+mod rulings;
 mod security;
 mod servers;
 mod slt;
