@@ -236,9 +236,12 @@ fn print_check(
             outln!(
                 "    {:<16} {:<22} {:>10}{}",
                 c.name,
-                c.source_type
-                    .as_deref()
-                    .map_or("(unmapped: NULL)".to_string(), |ty| format!("← {ty}")),
+                match c.source_type.as_deref() {
+                    None => "(unmapped: NULL)".to_string(),
+                    // SQLite declares no type for an expression.
+                    Some("" | "NULL") => "← an expression".to_string(),
+                    Some(ty) => format!("← {ty}"),
+                },
                 share,
                 if c.pii { "  pii" } else { "" }
             );

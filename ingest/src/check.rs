@@ -349,7 +349,8 @@ pub async fn scaffold(source: &Source, name: &str) -> Result<String> {
     out.push_str(&format!(
         "# A first mapping for {}, written by `kartoteka mapping scaffold` from the source's own schema.\n\
          # Fill each section you can (uncomment it, finish the TODOs), leave out what your CRM does not\n\
-         # have, then try it without loading anything: `kartoteka mapping check --url … --mapping THIS`.\n\
+         # have, then try it without loading anything: `kartoteka mapping check --url URL (or --sqlite\n\
+         # FILE) --mapping THIS`. A column or table left out is loaded as NULL / empty and reported.\n\
          # Canonical tables and columns: shared/design/crm-model.md; examples: ingest/src/demo/mapping*.toml.\n\n\
          name = {name:?}\n\n\
          [money]\n\
@@ -383,31 +384,42 @@ pub async fn scaffold(source: &Source, name: &str) -> Result<String> {
             .and_then(|g| schema.get(g))
             .map(|cs| cs.iter().collect())
             .unwrap_or_default();
-        let n = table.columns.len();
-        for (i, c) in table.columns.iter().enumerate() {
-            let sep = if i + 1 < n { "," } else { "" };
+        // Columns found by name, and keys, are in the SELECT; the others are SQL comments with a
+        // leading comma, to uncomment once their source column is written in (or to leave out: a
+        // nullable column the query does not return is stored as NULL).
+        let mut selected = Vec::new();
+        let mut optional = Vec::new();
+        for c in &table.columns {
             let same = source_columns
                 .iter()
                 .find(|(s, _)| s.eq_ignore_ascii_case(c.name));
-            let note = format!(
-                "{}{}{}",
-                c.ty.sql_name(),
-                if c.class == Class::Pii { ", pii" } else { "" },
-                if table.key.contains(&c.name) {
-                    ", key"
-                } else if c.nullable {
-                    ", may be left out"
-                } else {
-                    ""
-                }
-            );
+            let pii = if c.class == Class::Pii { ", pii" } else { "" };
             match same {
-                Some((s, ty)) => out.push_str(&format!(
-                    "#   {s} AS {}{sep}    -- {note}; source {ty}\n",
-                    c.name
+                Some((s, ty)) => selected.push(format!(
+                    "{s} AS {}    -- {}{pii}; the source's {ty}",
+                    c.name,
+                    c.ty.sql_name()
                 )),
-                None => out.push_str(&format!("#   NULL AS {}{sep}    -- TODO {note}\n", c.name)),
+                None if table.key.contains(&c.name) || !c.nullable => selected.push(format!(
+                    "TODO AS {}    -- {}, required",
+                    c.name,
+                    c.ty.sql_name()
+                )),
+                None => optional.push(format!(
+                    "#   -- , TODO AS {}    -- {}{pii}; or leave it out",
+                    c.name,
+                    c.ty.sql_name()
+                )),
             }
+        }
+        for (i, line) in selected.iter().enumerate() {
+            out.push_str(if i == 0 { "#     " } else { "#   , " });
+            out.push_str(line);
+            out.push('\n');
+        }
+        for line in optional {
+            out.push_str(&line);
+            out.push('\n');
         }
         out.push_str(&format!(
             "# FROM {}\n# \"\"\"\n\n",

@@ -110,6 +110,7 @@ pub struct Mapping {
     #[serde(default)]
     pub files: BTreeMap<String, crate::source::files::FileSpec>,
     /// Canonical table → source query.
+    #[serde(default)]
     pub tables: BTreeMap<String, TableMapping>,
     #[serde(skip)]
     path: PathBuf,

@@ -7,6 +7,7 @@ mod cli;
 mod files;
 mod governance;
 mod oracle;
+mod own_crm;
 mod reports;
 mod rulings;
 mod security;
