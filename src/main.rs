@@ -822,6 +822,17 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
     }
     let control = home.control().await?;
     let created = demo::users::create_users(&control, &engine, "owner").await?;
+    // Example report specs (kept when the user has edited them).
+    let specs = home.path(&home.config.reports.dir);
+    std::fs::create_dir_all(&specs)
+        .with_context(|| format!("cannot create {}", specs.display()))?;
+    for (file, text) in demo::REPORT_SPECS {
+        let path = specs.join(file);
+        if !path.exists() {
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
     let example = created
         .iter()
         .find(|u| u.role == kartoteka_engine::Role::Manager)

@@ -709,6 +709,11 @@ async fn an_unreachable_server_is_a_clear_error_without_the_password() {
             msg.contains("cannot open source") && msg.contains("127.0.0.1:1"),
             "{msg}"
         );
+        // What happened, in the words of the network, not of a connection pool.
+        assert!(
+            msg.contains("connection refused (after 2 attempts)") && !msg.contains("pool"),
+            "{msg}"
+        );
         assert!(!msg.contains("topsecret"), "{msg}");
         assert!(!format!("{err:?}").contains("topsecret"), "Debug too");
     }

@@ -30,6 +30,19 @@ use names::*;
 pub const SCHEMA: &str = include_str!("schema.sql");
 /// The mapping from the demo schema to the canonical model (TOML).
 pub const MAPPING: &str = include_str!("mapping.toml");
+/// Report specs the demo home ships (file name, TOML): the owner's weekly report, each manager's
+/// funnel, each team lead's team — so `kartoteka report list` shows what reports look like.
+pub const REPORT_SPECS: &[(&str, &str)] = &[
+    (
+        "owner-weekly.toml",
+        include_str!("reports/owner-weekly.toml"),
+    ),
+    (
+        "manager-funnel.toml",
+        include_str!("reports/manager-funnel.toml"),
+    ),
+    ("team-lead.toml", include_str!("reports/team-lead.toml")),
+];
 
 /// What to generate.
 #[derive(Debug, Clone, Copy)]

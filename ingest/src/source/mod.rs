@@ -344,6 +344,21 @@ impl Source {
     }
 }
 
+/// One direct connection before the pool: a pool only says it timed out, while the connection says
+/// why (refused, no such host, wrong password, no such database).
+pub(crate) async fn probe<O>(options: &O, timeout: Duration) -> Result<(), sqlx::Error>
+where
+    O: sqlx::ConnectOptions,
+    O::Connection: Sized,
+{
+    use sqlx::Connection;
+    match tokio::time::timeout(timeout, options.connect()).await {
+        Ok(Ok(conn)) => conn.close().await,
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
 /// Errors worth another connection attempt: the server is unreachable or went away, not a refusal.
 fn transient(e: &sqlx::Error) -> bool {
     matches!(

@@ -35,6 +35,7 @@ impl MySqlSource {
         if let Some(p) = password {
             options = options.password(p);
         }
+        super::probe(&options, timeout).await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(timeout)

@@ -33,6 +33,7 @@ impl PgSource {
         if let Some(p) = password {
             options = options.password(p);
         }
+        super::probe(&options, timeout).await?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(timeout)
