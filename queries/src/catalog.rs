@@ -373,7 +373,12 @@ impl Catalog {
              reporting time zone (`[query] time_zone`, default UTC), and a date parameter means its \
              midnight there; `now` is the snapshot's time (the audit log's clock for the security \
              family). Every metric runs under the caller's policy: a manager \
-             gets the same SQL over their own rows.\n",
+             gets the same SQL over their own rows.\n\n\
+             Units: `money` is the currency the source's mapping declares (`[money] currency`, shown \
+             as `revenue, USD` and with the sign on charts; bare numbers when it declares none). A \
+             metric that reads a table or column the mapping does not provide is refused, naming \
+             it (`needs \"interactions\", which the mapping does not provide`), instead of \
+             answering zero over data that was never loaded.\n",
         );
         let mut families: Vec<Family> = Vec::new();
         for m in &self.metrics {
