@@ -1301,6 +1301,13 @@ mod tests {
         assert_eq!(compact_value(10_030_000.0, "RUB"), "10.0\u{A0}млн\u{A0}₽");
         assert_eq!(compact_value(830_400.0, "RUB"), "830\u{A0}тыс\u{A0}₽");
         assert_eq!(compact_value(950.0, "RUB"), "950\u{A0}₽");
+        // Other currencies by their sign or code; no currency declared: bare numbers.
+        assert_eq!(format_value(2500.0, "USD"), "2\u{202F}500\u{A0}$");
+        assert_eq!(format_value(2500.0, "CHF"), "2\u{202F}500\u{A0}CHF");
+        assert_eq!(format_value(2500.0, MONEY), "2\u{202F}500");
+        assert_eq!(compact_value(830_400.0, "EUR"), "830\u{A0}тыс\u{A0}€");
+        assert_eq!(axis_caption("revenue", "USD"), "revenue, $");
+        assert_eq!(axis_caption("revenue", MONEY), "revenue");
         assert_eq!(compact_value(0.452, "ratio"), "45.2\u{A0}%");
         assert_eq!(short_label("2025-02-01"), "2025-02");
         assert_eq!(short_label("2025-02-03"), "2025-02-03");

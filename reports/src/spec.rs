@@ -692,7 +692,13 @@ metric = "avg_deal_size"
             kinds,
             vec![ChartKind::Funnel, ChartKind::Line, ChartKind::Kpi]
         );
-        assert_eq!(s.panels[1].unit, "RUB");
+        // The catalog's unit for amounts; the snapshot's currency replaces it at render time.
+        assert_eq!(s.panels[1].unit, "money");
+        let dollars = s.panels[1].with_currency(Some("USD"));
+        assert_eq!(dollars.unit, "USD");
+        assert!(dollars.column_units.values().any(|u| u == "USD"));
+        assert!(!dollars.column_units.values().any(|u| u == "money"));
+        assert_eq!(s.panels[1].with_currency(None).unit, "money");
         assert_eq!(s.panels[1].params.len(), 2);
         assert_eq!(s.schedule.zone(), chrono_tz::Europe::Moscow);
     }
