@@ -420,7 +420,17 @@ async fn run(cli: Cli) -> Result<()> {
             let engine = home.engine(home.lake().await?)?;
             let session = session_as(&home, &engine, as_user.as_deref()).await?;
             let result = session.sql(&sql).await?;
-            output::print(&result, format, None)
+            output::print(&result, format, None)?;
+            // An empty table the mapping never loaded reads like an empty CRM: say which.
+            if let Ok(unmapped) = session.unmapped_reads(&sql, &Default::default()).await
+                && !unmapped.is_empty()
+            {
+                eprintln!(
+                    "note: this reads {}, which the source's mapping does not provide (stored empty / NULL)",
+                    unmapped.join(", ")
+                );
+            }
+            Ok(())
         }
         Command::Metric {
             name,

@@ -124,7 +124,14 @@ pub struct BatchBuilder {
     /// Per money column read as text: the first whole number and the first decimal seen, with their
     /// rows. With integers as minor units, a column holding both would read "48" as 0.48 next to
     /// "48.50" as 48.50 — refused.
-    money_text: Vec<(Option<(String, u64)>, Option<(String, u64)>)>,
+    money_text: Vec<MoneyForms>,
+}
+
+/// The first whole number and the first decimal a money column held as text, each with its row.
+#[derive(Debug, Clone, Default)]
+struct MoneyForms {
+    whole: Option<(String, u64)>,
+    decimal: Option<(String, u64)>,
 }
 
 impl std::fmt::Debug for BatchBuilder {
@@ -196,7 +203,7 @@ impl BatchBuilder {
             conversions,
             rows: 0,
             row_number: 0,
-            money_text: vec![(None, None); table.columns.len()],
+            money_text: vec![MoneyForms::default(); table.columns.len()],
         }
     }
 
@@ -285,12 +292,12 @@ impl BatchBuilder {
         {
             let forms = &mut self.money_text[index];
             let slot = if integer_text(t).is_some() {
-                &mut forms.0
+                &mut forms.whole
             } else {
-                &mut forms.1
+                &mut forms.decimal
             };
             slot.get_or_insert_with(|| (t.trim().to_string(), self.row_number));
-            if let (Some((whole, wrow)), Some((decimal, drow))) = (&forms.0, &forms.1) {
+            if let (Some((whole, wrow)), Some((decimal, drow))) = (&forms.whole, &forms.decimal) {
                 return Err(fail(format!(
                     "the column holds whole numbers ({whole:?}, row {wrow}) and decimals ({decimal:?}, \
                      row {drow}); with [money] integers = \"minor_units\" the whole numbers would be \

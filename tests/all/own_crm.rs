@@ -273,6 +273,14 @@ async fn a_newcomer_goes_from_an_empty_directory_to_their_own_numbers() {
         e.contains("needs `interactions`") && e.contains("which the mapping does not provide"),
         "{e}"
     );
+    // An ad-hoc query over a table the mapping left out answers (0 tasks) and says why.
+    let out = run(&home, &["query", "SELECT COUNT(*) AS n FROM tasks"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reads tasks, which the source's mapping does not provide"),
+        "{stderr}"
+    );
     // The CRM's own invoice number finds its deal.
     let found = ok(
         &home,
