@@ -52,6 +52,40 @@ pub(crate) struct Config {
     /// Report specs and the archive.
     #[serde(default)]
     pub(crate) reports: ReportsConfig,
+    /// The web server `kartoteka serve` starts (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) web: Option<WebConfig>,
+}
+
+/// `[web]`: where `kartoteka serve` listens, and with which certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct WebConfig {
+    /// Address and port (`127.0.0.1:8443`; port 0 picks a free one).
+    pub(crate) listen: String,
+    /// Certificate chain (PEM) and its key; without them a local CA and a certificate it signed are
+    /// generated under `tls/` on first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<PathBuf>,
+    /// Host names and addresses a generated certificate is for.
+    pub(crate) names: Vec<String>,
+    /// Plain HTTP instead of TLS: refused unless `listen` is a loopback address.
+    pub(crate) plain_http: bool,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8443".into(),
+            cert: None,
+            key: None,
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            plain_http: false,
+        }
+    }
 }
 
 /// Where report specs live and how long rendered copies are kept.
@@ -306,6 +340,7 @@ impl Config {
             audit: AuditSettings::default(),
             ingest: IngestSettings::default(),
             reports: ReportsConfig::default(),
+            web: None,
         }
     }
 }
@@ -333,6 +368,11 @@ const CONFIG_REFERENCE: &str = r#"# ---- Every setting, with its default (uncomm
 # retention_days = 90
 # [reports.smtp]                 # host, port = 587, security = "starttls", from, username, password_env
 # [sources.NAME]                 # url, mapping, password_env, schedule = "*/15 * * * *", time_zone
+# [web]                          # the HTTPS server of `kartoteka serve` (absent: none)
+# listen = "127.0.0.1:8443"
+# cert = "…", key = "…"          # PEM; without them a local CA + certificate are made under tls/
+# names = ["localhost", "127.0.0.1"]
+# plain_http = false             # only on loopback
 "#;
 
 /// Environment variables override the config file.

@@ -1,6 +1,8 @@
 //! `kartoteka serve`: the long-running process. It runs the one scheduler (`scheduler`) that
 //! fires the scheduled jobs — an ingest per source with a `schedule`, a report run per valid report
-//! spec, compaction on `[ingest] compact_schedule` — until SIGINT or SIGTERM. The web dashboard joins it in a later step.
+//! spec, compaction on `[ingest] compact_schedule` — until SIGINT or SIGTERM; and, when the config has
+//! a `[web]` section, the HTTPS server of `kartoteka-dashboards` (today its health check; sign-in and
+//! the dashboards are built on it next).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -144,7 +146,12 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
         .context("serve runs jobs over an existing lake; create one with `kartoteka demo` or `kartoteka ingest`")?;
     let control = Arc::new(home.control().await?);
     let jobs = jobs(&home, &lake, &control).await?;
-    if jobs.is_empty() {
+    let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let web = match &home.config.web {
+        Some(web) => Some(start_web(&home, web, web_stopped).await?),
+        None => None,
+    };
+    if jobs.is_empty() && web.is_none() {
         bail!(
             "nothing to serve: no source has a schedule and there are no report specs; add `schedule = \"*/15 * * * *\"` \
              to a [sources.NAME] section of {}, or a report spec to {}",
@@ -177,6 +184,10 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
     let scheduler = started?;
     eprintln!("serving; stop with Ctrl-C or SIGTERM");
     stop_signal().await?;
+    let _ = web_stop.send(());
+    if let Some(web) = web {
+        let _ = tokio::time::timeout(Duration::from_secs(5), web).await;
+    }
     eprintln!(
         "stopping: no new runs; waiting up to {} s for runs going",
         STOP_GRACE.as_secs()
@@ -202,6 +213,58 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bind `[web] listen`, load or generate the certificate, and serve until `stop`; says where and
+/// which certificate (its SHA-256, to compare with what the browser shows).
+async fn start_web(
+    home: &Home,
+    web: &crate::home::WebConfig,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(&web.listen)
+        .await
+        .with_context(|| format!("[web] listen = {:?}: cannot listen there", web.listen))?;
+    let addr = listener.local_addr()?;
+    let tls = if web.plain_http {
+        if !addr.ip().is_loopback() {
+            bail!(
+                "[web] plain_http = true on {addr}: passwords and session cookies would cross the \
+                 network in the clear; plain HTTP is allowed on loopback only"
+            );
+        }
+        eprintln!("web: http://{addr} (plain HTTP, loopback only)");
+        None
+    } else {
+        let cert = kartoteka_dashboards::load_or_generate(
+            &home.dir,
+            web.cert.as_deref().map(|p| home.path(p)).as_deref(),
+            web.key.as_deref().map(|p| home.path(p)).as_deref(),
+            &web.names,
+        )?;
+        eprintln!(
+            "web: https://{addr} — certificate SHA-256 {}{}",
+            cert.fingerprint,
+            match (&cert.ca_path, cert.generated) {
+                (Some(ca), true) =>
+                    format!(" (generated; trust {} to skip the warning)", ca.display()),
+                (Some(ca), false) => format!(" (local CA {})", ca.display()),
+                (None, _) => String::new(),
+            }
+        );
+        Some(cert.config)
+    };
+    Ok(tokio::spawn(async move {
+        let stopped = async {
+            let _ = stop.await;
+        };
+        if let Err(e) =
+            kartoteka_dashboards::serve(listener, tls, kartoteka_dashboards::router(), stopped)
+                .await
+        {
+            eprintln!("web server stopped: {e}");
+        }
+    }))
 }
 
 async fn stop_signal() -> Result<()> {

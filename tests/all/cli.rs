@@ -464,6 +464,14 @@ fn serve_ingests_on_schedule_and_stops_cleanly() {
 
     let before = ok_runs(home);
     schedule_demo_source(home, "*/2 * * * * *");
+    // The web server joins the same process, on a port the OS picks, with a generated certificate.
+    let config = home.join("kartoteka.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("{text}\n[web]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .expect("config");
     let log = std::fs::File::create(home.join("serve.log")).expect("log");
     let mut child = kartoteka()
         .arg("--dir")
@@ -497,6 +505,12 @@ fn serve_ingests_on_schedule_and_stops_cleanly() {
     assert!(status.success(), "serve stopped with {status}:\n{log}");
     assert!(
         log.contains("job ingest:demo") && log.contains("stopping"),
+        "{log}"
+    );
+    assert!(
+        log.contains("web: https://127.0.0.1:")
+            && log.contains("certificate SHA-256")
+            && home.join("tls").join("ca.pem").exists(),
         "{log}"
     );
 

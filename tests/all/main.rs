@@ -15,3 +15,4 @@ mod servers;
 mod slt;
 mod sync;
 mod trust;
+mod web;
