@@ -7,6 +7,7 @@
 
 pub mod server;
 pub mod tls;
+pub mod totp;
 
 pub use server::{Access, ROUTES, Route, SECURITY_HEADERS, router, serve};
 pub use tls::{ServerCertificate, load_or_generate};
