@@ -180,6 +180,10 @@ pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
                 password.expose()
             );
         }
+        UsersCommand::RevokeSessions { login } => {
+            let n = control.revoke_sessions(&login, CLI_ACTOR).await?;
+            outln!("{n} web session(s) of {login} ended; their next request signs them out");
+        }
     }
     Ok(())
 }

@@ -181,9 +181,16 @@ enum Command {
     /// Erase a client on request: their rows and their deals' rows leave every table and every
     /// file, older snapshots are expired, and no later ingest brings them back.
     Erase {
-        /// The client's id (`clients.client_id`).
+        /// The client's id (`clients.client_id`) …
+        #[arg(
+            long,
+            required_unless_present = "client_key",
+            conflicts_with = "client_key"
+        )]
+        client: Option<i64>,
+        /// … or their key as the CRM writes it, for a mapping with `[keys] text = true` (`C-1005`).
         #[arg(long)]
-        client: i64,
+        client_key: Option<String>,
         /// Do not ask: erase what the plan shows (for scripts).
         #[arg(long)]
         yes: bool,
@@ -256,6 +263,11 @@ enum UsersCommand {
     },
     /// Issue a new random password (printed once; must be changed at next login).
     Reset {
+        /// Login.
+        login: String,
+    },
+    /// End every web session of a user (at their next request).
+    RevokeSessions {
         /// Login.
         login: String,
     },
@@ -481,7 +493,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Erase { client, yes } => {
+        Command::Erase {
+            client,
+            client_key,
+            yes,
+        } => {
+            // What the person typed is what they confirm; the lake's id is derived from it.
+            let (client, typed) = match (client, client_key) {
+                (Some(id), _) => (id, id.to_string()),
+                (None, Some(key)) => (kartoteka_engine::model::key_of_text(&key), key),
+                (None, None) => bail!("give --client ID or --client-key KEY"),
+            };
             let home = Home::open(&cli.dir)?;
             let lake = home.lake().await?;
             let engine = home.engine(lake.clone())?;
@@ -497,10 +519,7 @@ async fn run(cli: Cli) -> Result<()> {
                 admin::id_ranges(&plan.snapshots_expired)
             );
             if !yes {
-                admin::confirm(
-                    &format!("type the client id ({client}) to erase them"),
-                    &client.to_string(),
-                )?;
+                admin::confirm(&format!("type the client ({typed}) to erase them"), &typed)?;
             }
             let archive = kartoteka_reports::archive::Archive::new(
                 home.path(&home.config.reports.archive),

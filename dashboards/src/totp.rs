@@ -48,7 +48,8 @@ impl Totp {
 
     /// RFC 4226 HOTP for `counter`, as `DIGITS` decimal digits.
     pub fn hotp(&self, counter: u64) -> String {
-        let mut mac = Hmac::<Sha1>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        let mut mac =
+            Hmac::<Sha1>::new_from_slice(&self.secret).expect("HMAC takes any key length");
         mac.update(&counter.to_be_bytes());
         let digest = mac.finalize().into_bytes();
         let offset = usize::from(digest[digest.len() - 1] & 0x0f);
@@ -223,7 +224,10 @@ mod tests {
             assert_eq!(base32_encode(plain.as_bytes()), encoded);
             assert_eq!(base32_decode(encoded).as_deref(), Some(plain.as_bytes()));
         }
-        assert_eq!(base32_decode("mzxw 6ytb oi======").as_deref(), Some(&b"foobar"[..]));
+        assert_eq!(
+            base32_decode("mzxw 6ytb oi======").as_deref(),
+            Some(&b"foobar"[..])
+        );
         assert_eq!(base32_decode("MZ1W"), None);
         let t = Totp::generate();
         assert_eq!(

@@ -88,6 +88,8 @@ pub mod action {
     pub const LAKE_COMMIT: &str = "lake.commit";
     /// A user removed for good.
     pub const USERS_REMOVE: &str = "users.remove";
+    /// Every web session of a user ended.
+    pub const USERS_REVOKE_SESSIONS: &str = "users.revoke-sessions";
     /// A new, empty home created by `kartoteka init`.
     pub const HOME_INIT: &str = "home.init";
     /// The owner accepted the newest snapshot after a restore (or sealed a legacy lake).

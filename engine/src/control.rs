@@ -95,6 +95,18 @@ const MIGRATIONS: &[&str] = &[
         operation TEXT NOT NULL,
         recorded_at TEXT NOT NULL
     )",
+    // 7: web sign-in sessions (only the SHA-256 of an id is kept; see web_session.rs)
+    "CREATE TABLE web_sessions (
+        id_hash TEXT PRIMARY KEY,
+        login TEXT NOT NULL,
+        stage TEXT NOT NULL CHECK (stage IN ('password', 'full')),
+        csrf TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        user_agent TEXT NOT NULL
+    );
+    CREATE INDEX web_sessions_by_login ON web_sessions (login)",
 ];
 
 /// A way a report copy reaches someone.
@@ -385,7 +397,7 @@ fn valid_login(login: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
-fn db(e: sqlx::Error) -> Error {
+pub(crate) fn db(e: sqlx::Error) -> Error {
     Error::Control(format!("control-plane database: {e}"))
 }
 
@@ -727,6 +739,22 @@ impl ControlPlane {
         .await
         .map_err(db)?;
         self.take_report_runs(old).await
+    }
+
+    /// The pool (for the control plane's other modules).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Record an act in the audit log (for the control plane's other modules).
+    pub(crate) fn audit_event(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        self.audit(actor, action, target, details)
     }
 
     fn audit(

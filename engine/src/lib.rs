@@ -22,6 +22,7 @@ pub mod session;
 mod sized;
 pub mod store;
 pub mod time;
+pub mod web_session;
 pub mod zone;
 
 pub use error::{Error, Result};

@@ -292,6 +292,23 @@ async fn a_newcomer_goes_from_an_empty_directory_to_their_own_numbers() {
         ],
     );
     assert_eq!(found.lines().nth(1), Some("-0.99"), "{found}");
+    // The same key erases that client: customer 3 by the CRM's own id written as text.
+    let erased = run(&home, &["erase", "--client-key", "3", "--yes"]);
+    assert!(
+        erased.status.success(),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let left = ok(
+        &home,
+        &[
+            "query",
+            "SELECT COUNT(*) AS n FROM deals WHERE client_id = 3",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(left.lines().nth(1), Some("0"), "{left}");
 }
 
 #[tokio::test]
@@ -321,6 +338,10 @@ async fn a_demo_home_keeps_its_demo_and_an_own_home_keeps_the_demo_out() {
             && e.contains("--replace-demo"),
         "{e}"
     );
+    // Web sessions of a user can be ended from the CLI (none yet); an unknown login is an error.
+    let said = ok(&demo, &["users", "revoke-sessions", "owner"]);
+    assert!(said.contains("0 web session(s) of owner ended"), "{said}");
+    assert!(fail(&demo, &["users", "revoke-sessions", "nobody"]).contains("no user"));
     // Asked for, it replaces the demo: the demo's source and users go.
     let users_before = ok(&demo, &["users", "list"]);
     assert!(users_before.contains("manager-"), "{users_before}");
