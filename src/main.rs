@@ -467,7 +467,8 @@ async fn run(cli: Cli) -> Result<()> {
             let period = kartoteka_queries::period_of(&session, metric, &args)?;
             if let Some((text, true)) = &period {
                 eprintln!(
-                    "{text} (the default period; --param from=… to=… or as_of=… for another)"
+                    "metric {} {text} (the default period; --param from=… to=… or as_of=… for another)",
+                    metric.name
                 );
             }
             let result = kartoteka_queries::run_metric(&session, metric, &args).await?;

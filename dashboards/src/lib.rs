@@ -5,6 +5,7 @@
 //!
 //! Dependency direction: dashboards → reports → queries → engine, never the other way round.
 
+pub mod qr;
 pub mod server;
 pub mod tls;
 pub mod totp;
@@ -20,6 +21,9 @@ pub enum Error {
     /// A certificate or key cannot be read, generated or used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A QR code cannot be drawn.
+    #[error("QR code: {0}")]
+    Qr(String),
     /// The listener cannot be used as asked.
     #[error("web server: {0}")]
     Listen(String),
