@@ -90,6 +90,12 @@ pub mod action {
     pub const USERS_REMOVE: &str = "users.remove";
     /// Every web session of a user ended.
     pub const USERS_REVOKE_SESSIONS: &str = "users.revoke-sessions";
+    /// A TOTP secret enrolled (never the secret).
+    pub const USERS_TOTP_ENROL: &str = "users.totp-enrol";
+    /// New recovery codes issued (never the codes).
+    pub const USERS_RECOVERY_CODES: &str = "users.recovery-codes";
+    /// A user's second factor forgotten (a lost phone).
+    pub const USERS_SECOND_FACTOR_RESET: &str = "users.second-factor-reset";
     /// A new, empty home created by `kartoteka init`.
     pub const HOME_INIT: &str = "home.init";
     /// The owner accepted the newest snapshot after a restore (or sealed a legacy lake).

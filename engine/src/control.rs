@@ -107,6 +107,17 @@ const MIGRATIONS: &[&str] = &[
         user_agent TEXT NOT NULL
     );
     CREATE INDEX web_sessions_by_login ON web_sessions (login)",
+    // 8: the second factor (see second_factor.rs): a sealed TOTP secret and its newest accepted step
+    // per user, and one-time recovery codes as argon2id hashes
+    "ALTER TABLE users ADD COLUMN totp_sealed TEXT;
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+    CREATE TABLE recovery_codes (
+        id INTEGER PRIMARY KEY,
+        login TEXT NOT NULL,
+        code_hash TEXT NOT NULL,
+        used_at TEXT
+    );
+    CREATE INDEX recovery_codes_by_login ON recovery_codes (login)",
 ];
 
 /// A way a report copy reaches someone.
@@ -365,9 +376,14 @@ const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ234567
 const PASSWORD_LEN: usize = 20;
 
 fn generate_password() -> InitialPassword {
+    generate_code(PASSWORD_LEN)
+}
+
+/// `len` random characters of [`ALPHABET`] (passwords, recovery codes).
+pub(crate) fn generate_code(len: usize) -> InitialPassword {
     use rand::Rng;
     let mut rng = rand::rng();
-    let p: String = (0..PASSWORD_LEN)
+    let p: String = (0..len)
         .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect();
     InitialPassword(Zeroizing::new(p))
@@ -379,14 +395,26 @@ fn argon() -> argon2::Argon2<'static> {
 }
 
 fn hash_password(p: &InitialPassword) -> Result<String> {
+    hash_secret(p.expose())
+}
+
+/// An argon2id hash (PHC string) of `secret` with a random salt.
+pub(crate) fn hash_secret(secret: &str) -> Result<String> {
     use rand::RngCore;
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Control(format!("salt: {e}")))?;
     Ok(argon()
-        .hash_password(p.expose().as_bytes(), &salt)
+        .hash_password(secret.as_bytes(), &salt)
         .map_err(|e| Error::Control(format!("cannot hash password: {e}")))?
         .to_string())
+}
+
+/// Does `secret` match the argon2id hash `stored`?
+pub(crate) fn verify_secret(secret: &str, stored: &str) -> Result<bool> {
+    let parsed = PasswordHash::new(stored)
+        .map_err(|e| Error::Control(format!("a stored hash is damaged: {e}")))?;
+    Ok(argon().verify_password(secret.as_bytes(), &parsed).is_ok())
 }
 
 fn valid_login(login: &str) -> bool {

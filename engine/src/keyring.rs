@@ -492,6 +492,20 @@ impl Keyring {
         self.derived_key(b"kartoteka/report-archive/v1")
     }
 
+    /// Seal a user's secret (a TOTP secret) under its own derived key, bound to `aad` (the user).
+    pub fn seal_user_secret(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        seal_bytes(
+            &self.derived_key(b"kartoteka/user-secrets/v1"),
+            plaintext,
+            aad,
+        )
+    }
+
+    /// Open what [`Keyring::seal_user_secret`] sealed with the same `aad`; `None` otherwise.
+    pub fn open_user_secret(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        open_bytes(&self.derived_key(b"kartoteka/user-secrets/v1"), sealed, aad)
+    }
+
     /// The authentication code of a snapshot manifest's bytes: hex HMAC-SHA256 under a key derived
     /// from the lake's secret, so a manifest cannot be edited, forged or swapped without the keys.
     pub fn snapshot_mac(&self, manifest: &[u8]) -> String {

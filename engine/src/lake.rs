@@ -606,6 +606,20 @@ impl Lake {
         self.keyring.read().await.seal_blob(aad, plaintext)
     }
 
+    /// Seal a user's secret (a TOTP secret) bound to `aad` (see [`crate::second_factor::totp_aad`]).
+    pub async fn seal_user_secret(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.keyring.read().await.seal_user_secret(aad, plaintext)
+    }
+
+    /// Open a secret sealed by [`Lake::seal_user_secret`] with the same `aad`.
+    pub async fn open_user_secret(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.keyring.read().await.open_user_secret(aad, sealed)
+    }
+
     /// Open bytes sealed by [`Lake::seal_blob`] with the same `aad`.
     pub async fn open_blob(
         &self,

@@ -18,6 +18,7 @@ pub mod model;
 pub mod policy;
 pub mod principal;
 pub mod reconcile;
+pub mod second_factor;
 pub mod session;
 mod sized;
 pub mod store;
