@@ -1058,13 +1058,19 @@ impl ControlPlane {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        let Some(row) = row else { return Ok(false) };
+        let Some(row) = row else {
+            // No such (active) user: the same argon2 work as for a real one, so the time taken does
+            // not tell which logins exist.
+            static DUMMY: std::sync::LazyLock<Option<String>> =
+                std::sync::LazyLock::new(|| hash_secret("kartoteka: no such user").ok());
+            if let Some(dummy) = DUMMY.as_deref() {
+                let _ = verify_secret(password, dummy);
+            }
+            return Ok(false);
+        };
         let stored: String = row.try_get(0).map_err(db)?;
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|e| Error::Control(format!("stored hash of {login} is damaged: {e}")))?;
-        Ok(argon()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        verify_secret(password, &stored)
+            .map_err(|_| Error::Control(format!("the stored password hash of {login} is damaged")))
     }
 }
 
