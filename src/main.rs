@@ -489,7 +489,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             output::print_with(&result, format, None, &how)?;
             if let Some(path) = chart {
-                write_chart(metric, &result, currency, &path)?;
+                write_chart(metric, &result, &session, &path)?;
                 eprintln!("chart written to {}", path.display());
             }
             Ok(())
@@ -735,14 +735,23 @@ fn list_metrics(catalog: &Catalog) -> Result<()> {
 fn write_chart(
     metric: &kartoteka_queries::Metric,
     result: &kartoteka_engine::QueryResult,
-    currency: Option<&str>,
+    session: &kartoteka_engine::QuerySession,
     path: &Path,
 ) -> Result<()> {
+    let currency = session.snapshot().mapping.currency.as_deref();
     // The metric's own chart hint; a KPI tile drawn here has no previous period to compare with.
     let panel = kartoteka_reports::spec::Panel::build(metric, Default::default(), Vec::new())
         .map_err(|(field, detail)| anyhow::anyhow!("the chart hint's {field}: {detail}"))?
         .with_currency(currency);
-    let chart = kartoteka_reports::chart::Chart::from_result(&panel, &result.batches, None)?;
+    let mut chart = kartoteka_reports::chart::Chart::from_result(&panel, &result.batches, None)?;
+    // The period the data's day falls in is still going on: marked, not read as a collapse.
+    chart.mark_in_progress(
+        session
+            .snapshot()
+            .committed_at
+            .with_timezone(&session.time_zone())
+            .date_naive(),
+    );
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
@@ -841,12 +850,7 @@ async fn demo(dir: &Path, scale: f64, seed: u64, end: Option<chrono::NaiveDate>)
         output::print(&result, Format::Table, Some(10))?;
         if metric.name == "revenue_by_month" {
             let chart = home.dir.join("charts").join("revenue_by_month.svg");
-            write_chart(
-                metric,
-                &result,
-                session.snapshot().mapping.currency.as_deref(),
-                &chart,
-            )?;
+            write_chart(metric, &result, &session, &chart)?;
             outln!("chart: {}", chart.display());
         }
     }

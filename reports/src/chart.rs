@@ -258,6 +258,48 @@ fn cell_text(array: &ArrayRef, i: usize, fmt: &ArrayFormatter<'_>) -> String {
     short_label(&date_like)
 }
 
+/// What is appended to the label of a period still in progress (short: axis labels are cut to fit),
+/// explained under the axis by [`IN_PROGRESS_NOTE`]: its bar or point is not a collapse, the period
+/// has not ended.
+pub const IN_PROGRESS: &str = "*";
+/// The axis caption's explanation of [`IN_PROGRESS`].
+pub const IN_PROGRESS_NOTE: &str = "* период ещё идёт";
+
+impl Chart {
+    /// Mark the x category of the period holding `today` (the reporting zone's date of the data) as
+    /// still in progress: on a monthly axis (`YYYY-MM` labels) this month; on a daily or weekly axis
+    /// (`YYYY-MM-DD`, a week when the labels are 7 days apart) the day or the week holding `today`.
+    pub fn mark_in_progress(&mut self, today: chrono::NaiveDate) {
+        let ChartData::Categories { x, .. } = &mut self.data else {
+            return;
+        };
+        let before = x.clone();
+        let month = |l: &str| chrono::NaiveDate::parse_from_str(&format!("{l}-01"), "%Y-%m-%d");
+        let day = |l: &str| chrono::NaiveDate::parse_from_str(l, "%Y-%m-%d");
+        if !x.is_empty() && x.iter().all(|l| l.len() == 7 && month(l).is_ok()) {
+            let current = today.format("%Y-%m").to_string();
+            for l in x.iter_mut().filter(|l| **l == current) {
+                l.push_str(IN_PROGRESS);
+            }
+        } else {
+            let days: Option<Vec<chrono::NaiveDate>> = x.iter().map(|l| day(l).ok()).collect();
+            if let Some(days) = days.filter(|d| !d.is_empty()) {
+                let weekly =
+                    days.len() > 1 && days.windows(2).all(|w| (w[1] - w[0]).num_days() % 7 == 0);
+                let span = if weekly { 7 } else { 1 };
+                for (l, d) in x.iter_mut().zip(&days) {
+                    if *d <= today && (today - *d).num_days() < span {
+                        l.push_str(IN_PROGRESS);
+                    }
+                }
+            }
+        }
+        if *x != before {
+            self.x_caption = format!("{} · {IN_PROGRESS_NOTE}", self.x_caption);
+        }
+    }
+}
+
 /// Time buckets as people say them: a month start is the month, midnight is the day.
 fn short_label(label: &str) -> String {
     let b = label.as_bytes();
@@ -1080,6 +1122,75 @@ mod tests {
             unit: unit.into(),
             data,
         }
+    }
+
+    #[test]
+    fn the_period_in_progress_is_marked_not_drawn_as_a_collapse() {
+        let labels = |c: &Chart| match &c.data {
+            ChartData::Categories { x, .. } => x.clone(),
+            _ => Vec::new(),
+        };
+        let series = |n: usize| {
+            vec![Series {
+                name: "revenue".into(),
+                values: vec![Some(1.0); n],
+            }]
+        };
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        // Months: only this month.
+        let mut c = chart(
+            ChartKind::Bar,
+            "RUB",
+            ChartData::Categories {
+                x: months(3),
+                series: series(3),
+            },
+        );
+        c.mark_in_progress(day("2025-03-17"));
+        assert_eq!(labels(&c), ["2025-01", "2025-02", "2025-03*"]);
+        assert!(
+            c.x_caption.ends_with("* период ещё идёт"),
+            "{}",
+            c.x_caption
+        );
+        // A month that has ended is not marked.
+        let mut done = chart(
+            ChartKind::Bar,
+            "RUB",
+            ChartData::Categories {
+                x: months(3),
+                series: series(3),
+            },
+        );
+        done.mark_in_progress(day("2025-04-01"));
+        assert!(labels(&done).iter().all(|l| !l.contains('*')));
+        assert!(!done.x_caption.contains('*'));
+        // Weeks: the week holding today; days: today.
+        let weeks = ["2025-03-03", "2025-03-10", "2025-03-17"]
+            .map(String::from)
+            .to_vec();
+        let mut w = chart(
+            ChartKind::Line,
+            "",
+            ChartData::Categories {
+                x: weeks,
+                series: series(3),
+            },
+        );
+        w.mark_in_progress(day("2025-03-20"));
+        assert_eq!(labels(&w)[2], "2025-03-17*");
+        assert!(!labels(&w)[1].contains('*'));
+        let days = ["2025-03-19", "2025-03-20"].map(String::from).to_vec();
+        let mut d = chart(
+            ChartKind::Bar,
+            "",
+            ChartData::Categories {
+                x: days,
+                series: series(2),
+            },
+        );
+        d.mark_in_progress(day("2025-03-20"));
+        assert_eq!(labels(&d), ["2025-03-19", "2025-03-20*"]);
     }
 
     fn months(n: usize) -> Vec<String> {

@@ -114,7 +114,13 @@ pub async fn render(
             None
         };
         let panel = &panel.with_currency(snapshot.mapping.currency.as_deref());
-        let chart = Chart::from_result(panel, &result.batches, previous.as_deref())?;
+        let mut chart = Chart::from_result(panel, &result.batches, previous.as_deref())?;
+        chart.mark_in_progress(
+            snapshot
+                .committed_at
+                .with_timezone(&session.time_zone())
+                .date_naive(),
+        );
         let mut files = Vec::new();
         for format in &spec.formats {
             let bytes = match format {
