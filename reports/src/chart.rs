@@ -197,6 +197,8 @@ pub enum ChartData {
         rows: Vec<String>,
         /// `cells[row][column]`.
         cells: Vec<Vec<Option<f64>>>,
+        /// Cells `(row, column)` of a period still in progress (outlined, their value starred).
+        in_progress: Vec<(usize, usize)>,
     },
     /// KPI tile: the value now and in the previous period.
     Kpi {
@@ -270,6 +272,38 @@ impl Chart {
     /// still in progress: on a monthly axis (`YYYY-MM` labels) this month; on a daily or weekly axis
     /// (`YYYY-MM-DD`, a week when the labels are 7 days apart) the day or the week holding `today`.
     pub fn mark_in_progress(&mut self, today: chrono::NaiveDate) {
+        // A cohort grid: row = the cohort's month, column = months after it; the cell whose month is
+        // this month is still going on.
+        if let ChartData::Grid {
+            x,
+            rows,
+            in_progress,
+            ..
+        } = &mut self.data
+        {
+            let current =
+                chrono::Datelike::year(&today) * 12 + chrono::Datelike::month0(&today) as i32;
+            for (r, row) in rows.iter().enumerate() {
+                let Ok(start) = chrono::NaiveDate::parse_from_str(&format!("{row}-01"), "%Y-%m-%d")
+                else {
+                    continue;
+                };
+                for (c, offset) in x.iter().enumerate() {
+                    if let Ok(k) = offset.parse::<i32>()
+                        && chrono::Datelike::year(&start) * 12
+                            + chrono::Datelike::month0(&start) as i32
+                            + k
+                            == current
+                    {
+                        in_progress.push((r, c));
+                    }
+                }
+            }
+            if !in_progress.is_empty() {
+                self.x_caption = format!("{} · {IN_PROGRESS_NOTE}", self.x_caption);
+            }
+            return;
+        }
         let ChartData::Categories { x, .. } = &mut self.data else {
             return;
         };
@@ -476,6 +510,7 @@ impl Chart {
                     x,
                     rows: row_names,
                     cells,
+                    in_progress: Vec::new(),
                 }
             }
             _ => {
@@ -619,7 +654,15 @@ impl Chart {
                 self.funnel(root, x, &series[0])
             }
             (ChartData::Categories { x, series }, _) => self.bars(root, x, series, false),
-            (ChartData::Grid { x, rows, cells }, _) => self.heatmap(root, x, rows, cells),
+            (
+                ChartData::Grid {
+                    x,
+                    rows,
+                    cells,
+                    in_progress,
+                },
+                _,
+            ) => self.heatmap(root, x, rows, cells, in_progress),
             (ChartData::Kpi { value, previous }, _) => {
                 self.kpi(root, value.unwrap_or_default(), *previous)
             }
@@ -906,6 +949,7 @@ impl Chart {
         x: &[String],
         rows: &[String],
         cells: &[Vec<Option<f64>>],
+        in_progress: &[(usize, usize)],
     ) -> Result<()> {
         let (w, h) = self.size();
         root.draw_text(&self.title, &(FAMILY, 24).into_text_style(root), (24, 16))
@@ -957,10 +1001,24 @@ impl Chart {
                     colour.filled(),
                 ))
                 .map_err(draw)?;
+                let going = in_progress.contains(&(r, c));
+                if going {
+                    // The period has not ended: outlined in orange, the value starred.
+                    root.draw(&Rectangle::new(
+                        [(x0 + 1, y + 1), (x0 + cw - 2, y + rh - 2)],
+                        RGBColor(0xE6, 0x9F, 0x00).stroke_width(2),
+                    ))
+                    .map_err(draw)?;
+                }
                 if show_values {
                     let ink = if t > 0.55 { WHITE } else { BLACK };
+                    let text = format_value(*v, &self.unit);
                     root.draw_text(
-                        &format_value(*v, &self.unit),
+                        &if going {
+                            format!("{text}{IN_PROGRESS}")
+                        } else {
+                            text
+                        },
                         &(FAMILY, 11).into_text_style(root).color(&ink),
                         (x0 + 3, y + rh / 2 - 6),
                     )
@@ -1193,6 +1251,29 @@ mod tests {
         assert_eq!(labels(&d), ["2025-03-19", "2025-03-20*"]);
     }
 
+    #[test]
+    fn a_cohort_cell_of_the_month_in_progress_is_marked() {
+        let mut c = chart(
+            ChartKind::Heatmap,
+            "ratio",
+            ChartData::Grid {
+                x: (0..3).map(|i| i.to_string()).collect(),
+                rows: months(3),
+                cells: vec![vec![Some(1.0); 3]; 3],
+                in_progress: Vec::new(),
+            },
+        );
+        // 2025-03 is this month: cohort 2025-01 at offset 2, 2025-02 at 1, 2025-03 at 0.
+        c.mark_in_progress(chrono::NaiveDate::from_ymd_opt(2025, 3, 9).expect("date"));
+        let ChartData::Grid { in_progress, .. } = &c.data else {
+            panic!("a grid")
+        };
+        assert_eq!(in_progress, &[(0, 2), (1, 1), (2, 0)]);
+        assert!(c.x_caption.ends_with("* период ещё идёт"));
+        let svg = c.to_svg().expect("svg");
+        assert!(svg.contains("100.0\u{A0}%*"), "the value starred");
+    }
+
     fn months(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("2025-{:02}", i + 1)).collect()
     }
@@ -1279,6 +1360,7 @@ mod tests {
                             vec![Some(1.0), Some(0.38), Some(0.29), None],
                             vec![Some(1.0), Some(0.45), None, None],
                         ],
+                        in_progress: Vec::new(),
                     },
                 ),
             ),
