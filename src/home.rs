@@ -313,15 +313,25 @@ impl SourceConfig {
                 .to_string_lossy()
                 .into_owned()
         };
-        let mut spec = kartoteka_ingest::SourceSpec::new(url);
-        if let Some(var) = &self.password_env {
-            spec.password = Some(std::env::var(var).with_context(|| {
-                format!("the source's password is read from ${var}, which is not set")
-            })?);
-        }
-        Ok(spec)
+        source_spec(&url, self.password_env.as_deref())
     }
 }
+
+/// How to reach the source at `location`, the password read from the environment variable `password_env`.
+pub(crate) fn source_spec(
+    location: &str,
+    password_env: Option<&str>,
+) -> Result<kartoteka_ingest::SourceSpec> {
+    let mut spec = kartoteka_ingest::SourceSpec::new(location);
+    if let Some(var) = password_env {
+        spec.password = Some(std::env::var(var).with_context(|| {
+            format!("the source's password is read from ${var}, which is not set")
+        })?);
+    }
+    Ok(spec)
+}
+
+impl SourceConfig {}
 
 impl Config {
     /// A demo home (marked by `kartoteka demo`; homes made before the mark have its `demo` source).

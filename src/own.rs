@@ -79,16 +79,6 @@ pub(crate) fn location(sqlite: Option<PathBuf>, url: Option<String>) -> Result<O
     })
 }
 
-fn spec(location: &str, password_env: Option<&str>) -> Result<kartoteka_ingest::SourceSpec> {
-    let mut spec = kartoteka_ingest::SourceSpec::new(location);
-    if let Some(var) = password_env {
-        spec.password = Some(std::env::var(var).with_context(|| {
-            format!("the source's password is read from ${var}, which is not set")
-        })?);
-    }
-    Ok(spec)
-}
-
 /// `kartoteka init`: an empty home for your own CRM — config with every default written out, control
 /// database, audit log, and a lake with its keyring (master key from `KARTOTEKA_PASSPHRASE`, or a new
 /// key file).
@@ -138,7 +128,7 @@ pub(crate) async fn mapping(dir: &Path, command: MappingCommand) -> Result<()> {
         } => {
             let location =
                 location(sqlite, url)?.context("give the source: --sqlite FILE or --url URL")?;
-            let spec = spec(&location, password_env.as_deref())?;
+            let spec = home::source_spec(&location, password_env.as_deref())?;
             let source = kartoteka_ingest::Source::open(&spec).await?;
             let name = kartoteka_ingest::source::default_name(&location);
             let text = kartoteka_ingest::check::scaffold(&source, &name).await?;
@@ -172,9 +162,10 @@ pub(crate) async fn mapping(dir: &Path, command: MappingCommand) -> Result<()> {
             format,
         } => {
             let (spec, mapping_path) = match (location(sqlite, url)?, mapping) {
-                (Some(location), Some(mapping)) => {
-                    (spec(&location, password_env.as_deref())?, mapping)
-                }
+                (Some(location), Some(mapping)) => (
+                    home::source_spec(&location, password_env.as_deref())?,
+                    mapping,
+                ),
                 (None, mapping) => {
                     let home = Home::open(dir)?;
                     let name = source

@@ -4,6 +4,7 @@
 //! and only in a step after the last one accepted for that user: each code works once.
 
 use hmac::{Hmac, Mac};
+use kartoteka_engine::lake::constant_time_eq;
 use sha1::Sha1;
 use zeroize::Zeroizing;
 
@@ -103,10 +104,6 @@ impl Totp {
             self.secret_base32()
         )
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Percent-encode everything but unreserved characters (RFC 3986).

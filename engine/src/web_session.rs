@@ -106,8 +106,7 @@ pub struct WebSession {
 impl WebSession {
     /// Does `token` (from a form) match this session's CSRF token?
     pub fn csrf_matches(&self, token: &str) -> bool {
-        let (a, b) = (self.csrf.as_bytes(), token.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        crate::lake::constant_time_eq(self.csrf.as_bytes(), token.as_bytes())
     }
 }
 

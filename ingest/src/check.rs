@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use kartoteka_engine::model::{self, Class};
 use serde::Serialize;
 
-use crate::batch::{BatchBuilder, Value};
+use crate::batch::BatchBuilder;
 use crate::error::{Error, Result};
 use crate::mapping::Mapping;
 use crate::run::{BATCH_ROWS, TablePlan, plan};
@@ -69,14 +69,7 @@ pub async fn check_mapping(
     limit: u64,
 ) -> Result<MappingReport> {
     let plans = plan(source, mapping).await?;
-    let mut reader = source
-        .snapshot()
-        .await
-        .map_err(|cause| Error::SourceUnavailable {
-            source_name: source.display(),
-            cause,
-            attempts: 1,
-        })?;
+    let mut reader = source.begin_read().await?;
     let mut tables = Vec::new();
     let mut warnings = Vec::new();
     for plan in &plans {
@@ -202,16 +195,7 @@ impl<'a> Tried<'a> {
                     .map(|c| c.type_info().name().to_string())
                     .collect();
             }
-            self.builder.start_row();
-            for (i, (&col, &decoder)) in self.plan.index.iter().zip(&self.plan.decoders).enumerate()
-            {
-                self.builder
-                    .push(col, row.value(i, decoder).map_err(query_err)?)?;
-            }
-            for &col in &self.plan.absent {
-                self.builder.push(col, Value::Null)?;
-            }
-            self.builder.end_row();
+            self.plan.push_row(&row, &mut self.builder, |_, _| {})?;
             if self.builder.len() >= BATCH_ROWS {
                 let batch = self.builder.finish()?;
                 self.count(&batch)?;

@@ -182,6 +182,31 @@ pub(crate) struct TablePlan {
 }
 
 impl TablePlan {
+    /// Push one source row into `builder`: each result column into its canonical column (`seen` is
+    /// shown every value on its way), NULL into the columns the query does not return.
+    pub(crate) fn push_row<R: SourceRow>(
+        &self,
+        row: &R,
+        builder: &mut BatchBuilder,
+        mut seen: impl FnMut(usize, &crate::batch::Value<'_>),
+    ) -> Result<()> {
+        let query_err = |cause| Error::SourceQuery {
+            table: self.table.name.into(),
+            cause,
+        };
+        builder.start_row();
+        for (i, (&col, &decoder)) in self.index.iter().zip(&self.decoders).enumerate() {
+            let v = row.value(i, decoder).map_err(query_err)?;
+            seen(col, &v);
+            builder.push(col, v)?;
+        }
+        for &col in &self.absent {
+            builder.push(col, crate::batch::Value::Null)?;
+        }
+        builder.end_row();
+        Ok(())
+    }
+
     /// Names of the columns the query does not return.
     pub(crate) fn absent_names(&self) -> Vec<&'static str> {
         self.absent
@@ -320,14 +345,7 @@ pub async fn ingest(
     };
     let outcome = async {
         let mut txn = lake.begin_write().await?;
-        let mut reader = source
-            .snapshot()
-            .await
-            .map_err(|cause| Error::SourceUnavailable {
-                source_name: source.display(),
-                cause,
-                attempts: 1,
-            })?;
+        let mut reader = source.begin_read().await?;
         let erased = txn.base().erased.clone();
         let mut reports = Vec::new();
         for plan in &plans {
@@ -720,19 +738,12 @@ impl Load<'_> {
             .cursor
             .and_then(|c| table.columns.iter().position(|tc| tc.name == c));
         while let Some(row) = rows.try_next().await.map_err(query_err)? {
-            self.builder.start_row();
-            for (i, (&col, &decoder)) in self.plan.index.iter().zip(&self.plan.decoders).enumerate()
-            {
-                let v = row.value(i, decoder).map_err(query_err)?;
-                if Some(col) == cursor && self.cursor_repr.is_none() {
-                    self.cursor_repr = CursorRepr::of(&v);
+            let repr = &mut self.cursor_repr;
+            self.plan.push_row(&row, &mut self.builder, |col, v| {
+                if Some(col) == cursor && repr.is_none() {
+                    *repr = CursorRepr::of(v);
                 }
-                self.builder.push(col, v)?;
-            }
-            for &col in &self.plan.absent {
-                self.builder.push(col, crate::batch::Value::Null)?;
-            }
-            self.builder.end_row();
+            })?;
             if self.builder.len() >= BATCH_ROWS {
                 self.flush(writer).await?;
             }

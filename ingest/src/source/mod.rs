@@ -326,6 +326,17 @@ pub enum SnapshotReader {
 }
 
 impl Source {
+    /// Start a consistent read of the source; a failure is the source being unavailable.
+    pub(crate) async fn begin_read(&self) -> Result<SnapshotReader> {
+        self.snapshot()
+            .await
+            .map_err(|cause| Error::SourceUnavailable {
+                source_name: self.display(),
+                cause,
+                attempts: 1,
+            })
+    }
+
     /// Start a consistent read of the source.
     pub async fn snapshot(&self) -> Result<SnapshotReader, sqlx::Error> {
         Ok(match self {
