@@ -184,6 +184,14 @@ pub(crate) async fn users(home: &Home, command: UsersCommand) -> Result<()> {
             let n = control.revoke_sessions(&login, CLI_ACTOR).await?;
             outln!("{n} web session(s) of {login} ended; their next request signs them out");
         }
+        UsersCommand::ResetSecondFactor { login } => {
+            control.reset_second_factor(&login, CLI_ACTOR).await?;
+            control.revoke_sessions(&login, CLI_ACTOR).await?;
+            outln!(
+                "the second factor of {login} is forgotten and their sessions ended; at the next \
+                 sign-in they set up an authenticator again"
+            );
+        }
     }
     Ok(())
 }

@@ -74,6 +74,8 @@ pub(crate) struct WebConfig {
     pub(crate) names: Vec<String>,
     /// Plain HTTP instead of TLS: refused unless `listen` is a loopback address.
     pub(crate) plain_http: bool,
+    /// A second factor (TOTP) for every role; owner and admin need one whatever this says.
+    pub(crate) second_factor_for_all: bool,
 }
 
 impl Default for WebConfig {
@@ -84,6 +86,7 @@ impl Default for WebConfig {
             key: None,
             names: vec!["localhost".into(), "127.0.0.1".into()],
             plain_http: false,
+            second_factor_for_all: true,
         }
     }
 }

@@ -68,6 +68,10 @@ enum Command {
         /// Last day of the demo's history, exclusive (default: today, UTC).
         #[arg(long)]
         end: Option<chrono::NaiveDate>,
+        /// Then serve it: the web door on https://127.0.0.1:8443 (a `[web]` section is added when the
+        /// config has none) and the scheduled jobs, until Ctrl-C.
+        #[arg(long)]
+        serve: bool,
     },
     /// Create an empty home for your own CRM: config (every default written out), lake and keyring,
     /// control database, audit log. Then `mapping scaffold`, `mapping check`, `ingest`.
@@ -271,6 +275,12 @@ enum UsersCommand {
         /// Login.
         login: String,
     },
+    /// Forget a user's second factor (a lost phone): their authenticator secret and recovery codes;
+    /// their sessions end and the next sign-in enrols a new one.
+    ResetSecondFactor {
+        /// Login.
+        login: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -357,7 +367,27 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { scale, seed, end } => demo(&cli.dir, scale, seed, end).await,
+        Command::Demo {
+            scale,
+            seed,
+            end,
+            serve,
+        } => {
+            demo(&cli.dir, scale, seed, end).await?;
+            if serve {
+                let mut home = Home::open(&cli.dir)?;
+                if home.config.web.is_none() {
+                    home.config.web = Some(home::WebConfig::default());
+                    home.save()?;
+                }
+                outln!(
+                    "\nserving the demo: open the address below and sign in as `owner` with the password \
+                     above (you will choose your own and set up a code app); Ctrl-C stops"
+                );
+                serve::serve(&cli.dir).await?;
+            }
+            Ok(())
+        }
         Command::Init => own::init(&cli.dir).await,
         Command::Mapping { command } => own::mapping(&cli.dir, command).await,
         Command::Ingest {

@@ -1,16 +1,22 @@
 //! Kartoteka's web door: an HTTPS server (rustls, ring) whose routes are declared once with who may
-//! open them, security headers on every response, and the certificate it serves — from the config, or
-//! a local CA and server certificate generated on first start. Sign-in and the role dashboards are
-//! built on it (see the README's "Web" section for what is there today).
+//! open them ([`ROUTES`]), security headers on every response, the certificate it serves — from the
+//! config, or a local CA and server certificate generated on first start — sign-in with a password and
+//! a TOTP second factor (`auth`), and the role dashboards (`pages`) drawn by the reports' chart code
+//! from catalog metrics run under each viewer's own policy.
 //!
 //! Dependency direction: dashboards → reports → queries → engine, never the other way round.
 
+pub mod app;
+pub mod auth;
+pub mod html;
+pub mod pages;
 pub mod qr;
 pub mod server;
 pub mod tls;
 pub mod totp;
 
-pub use server::{Access, ROUTES, Route, SECURITY_HEADERS, router, serve};
+pub use app::{App, Settings, WatchedSource};
+pub use server::{Access, DATA_ROLES, ROUTES, Route, SECURITY_HEADERS, router, serve};
 pub use tls::{ServerCertificate, load_or_generate};
 
 use std::path::{Path, PathBuf};
@@ -24,6 +30,9 @@ pub enum Error {
     /// A QR code cannot be drawn.
     #[error("QR code: {0}")]
     Qr(String),
+    /// The engine or the control plane failed.
+    #[error("{0}")]
+    Engine(String),
     /// The listener cannot be used as asked.
     #[error("web server: {0}")]
     Listen(String),

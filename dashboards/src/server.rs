@@ -7,21 +7,34 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
+use kartoteka_engine::Role;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service as _;
 
-use crate::{Error, Result};
+use crate::app::{App, Peer};
+use crate::{Error, Result, auth, pages};
 
 /// Who may open a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone, signed in or not (health check, the stylesheet).
+    /// Anyone, signed in or not (health check, the stylesheet, the language switch).
     Open,
+    /// Anyone not yet signed in (the sign-in form); a signed-in user is sent home.
+    SignIn,
+    /// A sign-in half done (the password was right): a new password, the second factor.
+    SignInStep,
+    /// Any session, half or whole (sign-out).
+    AnySession,
+    /// Signed in with one of these roles.
+    Signed(&'static [Role]),
 }
 
 /// One route of the web app: where, who may open it, and what answers.
@@ -29,13 +42,16 @@ pub enum Access {
 pub struct Route {
     /// HTTP method.
     pub method: &'static str,
-    /// Path.
+    /// Path (`{name}` for a path parameter).
     pub path: &'static str,
     /// Who may open it.
     pub access: Access,
     /// The handler.
-    pub handler: fn() -> MethodRouter,
+    pub handler: fn() -> MethodRouter<Arc<App>>,
 }
+
+/// Roles that read CRM data.
+pub const DATA_ROLES: &[Role] = &[Role::Owner, Role::Manager, Role::TeamLead, Role::Analyst];
 
 /// Every route the server answers, with its rule. Anything else is 404.
 pub const ROUTES: &[Route] = &[
@@ -52,6 +68,122 @@ pub const ROUTES: &[Route] = &[
         handler: || {
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) })
         },
+    },
+    Route {
+        method: "GET",
+        path: "/language",
+        access: Access::Open,
+        handler: || get(auth::language),
+    },
+    Route {
+        method: "GET",
+        path: "/login",
+        access: Access::SignIn,
+        handler: || get(auth::login_form),
+    },
+    Route {
+        method: "POST",
+        path: "/login",
+        access: Access::SignIn,
+        handler: || post(auth::login_submit),
+    },
+    Route {
+        method: "GET",
+        path: "/login/password",
+        access: Access::SignInStep,
+        handler: || get(auth::password_form),
+    },
+    Route {
+        method: "POST",
+        path: "/login/password",
+        access: Access::SignInStep,
+        handler: || post(auth::password_submit),
+    },
+    Route {
+        method: "GET",
+        path: "/login/enrol",
+        access: Access::SignInStep,
+        handler: || get(auth::enrol_form),
+    },
+    Route {
+        method: "POST",
+        path: "/login/enrol",
+        access: Access::SignInStep,
+        handler: || post(auth::enrol_submit),
+    },
+    Route {
+        method: "GET",
+        path: "/login/code",
+        access: Access::SignInStep,
+        handler: || get(auth::code_form),
+    },
+    // After a wrong password the code form is shown too, without a session: its answer is the one
+    // failure message.
+    Route {
+        method: "POST",
+        path: "/login/code",
+        access: Access::SignIn,
+        handler: || post(auth::code_submit),
+    },
+    Route {
+        method: "POST",
+        path: "/logout",
+        access: Access::AnySession,
+        handler: || post(auth::logout),
+    },
+    Route {
+        method: "GET",
+        path: "/",
+        access: Access::Signed(&[
+            Role::Owner,
+            Role::Manager,
+            Role::TeamLead,
+            Role::Analyst,
+            Role::Admin,
+        ]),
+        handler: || get(pages::home),
+    },
+    Route {
+        method: "GET",
+        path: "/owner",
+        access: Access::Signed(&[Role::Owner]),
+        handler: || get(pages::owner),
+    },
+    Route {
+        method: "GET",
+        path: "/manager",
+        access: Access::Signed(&[Role::Manager]),
+        handler: || get(pages::manager),
+    },
+    Route {
+        method: "GET",
+        path: "/team",
+        access: Access::Signed(&[Role::TeamLead]),
+        handler: || get(pages::team),
+    },
+    Route {
+        method: "GET",
+        path: "/catalog",
+        access: Access::Signed(DATA_ROLES),
+        handler: || get(pages::catalog),
+    },
+    Route {
+        method: "GET",
+        path: "/metric/{name}",
+        access: Access::Signed(DATA_ROLES),
+        handler: || get(pages::metric),
+    },
+    Route {
+        method: "GET",
+        path: "/metric/{name}/csv",
+        access: Access::Signed(DATA_ROLES),
+        handler: || get(pages::metric_csv),
+    },
+    Route {
+        method: "GET",
+        path: "/admin",
+        access: Access::Signed(&[Role::Owner, Role::Admin]),
+        handler: || get(pages::admin),
     },
 ];
 
@@ -76,16 +208,39 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cross-origin-opener-policy", "same-origin"),
 ];
 
-/// The router: each of [`ROUTES`] with its handler, the security headers on every response.
-pub fn router() -> Router {
-    let mut router = Router::new();
+/// The router: each of [`ROUTES`] with its handler behind the guard (its access rule, the session,
+/// the CSRF check), the security headers on every response.
+pub fn router(app: Arc<App>) -> Router {
+    let mut router: Router<Arc<App>> = Router::new();
+    // One path may carry several methods: merge them into one method router.
+    let mut paths: Vec<&'static str> = Vec::new();
     for route in ROUTES {
-        router = router.route(route.path, (route.handler)());
+        if !paths.contains(&route.path) {
+            paths.push(route.path);
+        }
+    }
+    for path in paths {
+        let mut methods: Option<MethodRouter<Arc<App>>> = None;
+        for route in ROUTES.iter().filter(|r| r.path == path) {
+            let handler = (route.handler)();
+            methods = Some(match methods {
+                Some(m) => m.merge(handler),
+                None => handler,
+            });
+        }
+        if let Some(methods) = methods {
+            router = router.route(path, methods);
+        }
     }
     router
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::guard,
+        ))
         .fallback(|| async {
             (StatusCode::NOT_FOUND, "Страница не найдена / Not found")
         })
+        .with_state(app)
         .layer(axum::middleware::map_response(secure))
 }
 
@@ -130,7 +285,12 @@ pub async fn serve(
         let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = TowerToHyperService::new(app);
+            // Each request learns where its connection came from (the sign-in audit records it).
+            let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
+                let mut app = app.clone();
+                async move { app.call(request.map(Body::new)).await }
+            });
             let http = hyper::server::conn::http1::Builder::new();
             let outcome = match acceptor {
                 Some(acceptor) => {

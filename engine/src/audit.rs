@@ -88,6 +88,16 @@ pub mod action {
     pub const LAKE_COMMIT: &str = "lake.commit";
     /// A user removed for good.
     pub const USERS_REMOVE: &str = "users.remove";
+    /// A user chose a new password (nothing of it is recorded).
+    pub const USERS_SET_PASSWORD: &str = "users.set-password";
+    /// A sign-in attempt on the web door (each step: password, new password, second factor).
+    pub const WEB_SIGN_IN: &str = "web.sign-in";
+    /// A signed-in user ended their session.
+    pub const WEB_SIGN_OUT: &str = "web.sign-out";
+    /// A page of the web door was opened (who, which, over which snapshot).
+    pub const WEB_VIEW: &str = "web.view";
+    /// A table was downloaded from the web door as CSV.
+    pub const WEB_EXPORT: &str = "web.export";
     /// Every web session of a user ended.
     pub const USERS_REVOKE_SESSIONS: &str = "users.revoke-sessions";
     /// A TOTP secret enrolled (never the secret).

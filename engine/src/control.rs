@@ -1050,6 +1050,49 @@ impl ControlPlane {
         Ok(password)
     }
 
+    /// `login` chooses a new password (the web door's forced change after a generated one): checked
+    /// against the rules ([`crate::password::check`]; `second_factor` says whether they sign in with
+    /// one) and against the password it replaces; stored as argon2id, the must-change mark cleared,
+    /// audited without any of it. `Ok(Err(why))` when the rules refuse it (nothing changed).
+    pub async fn set_password(
+        &self,
+        login: &str,
+        new: &str,
+        second_factor: bool,
+    ) -> Result<std::result::Result<(), crate::password::Weakness>> {
+        self.require(login).await?;
+        if let Err(weak) = crate::password::check(login, new, second_factor) {
+            return Ok(Err(weak));
+        }
+        let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE login = ?")
+            .bind(login)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        if verify_secret(new, &stored)? {
+            return Ok(Err(crate::password::Weakness::Unchanged));
+        }
+        let hash = hash_secret(new)?;
+        sqlx::query(
+            "UPDATE users SET password_hash = ?, must_change_password = 0, changed_at = ?, changed_by = ?
+             WHERE login = ?",
+        )
+        .bind(&hash)
+        .bind(crate::audit::now_ts())
+        .bind(login)
+        .bind(login)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.audit(
+            login,
+            crate::audit::action::USERS_SET_PASSWORD,
+            login,
+            serde_json::json!({}),
+        )?;
+        Ok(Ok(()))
+    }
+
     /// Check a password (the login flow comes with the web server).
     pub async fn check_password(&self, login: &str, password: &str) -> Result<bool> {
         let row =

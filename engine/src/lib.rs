@@ -15,6 +15,7 @@ pub mod lake;
 mod limits;
 pub mod maintenance;
 pub mod model;
+pub mod password;
 pub mod policy;
 pub mod principal;
 pub mod reconcile;

@@ -6,8 +6,11 @@
 //! The catalog holds SQL and metadata and runs it through the engine's session for a principal; it
 //! never builds a session of its own or filters rows itself — the engine's policy does that.
 
+mod cache;
 mod catalog;
 mod params;
+
+pub use cache::{AnswerCache, Scope};
 
 pub use catalog::{
     Catalog, ChartHint, ColumnSpec, Family, Metric, ParamSpec, ParamType, VIEWS, View,

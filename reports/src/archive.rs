@@ -267,6 +267,7 @@ mod tests {
                 },
                 panel,
                 rows: 1,
+                result: crate::render::no_answer(),
                 files: vec![(Format::Svg, svg.as_bytes().to_vec())],
             }],
             content_hash: "ab".repeat(32),

@@ -352,6 +352,7 @@ mod tests {
                 },
                 panel,
                 rows: 1,
+                result: crate::render::no_answer(),
                 files: vec![(Format::Svg, b"<svg/>".to_vec())],
             }],
             content_hash: "00".repeat(32),

@@ -3,12 +3,12 @@
 //! the engine's plan does, not because this code filters), each panel's metric run through the
 //! catalog, drawn in each of the spec's formats, and the lot hashed.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::RecordBatch;
 use datafusion::scalar::ScalarValue;
-use kartoteka_engine::{Engine, Principal};
-use kartoteka_queries::{Catalog, Metric};
+use kartoteka_engine::{Engine, Principal, QueryResult, QuerySession};
+use kartoteka_queries::{AnswerCache, Catalog, Metric};
 use sha2::{Digest, Sha256};
 
 use crate::chart::Chart;
@@ -24,6 +24,8 @@ pub struct RenderedPanel {
     pub chart: Chart,
     /// Rows the metric returned.
     pub rows: usize,
+    /// The metric's answer.
+    pub result: Arc<QueryResult>,
     /// Files: (format, bytes).
     pub files: Vec<(Format, Vec<u8>)>,
 }
@@ -87,14 +89,44 @@ pub async fn render(
         .session_at(principal, snapshot)
         .await
         .map_err(engine_error)?;
-    let snapshot = session.snapshot();
-    let mut panels = Vec::new();
+    let panels = render_panels(&session, catalog, &spec.panels, &spec.formats, None).await?;
     let mut hash = Sha256::new();
-    for panel in &spec.panels {
-        let metric = catalog.get(&panel.metric).map_err(query_error)?;
-        let result = kartoteka_queries::run_metric(&session, metric, &panel.params)
+    for bytes in panels.iter().flat_map(|p| p.files.iter().map(|(_, b)| b)) {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    }
+    Ok(Rendered {
+        report: spec.id.clone(),
+        title: spec.title.clone(),
+        recipient: principal.user.clone(),
+        snapshot_id: session.snapshot().id,
+        panels,
+        content_hash: hex::encode(hash.finalize()),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Draw `panels` in `session` (one snapshot, one principal's policy): each panel's metric run through
+/// the catalog (through `cache` when given), money in the snapshot's currency, the period still in
+/// progress marked, drawn in each of `formats`.
+pub async fn render_panels(
+    session: &QuerySession,
+    catalog: &Catalog,
+    panels: &[Panel],
+    formats: &[Format],
+    cache: Option<&AnswerCache>,
+) -> Result<Vec<RenderedPanel>> {
+    let snapshot = session.snapshot();
+    let run = async |metric: &Metric, args: &[(String, String)]| match cache {
+        Some(cache) => cache.run_metric(session, metric, args).await,
+        None => kartoteka_queries::run_metric(session, metric, args)
             .await
-            .map_err(query_error)?;
+            .map(Arc::new),
+    };
+    let mut out = Vec::new();
+    for panel in panels {
+        let metric = catalog.get(&panel.metric).map_err(query_error)?;
+        let result = run(metric, &panel.params).await.map_err(query_error)?;
         let previous = if panel.chart == ChartKind::Kpi {
             match previous_period(
                 metric,
@@ -102,19 +134,18 @@ pub async fn render(
                 snapshot.committed_at,
                 session.time_zone(),
             )? {
-                Some(args) => Some(
-                    kartoteka_queries::run_metric(&session, metric, &args)
-                        .await
-                        .map_err(query_error)?
-                        .batches,
-                ),
+                Some(args) => Some(run(metric, &args).await.map_err(query_error)?),
                 None => None,
             }
         } else {
             None
         };
         let panel = &panel.with_currency(snapshot.mapping.currency.as_deref());
-        let mut chart = Chart::from_result(panel, &result.batches, previous.as_deref())?;
+        let mut chart = Chart::from_result(
+            panel,
+            &result.batches,
+            previous.as_ref().map(|p| p.batches.as_slice()),
+        )?;
         chart.mark_in_progress(
             snapshot
                 .committed_at
@@ -122,31 +153,22 @@ pub async fn render(
                 .date_naive(),
         );
         let mut files = Vec::new();
-        for format in &spec.formats {
+        for format in formats {
             let bytes = match format {
                 Format::Svg => chart.to_svg()?.into_bytes(),
                 Format::Png => chart.to_png()?,
             };
-            hash.update((bytes.len() as u64).to_le_bytes());
-            hash.update(&bytes);
             files.push((*format, bytes));
         }
-        panels.push(RenderedPanel {
+        out.push(RenderedPanel {
             panel: panel.clone(),
             chart,
-            rows: result.batches.iter().map(RecordBatch::num_rows).sum(),
+            rows: result.rows(),
+            result,
             files,
         });
     }
-    Ok(Rendered {
-        report: spec.id.clone(),
-        title: spec.title.clone(),
-        recipient: principal.user.clone(),
-        snapshot_id: snapshot.id,
-        panels,
-        content_hash: hex::encode(hash.finalize()),
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(out)
 }
 
 /// The same parameters moved one period back: `[from − (to − from), from)`, for metrics with
@@ -183,6 +205,18 @@ fn previous_period(
     out.push(("from".into(), prev_from));
     out.push(("to".into(), prev_to));
     Ok(Some(out))
+}
+
+/// An answer of no columns and no rows (for tests that build a rendering by hand).
+#[cfg(test)]
+pub(crate) fn no_answer() -> Arc<QueryResult> {
+    Arc::new(QueryResult {
+        schema: Arc::new(arrow::datatypes::Schema::empty()),
+        batches: Vec::new(),
+        snapshot_id: 0,
+        snapshot_time: chrono::DateTime::UNIX_EPOCH,
+        elapsed: std::time::Duration::ZERO,
+    })
 }
 
 fn engine_error(e: kartoteka_engine::Error) -> Error {

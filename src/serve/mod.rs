@@ -148,7 +148,7 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
     let jobs = jobs(&home, &lake, &control).await?;
     let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
     let web = match &home.config.web {
-        Some(web) => Some(start_web(&home, web, web_stopped).await?),
+        Some(web) => Some(start_web(&home, &lake, &control, web, web_stopped).await?),
         None => None,
     };
     if jobs.is_empty() && web.is_none() {
@@ -219,6 +219,8 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
 /// which certificate (its SHA-256, to compare with what the browser shows).
 async fn start_web(
     home: &Home,
+    lake: &Arc<kartoteka_engine::Lake>,
+    control: &Arc<kartoteka_engine::control::ControlPlane>,
     web: &crate::home::WebConfig,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>> {
@@ -254,12 +256,43 @@ async fn start_web(
         );
         Some(cert.config)
     };
+    let default_zone = &home.config.query.time_zone;
+    let sources = home
+        .config
+        .sources
+        .iter()
+        .map(|(name, source)| {
+            let schedule = source
+                .schedule
+                .as_deref()
+                .map(|expr| {
+                    Schedule::parse(expr, source.time_zone.as_deref().unwrap_or(default_zone))
+                        .map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))
+                })
+                .transpose()?;
+            Ok(kartoteka_dashboards::WatchedSource {
+                name: name.clone(),
+                schedule,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let app = Arc::new(kartoteka_dashboards::App::new(
+        Arc::new(home.engine(lake.clone())?),
+        control.clone(),
+        Arc::new(kartoteka_queries::Catalog::builtin()?),
+        kartoteka_dashboards::Settings {
+            second_factor_for_all: web.second_factor_for_all,
+            secure_cookies: tls.is_some(),
+            ..kartoteka_dashboards::Settings::default()
+        },
+        sources,
+    ));
     Ok(tokio::spawn(async move {
         let stopped = async {
             let _ = stop.await;
         };
         if let Err(e) =
-            kartoteka_dashboards::serve(listener, tls, kartoteka_dashboards::router(), stopped)
+            kartoteka_dashboards::serve(listener, tls, kartoteka_dashboards::router(app), stopped)
                 .await
         {
             eprintln!("web server stopped: {e}");

@@ -7,7 +7,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kartoteka_dashboards::totp::{Totp, base32_decode};
 use serde_json::{Value, json};
+
+use crate::web::{Credentials, Server, demo_passwords};
 
 /// A ChromeDriver process and one browser session in it; both end on drop.
 pub(crate) struct Browser {
@@ -123,17 +126,57 @@ impl Browser {
 
     /// The text the page shows.
     pub(crate) fn text(&self) -> String {
-        let body = self.post(
+        self.element_text("body")
+    }
+
+    /// The first element matching `css`: its WebDriver id.
+    fn element(&self, css: &str) -> String {
+        let found = self.post(
             &format!("/session/{}/element", self.session),
-            json!({ "using": "css selector", "value": "body" }),
+            json!({ "using": "css selector", "value": css }),
         );
-        let id = body
+        found
             .as_object()
             .and_then(|o| o.values().next())
             .and_then(Value::as_str)
-            .expect("an element id")
-            .to_string();
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_string()
+    }
+
+    /// Type `text` into the field `css`.
+    pub(crate) fn fill(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.post(
+            &format!("/session/{}/element/{id}/clear", self.session),
+            json!({}),
+        );
+        self.post(
+            &format!("/session/{}/element/{id}/value", self.session),
+            json!({ "text": text }),
+        );
+    }
+
+    /// Click `css` (and wait for the page it leads to).
+    pub(crate) fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.post(
+            &format!("/session/{}/element/{id}/click", self.session),
+            json!({}),
+        );
+    }
+
+    /// The text of the element `css`.
+    pub(crate) fn element_text(&self, css: &str) -> String {
+        let id = self.element(css);
         self.get(&format!("/session/{}/element/{id}/text", self.session))
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The address of the page shown.
+    pub(crate) fn url(&self) -> String {
+        self.get(&format!("/session/{}/url", self.session))
             .as_str()
             .unwrap_or_default()
             .to_string()
@@ -165,40 +208,106 @@ impl Drop for Browser {
     }
 }
 
-#[tokio::test]
-async fn a_real_browser_reaches_the_server_over_https() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let names = vec!["localhost".to_string()];
-    let cert = kartoteka_dashboards::load_or_generate(dir.path(), None, None, &names)
-        .expect("certificate");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(kartoteka_dashboards::serve(
-        listener,
-        Some(cert.config),
-        kartoteka_dashboards::router(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let outcome = tokio::task::spawn_blocking(move || {
-        let Some(browser) = Browser::start() else {
+/// Sign in through the browser's own form: login and password, a new password when asked, the
+/// authenticator's code (enrolling from the key the page prints when it is the first time).
+fn browser_sign_in(browser: &Browser, server: &Server, creds: &mut Credentials) {
+    browser.open(&server.url("/login"));
+    browser.fill("input[name=login]", &creds.login);
+    browser.fill("input[name=password]", &creds.password);
+    browser.click("button[type=submit]");
+    for _ in 0..4 {
+        let url = browser.url();
+        if url.ends_with("/login/password") {
+            let new = format!("{} выбирает длинную фразу", creds.login.replace('-', " "))
+                .replace(&creds.login, "");
+            browser.fill("input[name=new]", &new);
+            browser.fill("input[name=again]", &new);
+            browser.click("button[type=submit]");
+            creds.password = new;
+        } else if url.ends_with("/login/enrol") {
+            browser.screenshot(&format!("enrol-{}", creds.login));
+            let key: String = browser
+                .element_text("code.secret")
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            creds.totp = Some(Totp::from_secret(&base32_decode(&key).expect("base32")));
+            let code = creds.fresh_code();
+            browser.fill("input[name=code]", &code);
+            browser.click("button[type=submit]");
+            assert!(browser.text().contains("Коды восстановления"));
+            browser.click("a.button");
+        } else if url.ends_with("/login/code") {
+            let code = creds.fresh_code();
+            browser.fill("input[name=code]", &code);
+            browser.click("button[type=submit]");
+        } else {
             return;
+        }
+    }
+}
+
+#[test]
+fn owner_manager_and_analyst_sign_in_in_a_real_browser_and_see_their_pages() {
+    let server = Server::start(crate::common::copy_home(), "listen = \"127.0.0.1:0\"");
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    browser.open(&server.url("/health"));
+    assert_eq!(browser.text().trim(), "ok");
+    browser.open(&server.url("/nowhere"));
+    assert!(
+        browser.text().contains("Страница не найдена"),
+        "the 404 page"
+    );
+    let passwords = demo_passwords();
+    for role in ["owner", "manager", "analyst"] {
+        let (login, _, password) = passwords
+            .iter()
+            .find(|(_, r, _)| r == role)
+            .expect("a demo user");
+        browser.open(&server.url("/login"));
+        browser.screenshot("login");
+        let mut creds = Credentials {
+            login: login.clone(),
+            password: password.clone(),
+            totp: None,
+            last_step: 0,
+            recovery: Vec::new(),
         };
-        browser.open(&format!("https://localhost:{port}/health"));
-        assert_eq!(browser.text().trim(), "ok");
-        let shot = browser.screenshot("health");
-        assert!(shot.exists());
-        browser.open(&format!("https://localhost:{port}/nowhere"));
-        assert!(
-            browser.text().contains("Страница не найдена"),
-            "the 404 page"
-        );
-    })
-    .await;
-    let _ = stop.send(());
-    outcome.expect("browser checks");
+        browser_sign_in(&browser, &server, &mut creds);
+        let text = browser.text();
+        browser.screenshot(&format!("home-{role}"));
+        match role {
+            "owner" => {
+                assert!(browser.url().ends_with("/owner"));
+                assert!(text.contains("Данные на"), "{text}");
+                assert!(text.contains("План месяца") && text.contains("Выручка по месяцам"));
+                browser.open(&server.url("/metric/revenue_by_month"));
+                browser.screenshot("metric-revenue_by_month");
+                assert!(browser.text().contains("Скачать CSV"));
+            }
+            "manager" => {
+                assert!(browser.url().ends_with("/manager"));
+                assert!(
+                    text.contains("Данные на") && text.contains("Моя воронка"),
+                    "{text}"
+                );
+            }
+            _ => {
+                assert!(browser.url().ends_with("/catalog"));
+                assert!(text.contains("Каталог метрик"));
+                browser.open(&server.url("/metric/funnel_conversion"));
+                assert!(browser.text().contains("Данные на"));
+                browser.screenshot("metric-analyst-funnel");
+            }
+        }
+        // English on request, for every page after.
+        browser.click("header .who a");
+        assert!(browser.text().contains("Sign out"), "English header");
+        browser.screenshot(&format!("home-{role}-en"));
+        browser.click("header .who a");
+        browser.click("header .who button");
+        assert!(browser.url().ends_with("/login"));
+    }
 }

@@ -1,0 +1,1265 @@
+//! The pages people open: each role's dashboard (charts from the reports' chart code as SVG, tables,
+//! a period picker), the metric catalog, one metric's full answer with its CSV, and the administrator's
+//! system page (no CRM data). Every number comes from a catalog metric run under the viewer's own
+//! policy, through the answer cache; the pages only lay the answers out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Float64Type};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use kartoteka_engine::audit::{Event, Outcome, action};
+use kartoteka_engine::{QueryResult, QuerySession, Role};
+use kartoteka_queries::{Metric, ParamType};
+use kartoteka_reports::chart::currency_sign;
+use kartoteka_reports::spec::{ChartKind, Format, Panel, PanelChoice};
+
+use crate::app::App;
+use crate::auth::{Ctx, forbidden, see_other, trouble};
+use crate::html::{Lang, esc, page, query};
+
+/// One panel of a dashboard: a metric, its title in both languages, fixed parameters, how it is drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct PanelDef {
+    /// Catalog metric.
+    pub metric: &'static str,
+    /// Title in Russian.
+    pub ru: &'static str,
+    /// Title in English.
+    pub en: &'static str,
+    /// Fixed parameters.
+    pub params: &'static [(&'static str, &'static str)],
+    /// Chart type (the metric's hint when `None`).
+    pub chart: Option<&'static str>,
+}
+
+const fn panel(metric: &'static str, ru: &'static str, en: &'static str) -> PanelDef {
+    PanelDef {
+        metric,
+        ru,
+        en,
+        params: &[],
+        chart: None,
+    }
+}
+
+/// A role's dashboard.
+#[derive(Debug, Clone, Copy)]
+pub struct Dashboard {
+    /// Who it is for.
+    pub role: Role,
+    /// Title in Russian.
+    pub ru: &'static str,
+    /// Title in English.
+    pub en: &'static str,
+    /// Its path.
+    pub path: &'static str,
+    /// Panels in order.
+    pub panels: &'static [PanelDef],
+}
+
+/// The owner's page.
+pub const OWNER: Dashboard = Dashboard {
+    role: Role::Owner,
+    ru: "Компания",
+    en: "Company",
+    path: "/owner",
+    panels: &[
+        panel("revenue_by_month", "Выручка по месяцам", "Revenue by month"),
+        panel("plan_vs_actual", "План и факт", "Plan vs actual"),
+        panel(
+            "forecast",
+            "Прогноз по месяцу закрытия",
+            "Forecast by closing month",
+        ),
+        PanelDef {
+            chart: Some("table"),
+            ..panel(
+                "pipeline_by_stage",
+                "Открытые сделки по этапам",
+                "Open deals by stage",
+            )
+        },
+        panel(
+            "revenue_by_source",
+            "Выручка и расходы по каналам",
+            "Revenue and spend by source",
+        ),
+        PanelDef {
+            chart: Some("table"),
+            ..panel(
+                "revenue_by_source",
+                "CAC и ROI по каналам",
+                "CAC and ROI by source",
+            )
+        },
+        panel("manager_scorecard", "Менеджеры", "Managers"),
+        panel(
+            "cohort_retention",
+            "Удержание по когортам",
+            "Cohort retention",
+        ),
+    ],
+};
+
+/// A manager's page: their own rows only (the engine's policy keeps the rest out).
+pub const MANAGER: Dashboard = Dashboard {
+    role: Role::Manager,
+    ru: "Мои продажи",
+    en: "My sales",
+    path: "/manager",
+    panels: &[
+        panel("funnel_conversion", "Моя воронка", "My funnel"),
+        PanelDef {
+            chart: Some("table"),
+            ..panel("stalled_deals", "Зависшие сделки", "Stalled deals")
+        },
+        PanelDef {
+            chart: Some("table"),
+            ..panel("overdue_tasks", "Просроченные задачи", "Overdue tasks")
+        },
+        PanelDef {
+            params: &[("grain", "week")],
+            ..panel("activity_by_manager", "Моя активность", "My activity")
+        },
+        PanelDef {
+            chart: Some("table"),
+            ..panel("response_time", "Скорость ответа", "Response time")
+        },
+        panel("plan_vs_actual", "Мой план", "My plan"),
+    ],
+};
+
+/// A team lead's page: their team, manager by manager.
+pub const TEAM_LEAD: Dashboard = Dashboard {
+    role: Role::TeamLead,
+    ru: "Моя группа",
+    en: "My team",
+    path: "/team",
+    panels: &[
+        panel(
+            "revenue_by_manager",
+            "Выручка по менеджерам",
+            "Revenue by manager",
+        ),
+        panel("win_rate", "Доля выигранных", "Win rate"),
+        PanelDef {
+            params: &[("grain", "week")],
+            ..panel("activity_by_manager", "Активность", "Activity")
+        },
+        panel("plan_vs_actual", "План группы", "Team plan"),
+        panel(
+            "manager_scorecard",
+            "Карточки менеджеров",
+            "Manager scorecards",
+        ),
+        PanelDef {
+            chart: Some("table"),
+            ..panel("stalled_deals", "Зависшие сделки", "Stalled deals")
+        },
+        PanelDef {
+            chart: Some("table"),
+            ..panel("overdue_tasks", "Просроченные задачи", "Overdue tasks")
+        },
+    ],
+};
+
+/// Every dashboard.
+pub const DASHBOARDS: [Dashboard; 3] = [OWNER, MANAGER, TEAM_LEAD];
+
+/// The period picker's fields (dates, inclusive of `from`, exclusive of `to`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Period {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+impl Period {
+    /// The period as metric parameters (for metrics that take `from` and `to`); bad dates are
+    /// reported, not ignored.
+    fn args(&self, metric: &Metric) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in [("from", &self.from), ("to", &self.to)] {
+            if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+                && metric.has_param(name)
+            {
+                out.push((name.to_string(), v.to_string()));
+            }
+        }
+        out
+    }
+}
+
+fn viewer_of(ctx: &Ctx) -> Option<crate::html::Viewer> {
+    ctx.viewer()
+}
+
+fn login_of(ctx: &Ctx) -> &str {
+    ctx.user.as_ref().map_or("", |u| u.login.as_str())
+}
+
+/// GET /: each role to its page.
+pub async fn home(
+    axum::Extension(ctx): axum::Extension<Ctx>,
+    State(app): State<Arc<App>>,
+) -> Response {
+    let login = ctx
+        .session
+        .as_ref()
+        .map(|(_, s)| s.login.clone())
+        .unwrap_or_default();
+    let role = match app.control.user(&login).await {
+        Ok(Some(u)) => u.role,
+        Ok(None) => return see_other("/login"),
+        Err(e) => return trouble(ctx.lang, None, &e.to_string()),
+    };
+    see_other(match role {
+        Role::Owner => OWNER.path,
+        Role::Manager => MANAGER.path,
+        Role::TeamLead => TEAM_LEAD.path,
+        Role::Analyst => "/catalog",
+        Role::Admin => "/admin",
+    })
+}
+
+/// Audit a page view (who, what, over which snapshot).
+fn audit_view(app: &App, ctx: &Ctx, path: &str, snapshot: Option<u64>) {
+    let _ = app.audit(Event {
+        actor: login_of(ctx).to_string(),
+        action: action::WEB_VIEW.into(),
+        target: path.into(),
+        details: serde_json::json!({ "snapshot": snapshot, "ip": ctx.ip.to_string() }),
+        outcome: Outcome::Ok,
+    });
+}
+
+/// A role's dashboard page.
+pub async fn dashboard(app: &App, ctx: &Ctx, board: &Dashboard, period: &Period) -> Response {
+    let lang = ctx.lang;
+    let viewer = viewer_of(ctx);
+    let session = match app.query_session(login_of(ctx)).await {
+        Ok(s) => s,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let data = match app.data_as_of(&session).await {
+        Ok(d) => d,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let mut body = String::new();
+    body.push_str(&period_form(lang, board.path, period));
+    if board.role == Role::Owner {
+        match owner_kpis(app, &session, lang).await {
+            Ok(html) => body.push_str(&html),
+            Err(e) => {
+                let _ = write!(body, "<p class=\"error\">{}</p>", esc(&e));
+            }
+        }
+    }
+    body.push_str("<div class=\"panels\">");
+    for def in board.panels {
+        body.push_str(&panel_html(app, &session, lang, def, period).await);
+    }
+    body.push_str("</div>");
+    audit_view(app, ctx, board.path, Some(data.snapshot));
+    Html(page(
+        lang,
+        lang.pick(board.ru, board.en),
+        board.path,
+        viewer.as_ref(),
+        Some(&data),
+        &body,
+    ))
+    .into_response()
+}
+
+/// The period picker: a plain GET form.
+fn period_form(lang: Lang, action: &str, period: &Period) -> String {
+    format!(
+        "<form method=\"get\" action=\"{action}\" class=\"period\">\
+         <label>{from}<input type=\"date\" name=\"from\" value=\"{f}\"></label>\
+         <label>{to}<input type=\"date\" name=\"to\" value=\"{t}\"></label>\
+         <button type=\"submit\">{show}</button> <a href=\"{action}\">{reset}</a>\
+         <span class=\"muted\">{hint}</span></form>",
+        from = lang.pick("С", "From"),
+        to = lang.pick("по", "To"),
+        f = esc(period.from.as_deref().unwrap_or("")),
+        t = esc(period.to.as_deref().unwrap_or("")),
+        show = lang.pick("Показать", "Show"),
+        reset = lang.pick("последние 12 месяцев", "last 12 months"),
+        hint = lang.pick("(конец периода не включается)", "(the end is not included)"),
+    )
+}
+
+/// The panel `def` for the period, drawn: a chart (SVG) or a table, and the link to the whole answer.
+async fn panel_html(
+    app: &App,
+    session: &QuerySession,
+    lang: Lang,
+    def: &PanelDef,
+    period: &Period,
+) -> String {
+    let title = lang.pick(def.ru, def.en);
+    let inner = async {
+        let metric = app.catalog.get(def.metric).map_err(|e| e.to_string())?;
+        let mut args: Vec<(String, String)> = def
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        args.extend(period.args(metric));
+        let choice = PanelChoice {
+            title: Some(title.to_string()),
+            chart: def.chart.map(str::to_string),
+            ..PanelChoice::default()
+        };
+        let panel = Panel::build(metric, choice, args.clone())
+            .map_err(|(field, detail)| format!("{field}: {detail}"))?;
+        let rendered = kartoteka_reports::render::render_panels(
+            session,
+            &app.catalog,
+            std::slice::from_ref(&panel),
+            &[Format::Svg],
+            Some(&app.cache),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let rendered = rendered
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no panel".to_string())?;
+        let link = format!("/metric/{}?{}", metric.name, query(&args));
+        let drawn = if panel.chart == ChartKind::Table {
+            table_html(lang, metric, &rendered.result, session, 12)
+        } else {
+            let svg = rendered
+                .files
+                .iter()
+                .find(|(f, _)| *f == Format::Svg)
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            chart_svg(&svg, title)
+        };
+        Ok::<String, String>(format!(
+            "{drawn}<p class=\"more\"><a href=\"{}\">{}</a></p>",
+            esc(&link),
+            lang.pick("Все строки и выгрузка →", "All rows and download →")
+        ))
+    }
+    .await;
+    let content = match inner {
+        Ok(html) => html,
+        Err(e) => format!("<p class=\"error\">{}</p>", esc(&e)),
+    };
+    format!(
+        "<section class=\"panel\" data-metric=\"{}\"><h2>{}</h2>{content}</section>",
+        esc(def.metric),
+        esc(title)
+    )
+}
+
+/// A chart in the page itself: the SVG the reports' chart code draws (presentation attributes only,
+/// no `style` and no script, so the CSP holds), labelled for screen readers.
+fn chart_svg(svg: &[u8], title: &str) -> String {
+    let text = String::from_utf8_lossy(svg);
+    let start = text.find("<svg").unwrap_or(0);
+    format!(
+        "<figure class=\"chart\" role=\"img\" aria-label=\"{}\">{}</figure>",
+        esc(title),
+        &text[start..]
+    )
+}
+
+/// A cell of `array` as the reader's language writes it, for a column of `unit` (`money` is the
+/// snapshot's currency, `ratio` a share).
+fn cell(
+    lang: Lang,
+    array: &ArrayRef,
+    i: usize,
+    unit: &str,
+    currency: Option<&str>,
+) -> (String, bool) {
+    if array.is_null(i) {
+        return ("—".into(), false);
+    }
+    let numeric = array.data_type().is_numeric();
+    if numeric {
+        let floats = arrow::compute::cast(array, &DataType::Float64).ok();
+        let v = floats
+            .as_ref()
+            .map(|a| a.as_primitive::<Float64Type>().value(i))
+            .unwrap_or(f64::NAN);
+        let text = match unit {
+            "ratio" => format!("{}\u{a0}%", lang.number(v * 100.0, 1)),
+            "money" => {
+                let sign = currency.map(|c| currency_sign(c).unwrap_or(c).to_string());
+                match sign {
+                    Some(s) => format!("{}\u{a0}{s}", lang.number(v, 0)),
+                    None => lang.number(v, 0),
+                }
+            }
+            _ if v.fract() == 0.0 => lang.number(v, 0),
+            _ => lang.number(v, 1),
+        };
+        return (text, true);
+    }
+    let text = arrow::compute::cast(array, &DataType::Utf8)
+        .ok()
+        .map(|a| a.as_string::<i32>().value(i).to_string())
+        .unwrap_or_default();
+    let text = match array.data_type() {
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
+            let date = text.get(..10).unwrap_or(&text).to_string();
+            if date.ends_with("-01") && text.get(11..19).is_none_or(|t| t == "00:00:00") {
+                date[..7].to_string()
+            } else {
+                date
+            }
+        }
+        _ => text,
+    };
+    (text, false)
+}
+
+/// The answer as an HTML table (up to `limit` rows, saying how many there are), the month in
+/// progress starred.
+fn table_html(
+    lang: Lang,
+    metric: &Metric,
+    result: &QueryResult,
+    session: &QuerySession,
+    limit: usize,
+) -> String {
+    let currency = session.snapshot().mapping.currency.as_deref();
+    let this_month = session
+        .snapshot()
+        .committed_at
+        .with_timezone(&session.time_zone())
+        .format("%Y-%m")
+        .to_string();
+    let units: BTreeMap<&str, &str> = metric
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.unit.as_str()))
+        .collect();
+    let schema = &result.schema;
+    let mut out = String::from("<div class=\"table\"><table><thead><tr>");
+    for field in schema.fields() {
+        let unit = units.get(field.name().as_str()).copied().unwrap_or("");
+        let numeric = field.data_type().is_numeric();
+        let _ = write!(
+            out,
+            "<th{}>{}</th>",
+            if numeric { " class=\"num\"" } else { "" },
+            esc(&caption(lang, field.name(), unit, currency))
+        );
+    }
+    out.push_str("</tr></thead><tbody>");
+    let total = result.rows();
+    let mut shown = 0;
+    let mut starred = false;
+    'rows: for batch in &result.batches {
+        for r in 0..batch.num_rows() {
+            if shown == limit {
+                break 'rows;
+            }
+            out.push_str("<tr>");
+            for (c, field) in schema.fields().iter().enumerate() {
+                let unit = units.get(field.name().as_str()).copied().unwrap_or("");
+                let (mut text, numeric) = cell(lang, batch.column(c), r, unit, currency);
+                if matches!(field.data_type(), DataType::Timestamp(..)) && text == this_month {
+                    text.push('*');
+                    starred = true;
+                }
+                let _ = write!(
+                    out,
+                    "<td{}>{}</td>",
+                    if numeric { " class=\"num\"" } else { "" },
+                    esc(&text)
+                );
+            }
+            out.push_str("</tr>");
+            shown += 1;
+        }
+    }
+    out.push_str("</tbody></table></div>");
+    if total == 0 {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">{}</p>",
+            lang.pick("За этот период строк нет.", "No rows for this period.")
+        );
+    } else if shown < total {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">{}</p>",
+            esc(&match lang {
+                Lang::Ru => format!("Показано {shown} из {total} строк."),
+                Lang::En => format!("{shown} of {total} rows shown."),
+            })
+        );
+    }
+    if starred {
+        let _ = write!(
+            out,
+            "<p class=\"muted\">{}</p>",
+            lang.pick(
+                "* месяц ещё идёт: его цифры не окончательные.",
+                "* the month is still in progress: its figures are not final."
+            )
+        );
+    }
+    out
+}
+
+/// A column's caption: its name in the reader's language when known, with its unit.
+fn caption(lang: Lang, column: &str, unit: &str, currency: Option<&str>) -> String {
+    let name = column_name(lang, column);
+    match unit {
+        "money" => match currency {
+            Some(c) => format!("{name}, {}", currency_sign(c).unwrap_or(c)),
+            None => name,
+        },
+        "ratio" => format!("{name}, %"),
+        _ => name,
+    }
+}
+
+/// Russian names of the catalog's result columns (English: the name with spaces).
+fn column_name(lang: Lang, column: &str) -> String {
+    const RU: &[(&str, &str)] = &[
+        ("month", "месяц"),
+        ("revenue", "выручка"),
+        ("won_deals", "выиграно сделок"),
+        ("scope", "кто"),
+        ("target", "план"),
+        ("attainment", "выполнение"),
+        ("pipeline", "воронка"),
+        ("position", "№"),
+        ("stage", "этап"),
+        ("deals", "сделок"),
+        ("amount", "сумма"),
+        ("source", "канал"),
+        ("new_clients", "новых клиентов"),
+        ("spend", "расходы"),
+        ("cac", "CAC"),
+        ("roi", "ROI"),
+        ("manager", "менеджер"),
+        ("name", "имя"),
+        ("win_rate", "доля выигранных"),
+        ("activities", "активностей"),
+        ("median_response_minutes", "медиана ответа, мин"),
+        ("step_compliance", "соблюдение шагов"),
+        ("cohort", "когорта"),
+        ("month_offset", "месяцев спустя"),
+        ("cohort_size", "размер когорты"),
+        ("active_clients", "активных клиентов"),
+        ("retention", "удержание"),
+        ("weighted_amount", "взвешенная сумма"),
+        ("unforecast_deals", "сделок без вероятности"),
+        ("unforecast_amount", "сумма без вероятности"),
+        ("reached", "дошло"),
+        ("conversion", "конверсия"),
+        ("owner", "ответственный"),
+        ("stalled_deals", "зависших сделок"),
+        ("staff", "сотрудник"),
+        ("overdue_now", "просрочено сейчас"),
+        ("due_in_period", "со сроком в периоде"),
+        ("on_time", "в срок"),
+        ("on_time_rate", "доля в срок"),
+        ("answered", "отвечено"),
+        ("median_minutes", "медиана, мин"),
+        ("p90_minutes", "90-й перцентиль, мин"),
+        ("unanswered", "без ответа"),
+        ("period", "период"),
+        ("calls", "звонки"),
+        ("emails", "письма"),
+        ("messages", "сообщения"),
+        ("meetings", "встречи"),
+        ("staff_id", "id сотрудника"),
+        ("won", "выиграно"),
+        ("lost", "проиграно"),
+        ("closed", "закрыто"),
+    ];
+    match lang {
+        Lang::Ru => RU
+            .iter()
+            .find(|(k, _)| *k == column)
+            .map_or_else(|| column.replace('_', " "), |(_, v)| (*v).to_string()),
+        Lang::En => column.replace('_', " "),
+    }
+}
+
+/// The owner's three numbers for this month: revenue (against the plan and against the same month
+/// a year ago) and the forecast — read from the same answers the charts below draw.
+async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<String, String> {
+    let zone = session.time_zone();
+    let now = session.snapshot().committed_at.with_timezone(&zone);
+    let this_month = now.format("%Y-%m").to_string();
+    let last_year = format!(
+        "{:04}-{}",
+        now.format("%Y").to_string().parse::<i32>().unwrap_or(0) - 1,
+        now.format("%m")
+    );
+    let run = async |name: &str| {
+        let metric = app.catalog.get(name).map_err(|e| e.to_string())?;
+        app.cache
+            .run_metric(session, metric, &[])
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let revenue = run("revenue_by_month").await?;
+    let plan = run("plan_vs_actual").await?;
+    let forecast = run("forecast").await?;
+    let month_value = |r: &QueryResult, value: &str, month: &str, filter: Option<(&str, &str)>| {
+        let months = column_text(r, "month");
+        let values = column_f64(r, value);
+        let keep = filter.map(|(c, v)| {
+            column_text(r, c)
+                .into_iter()
+                .map(|t| t == v)
+                .collect::<Vec<_>>()
+        });
+        months
+            .iter()
+            .zip(values)
+            .enumerate()
+            .find(|(i, (m, _))| {
+                m.starts_with(month)
+                    && keep
+                        .as_ref()
+                        .is_none_or(|k| k.get(*i).copied().unwrap_or(false))
+            })
+            .and_then(|(_, (_, v))| v)
+    };
+    let now_revenue = month_value(&revenue, "revenue", &this_month, None);
+    let year_ago = month_value(&revenue, "revenue", &last_year, None);
+    let target = month_value(&plan, "target", &this_month, Some(("scope", "company")));
+    let expected = month_value(&forecast, "weighted_amount", &this_month, None);
+    let currency = session.snapshot().mapping.currency.as_deref();
+    let money = |v: Option<f64>| match v {
+        Some(v) => match currency {
+            Some(c) => format!(
+                "{}\u{a0}{}",
+                lang.number(v, 0),
+                currency_sign(c).unwrap_or(c)
+            ),
+            None => lang.number(v, 0),
+        },
+        None => "—".into(),
+    };
+    let share = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{}\u{a0}%", lang.number(a / b * 100.0, 0)),
+        _ => "—".into(),
+    };
+    let month_name = month_label(lang, &now);
+    let tiles = [
+        (
+            format!(
+                "{} {} ({})",
+                lang.pick("Выручка,", "Revenue,"),
+                month_name,
+                lang.pick("месяц идёт", "in progress")
+            ),
+            money(now_revenue),
+            String::new(),
+        ),
+        (
+            lang.pick("План месяца", "This month's target").to_string(),
+            money(target),
+            format!(
+                "{} {}",
+                lang.pick("выполнено", "reached"),
+                share(now_revenue, target)
+            ),
+        ),
+        (
+            format!("{} {}", lang.pick("Год назад,", "A year ago,"), last_year),
+            money(year_ago),
+            format!(
+                "{} {}",
+                lang.pick("сейчас", "now"),
+                share(now_revenue, year_ago)
+            ),
+        ),
+        (
+            lang.pick(
+                "Прогноз закрытия в этом месяце",
+                "Forecast to close this month",
+            )
+            .to_string(),
+            money(expected),
+            lang.pick("взвешено по вероятности этапов", "weighted by stage odds")
+                .to_string(),
+        ),
+    ];
+    let mut out = String::from("<div class=\"kpis\">");
+    for (label, value, note) in tiles {
+        let _ = write!(
+            out,
+            "<div class=\"kpi\"><div class=\"label\">{}</div><div class=\"value\">{}</div>\
+             <div class=\"note muted\">{}</div></div>",
+            esc(&label),
+            esc(&value),
+            esc(&note)
+        );
+    }
+    out.push_str("</div>");
+    Ok(out)
+}
+
+fn month_label(lang: Lang, t: &chrono::DateTime<chrono_tz::Tz>) -> String {
+    const RU: [&str; 12] = [
+        "январь",
+        "февраль",
+        "март",
+        "апрель",
+        "май",
+        "июнь",
+        "июль",
+        "август",
+        "сентябрь",
+        "октябрь",
+        "ноябрь",
+        "декабрь",
+    ];
+    match lang {
+        Lang::Ru => format!(
+            "{} {}",
+            RU[chrono::Datelike::month0(t) as usize],
+            chrono::Datelike::year(t)
+        ),
+        Lang::En => t.format("%B %Y").to_string(),
+    }
+}
+
+/// Column `name` of `result` as text (times as ISO text), row by row.
+fn column_text(result: &QueryResult, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(i) = result.schema.index_of(name) else {
+        return out;
+    };
+    for batch in &result.batches {
+        if let Ok(text) = arrow::compute::cast(batch.column(i), &DataType::Utf8) {
+            let text = text.as_string::<i32>();
+            out.extend((0..text.len()).map(|r| text.value(r).to_string()));
+        }
+    }
+    out
+}
+
+/// Column `name` of `result` as numbers, row by row.
+fn column_f64(result: &QueryResult, name: &str) -> Vec<Option<f64>> {
+    let mut out = Vec::new();
+    let Ok(i) = result.schema.index_of(name) else {
+        return out;
+    };
+    for batch in &result.batches {
+        if let Ok(v) = arrow::compute::cast(batch.column(i), &DataType::Float64) {
+            let v = v.as_primitive::<Float64Type>();
+            out.extend((0..v.len()).map(|r| (!v.is_null(r)).then(|| v.value(r))));
+        }
+    }
+    out
+}
+
+/// GET /owner, /manager, /team.
+pub async fn owner(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+    Query(period): Query<Period>,
+) -> Response {
+    dashboard(&app, &ctx, &OWNER, &period).await
+}
+
+/// GET /manager.
+pub async fn manager(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+    Query(period): Query<Period>,
+) -> Response {
+    dashboard(&app, &ctx, &MANAGER, &period).await
+}
+
+/// GET /team.
+pub async fn team(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+    Query(period): Query<Period>,
+) -> Response {
+    dashboard(&app, &ctx, &TEAM_LEAD, &period).await
+}
+
+/// GET /catalog: every metric the viewer's role may run, with its definition.
+pub async fn catalog(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+) -> Response {
+    let lang = ctx.lang;
+    let viewer = viewer_of(&ctx);
+    let Some(role) = ctx.user.as_ref().map(|u| u.role) else {
+        return see_other("/login");
+    };
+    let mut body = format!(
+        "<p>{}</p><table class=\"catalog\"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        lang.pick(
+            "Каждая метрика считается по вашим правам доступа: вы видите только разрешённые вам строки.",
+            "Every metric runs under your own access rules: you see only the rows you may see."
+        ),
+        lang.pick("Метрика", "Metric"),
+        lang.pick("Раздел", "Family"),
+        lang.pick("Что считает", "What it measures"),
+    );
+    for m in app.catalog.metrics().iter().filter(|m| m.allows(role)) {
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"/metric/{}\">{}</a><br><code class=\"muted\">{}</code></td><td>{}</td><td>{}</td></tr>",
+            esc(&m.name),
+            esc(&m.title),
+            esc(&m.name),
+            esc(m.family.as_str()),
+            esc(&m.description)
+        );
+    }
+    body.push_str("</tbody></table>");
+    audit_view(&app, &ctx, "/catalog", None);
+    Html(page(
+        lang,
+        lang.pick("Каталог метрик", "Metric catalog"),
+        "/catalog",
+        viewer.as_ref(),
+        None,
+        &body,
+    ))
+    .into_response()
+}
+
+/// The metric `name` for the viewer, or the page refusing it.
+fn allowed_metric<'a>(app: &'a App, ctx: &Ctx, name: &str) -> Result<&'a Metric, Response> {
+    let lang = ctx.lang;
+    let viewer = viewer_of(ctx);
+    let Ok(metric) = app.catalog.get(name) else {
+        return Err((
+            axum::http::StatusCode::NOT_FOUND,
+            Html(page(
+                lang,
+                lang.pick("Нет такой метрики", "No such metric"),
+                "/catalog",
+                viewer.as_ref(),
+                None,
+                &format!(
+                    "<p><a href=\"/catalog\">{}</a></p>",
+                    lang.pick("Каталог", "Catalog")
+                ),
+            )),
+        )
+            .into_response());
+    };
+    let role = ctx.user.as_ref().map(|u| u.role);
+    if !role.is_some_and(|r| metric.allows(r)) {
+        return Err(forbidden(
+            lang,
+            viewer.as_ref(),
+            lang.pick(
+                "Эта метрика вашей роли недоступна.",
+                "This metric is not available to your role.",
+            ),
+        ));
+    }
+    Ok(metric)
+}
+
+/// The query string's parameters that the metric takes (others are ignored).
+fn metric_args(metric: &Metric, q: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    metric
+        .params
+        .iter()
+        .filter_map(|p| {
+            q.get(&p.name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (p.name.clone(), v.to_string()))
+        })
+        .collect()
+}
+
+/// GET /metric/{name}: its definition, a parameter form, its chart and its whole answer.
+pub async fn metric(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let lang = ctx.lang;
+    let viewer = viewer_of(&ctx);
+    let metric = match allowed_metric(&app, &ctx, &name) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let args = metric_args(metric, &q);
+    let session = match app.query_session(login_of(&ctx)).await {
+        Ok(s) => s,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let data = match app.data_as_of(&session).await {
+        Ok(d) => d,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let here = format!("/metric/{}", metric.name);
+    let mut body = format!(
+        "<p>{}</p>{}",
+        esc(&metric.description),
+        param_form(lang, metric, &here, &q)
+    );
+    match app.cache.run_metric(&session, metric, &args).await {
+        Ok(result) => {
+            if let Some(hint) = &metric.chart
+                && hint.kind != "table"
+            {
+                let panel = Panel::build(metric, PanelChoice::default(), args.clone());
+                if let Ok(panel) = panel {
+                    let drawn = kartoteka_reports::render::render_panels(
+                        &session,
+                        &app.catalog,
+                        std::slice::from_ref(&panel),
+                        &[Format::Svg],
+                        Some(&app.cache),
+                    )
+                    .await;
+                    if let Ok(Some(svg)) = drawn.map(|p| {
+                        p.into_iter()
+                            .next()
+                            .and_then(|p| p.files.into_iter().next().map(|(_, b)| b))
+                    }) {
+                        body.push_str(&chart_svg(&svg, &metric.title));
+                    }
+                }
+            }
+            if let Ok(Some((period, _))) = kartoteka_queries::period_of(&session, metric, &args) {
+                let _ = write!(body, "<p class=\"muted\">{}</p>", esc(&period));
+            }
+            let _ = write!(
+                body,
+                "<p><a class=\"button\" href=\"{}/csv?{}\">{}</a></p>",
+                esc(&here),
+                esc(&query(&args)),
+                lang.pick("Скачать CSV", "Download CSV")
+            );
+            body.push_str(&table_html(lang, metric, &result, &session, 500));
+        }
+        Err(e) => {
+            let _ = write!(
+                body,
+                "<p class=\"error\" role=\"alert\">{}</p>",
+                esc(&e.to_string())
+            );
+        }
+    }
+    audit_view(&app, &ctx, &here, Some(data.snapshot));
+    Html(page(
+        lang,
+        &metric.title,
+        &here,
+        viewer.as_ref(),
+        Some(&data),
+        &body,
+    ))
+    .into_response()
+}
+
+/// The parameter form of `metric`, filled with `q`.
+fn param_form(lang: Lang, metric: &Metric, action: &str, q: &BTreeMap<String, String>) -> String {
+    if metric.params.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "<form method=\"get\" action=\"{}\" class=\"period\">",
+        esc(action)
+    );
+    for p in &metric.params {
+        let value = q.get(&p.name).map(String::as_str).unwrap_or("");
+        let input = if !p.allowed.is_empty() {
+            let mut s = format!(
+                "<select name=\"{}\"><option value=\"\"></option>",
+                esc(&p.name)
+            );
+            for a in &p.allowed {
+                let _ = write!(
+                    s,
+                    "<option{}>{}</option>",
+                    if a == value { " selected" } else { "" },
+                    esc(a)
+                );
+            }
+            s.push_str("</select>");
+            s
+        } else {
+            let ty = match p.ty {
+                ParamType::Int => "number",
+                ParamType::Timestamp | ParamType::Date => "date",
+                _ => "text",
+            };
+            format!(
+                "<input type=\"{ty}\" name=\"{}\" value=\"{}\" placeholder=\"{}\">",
+                esc(&p.name),
+                esc(value),
+                esc(p.default.as_deref().unwrap_or(""))
+            )
+        };
+        let _ = write!(
+            out,
+            "<label title=\"{}\">{}{input}</label>",
+            esc(&p.description),
+            esc(&p.name)
+        );
+    }
+    let _ = write!(
+        out,
+        "<button type=\"submit\">{}</button></form>",
+        lang.pick("Посчитать", "Run")
+    );
+    out
+}
+
+/// GET /metric/{name}/csv: the answer the page shows, as CSV; audited as an export.
+pub async fn metric_csv(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+    Path(name): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let lang = ctx.lang;
+    let viewer = viewer_of(&ctx);
+    let metric = match allowed_metric(&app, &ctx, &name) {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let args = metric_args(metric, &q);
+    let session = match app.query_session(login_of(&ctx)).await {
+        Ok(s) => s,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let result = match app.cache.run_metric(&session, metric, &args).await {
+        Ok(r) => r,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let mut bytes = Vec::new();
+    {
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut bytes);
+        // No rows still has a header line.
+        let empty = arrow::array::RecordBatch::new_empty(result.schema.clone());
+        let batches = if result.batches.is_empty() {
+            std::slice::from_ref(&empty)
+        } else {
+            result.batches.as_slice()
+        };
+        for batch in batches {
+            if let Err(e) = writer.write(batch) {
+                return trouble(lang, viewer.as_ref(), &e.to_string());
+            }
+        }
+    }
+    let outcome = app.audit(Event {
+        actor: login_of(&ctx).to_string(),
+        action: action::WEB_EXPORT.into(),
+        target: metric.name.clone(),
+        details: serde_json::json!({
+            "params": args.iter().cloned().collect::<BTreeMap<_, _>>(),
+            "rows": result.rows(),
+            "bytes": bytes.len(),
+            "snapshot": result.snapshot_id,
+            "ip": ctx.ip.to_string(),
+        }),
+        outcome: Outcome::Ok,
+    });
+    // An export that cannot be recorded is not made.
+    if let Err(e) = outcome {
+        return trouble(lang, viewer.as_ref(), &e.to_string());
+    }
+    let file = format!(
+        "attachment; filename=\"{}-snapshot-{}.csv\"",
+        metric.name, result.snapshot_id
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&file).unwrap_or(HeaderValue::from_static("attachment")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// GET /admin: the system's state — sources and their last runs, schedules, users, the audit log's
+/// integrity — and no CRM data at all.
+pub async fn admin(
+    State(app): State<Arc<App>>,
+    axum::Extension(ctx): axum::Extension<Ctx>,
+) -> Response {
+    let lang = ctx.lang;
+    let viewer = viewer_of(&ctx);
+    let runs = match app.control.ingest_runs(200).await {
+        Ok(r) => r,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let users = match app.control.list_users().await {
+        Ok(u) => u,
+        Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
+    };
+    let stale = app
+        .stale_sources(chrono::Utc::now())
+        .await
+        .unwrap_or_default();
+    let zone = app.engine.config().time_zone;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        lang.pick("Источники", "Sources"),
+        lang.pick("Источник", "Source"),
+        lang.pick("Расписание", "Schedule"),
+        lang.pick("Последняя загрузка", "Last run"),
+        lang.pick("Итог", "Outcome"),
+        lang.pick("Снимок", "Snapshot"),
+    );
+    let mut names: Vec<String> = app.sources.iter().map(|s| s.name.clone()).collect();
+    for r in &runs {
+        if !names.contains(&r.source) {
+            names.push(r.source.clone());
+        }
+    }
+    for name in &names {
+        let schedule = app
+            .sources
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.schedule.as_ref())
+            .map_or_else(
+                || lang.pick("вручную", "by hand").to_string(),
+                ToString::to_string,
+            );
+        let last = runs.iter().find(|r| &r.source == name);
+        let when = last
+            .and_then(|r| r.ended_at.as_deref().or(Some(r.started_at.as_str())))
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or("—".into(), |t| {
+                lang.time(t.with_timezone(&chrono::Utc), zone)
+            });
+        let outcome = last.map_or("—".into(), |r| {
+            serde_json::to_value(r.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        });
+        let is_stale = stale.iter().any(|(s, _)| s == name);
+        let _ = write!(
+            body,
+            "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{}</td></tr>",
+            if is_stale { " class=\"stale\"" } else { "" },
+            esc(name),
+            esc(&schedule),
+            esc(&when),
+            esc(&outcome),
+            if is_stale {
+                lang.pick(" · устарел", " · stale")
+            } else {
+                ""
+            },
+            last.and_then(|r| r.snapshot_id)
+                .map_or("—".into(), |s| s.to_string()),
+        );
+    }
+    body.push_str("</tbody></table>");
+    let _ = write!(
+        body,
+        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        lang.pick("Пользователи", "Users"),
+        lang.pick("Логин", "Login"),
+        lang.pick("Роль", "Role"),
+        lang.pick("Статус", "Status"),
+        lang.pick("Сменить пароль при входе", "Must change password"),
+        lang.pick("Изменён", "Changed"),
+    );
+    for u in &users {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&u.login),
+            lang.role(u.role),
+            match (lang, u.status) {
+                (Lang::Ru, kartoteka_engine::control::UserStatus::Active) => "активен",
+                (Lang::Ru, _) => "отключён",
+                (Lang::En, kartoteka_engine::control::UserStatus::Active) => "active",
+                (Lang::En, _) => "disabled",
+            },
+            if u.must_change_password {
+                lang.pick("да", "yes")
+            } else {
+                lang.pick("нет", "no")
+            },
+            esc(&format!(
+                "{} ({})",
+                u.changed_at.get(..16).unwrap_or(&u.changed_at),
+                u.changed_by
+            )),
+        );
+    }
+    body.push_str("</tbody></table>");
+    let _ = write!(body, "<h2>{}</h2>", lang.pick("Журнал аудита", "Audit log"));
+    match app.engine.audit() {
+        Some(log) => {
+            let report = kartoteka_engine::audit::verify(
+                &log.log_path(),
+                &[log.checkpoint_path()],
+                &log.public_key(),
+            );
+            let text = match report {
+                Ok(r) if r.ok() => match lang {
+                    Lang::Ru => format!(
+                        "Цепочка цела: {} записей, {} подписанных контрольных точек.",
+                        r.entries, r.checkpoints
+                    ),
+                    Lang::En => format!(
+                        "The chain is intact: {} entries, {} signed checkpoints.",
+                        r.entries, r.checkpoints
+                    ),
+                },
+                Ok(r) => format!(
+                    "{} {}",
+                    lang.pick("ЦЕПОЧКА НАРУШЕНА:", "THE CHAIN IS BROKEN:"),
+                    r.broken.unwrap_or_default()
+                ),
+                Err(e) => e.to_string(),
+            };
+            let _ = write!(body, "<p>{}</p>", esc(&text));
+        }
+        None => {
+            let _ = write!(
+                body,
+                "<p>{}</p>",
+                lang.pick("Журнал не ведётся.", "No audit log.")
+            );
+        }
+    }
+    audit_view(&app, &ctx, "/admin", None);
+    Html(page(
+        lang,
+        lang.pick("Система", "System"),
+        "/admin",
+        viewer.as_ref(),
+        None,
+        &body,
+    ))
+    .into_response()
+}
