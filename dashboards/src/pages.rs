@@ -130,7 +130,11 @@ pub const MANAGER: Dashboard = Dashboard {
             chart: Some("table"),
             ..panel("response_time", "Скорость ответа", "Response time")
         },
-        panel("plan_vs_actual", "Мой план", "My plan"),
+        // Their own rows: against the company's target their revenue would read as a shortfall.
+        PanelDef {
+            params: &[("level", "staff")],
+            ..panel("plan_vs_actual", "Мой план", "My plan")
+        },
     ],
 };
 
@@ -151,7 +155,10 @@ pub const TEAM_LEAD: Dashboard = Dashboard {
             params: &[("grain", "week")],
             ..panel("activity_by_manager", "Активность", "Activity")
         },
-        panel("plan_vs_actual", "План группы", "Team plan"),
+        PanelDef {
+            params: &[("level", "staff")],
+            ..panel("plan_vs_actual", "План группы", "Team plan")
+        },
         panel(
             "manager_scorecard",
             "Карточки менеджеров",

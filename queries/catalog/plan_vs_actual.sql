@@ -19,6 +19,12 @@
 -- type = "timestamp"
 -- default = "now"
 -- description = "end of the period, exclusive (default: the snapshot time)"
+-- [[params]]
+-- name = "level"
+-- type = "text"
+-- default = "all"
+-- allowed = ["all", "company", "staff"]
+-- description = "which rows: all, the company's only, or each manager's only (a manager's own plan)"
 --
 -- [[columns]]
 -- name = "scope"
@@ -70,4 +76,5 @@ agg AS (
 SELECT scope, month, target, revenue,
        CAST(revenue AS DOUBLE) / CAST(NULLIF(target, 0) AS DOUBLE) AS attainment
 FROM agg
+WHERE $level = 'all' OR ($level = 'company' AND ord = 0) OR ($level = 'staff' AND ord = 1)
 ORDER BY ord, scope, month

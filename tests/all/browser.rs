@@ -83,6 +83,12 @@ impl Browser {
     }
 
     fn post(&self, path: &str, body: Value) -> Value {
+        self.try_post(path, body)
+            .unwrap_or_else(|message| panic!("{}{path}: {message}", self.base))
+    }
+
+    /// A WebDriver command: its value, or the driver's error message.
+    fn try_post(&self, path: &str, body: Value) -> Result<Value, String> {
         let url = format!("{}{path}", self.base);
         let mut response = ureq::post(&url)
             .config()
@@ -94,12 +100,11 @@ impl Browser {
         let value: Value =
             serde_json::from_str(&response.body_mut().read_to_string().expect("body"))
                 .expect("JSON");
-        assert!(
-            response.status().is_success(),
-            "{url}: {}",
-            value["value"]["message"]
-        );
-        value["value"].clone()
+        if response.status().is_success() {
+            Ok(value["value"].clone())
+        } else {
+            Err(value["value"]["message"].to_string())
+        }
     }
 
     fn get(&self, path: &str) -> Value {
@@ -131,10 +136,22 @@ impl Browser {
 
     /// The first element matching `css`: its WebDriver id.
     fn element(&self, css: &str) -> String {
-        let found = self.post(
-            &format!("/session/{}/element", self.session),
-            json!({ "using": "css selector", "value": css }),
-        );
+        // A page still loading after a form was sent has no elements yet: a few seconds' grace.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let found = loop {
+            match self.try_post(
+                &format!("/session/{}/element", self.session),
+                json!({ "using": "css selector", "value": css }),
+            ) {
+                Ok(found) => break found,
+                Err(message)
+                    if Instant::now() < deadline && message.contains("no such element") =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(message) => panic!("no element {css} on {}: {message}", self.url()),
+            }
+        };
         found
             .as_object()
             .and_then(|o| o.values().next())
@@ -156,13 +173,33 @@ impl Browser {
         );
     }
 
-    /// Click `css` (and wait for the page it leads to).
+    /// Click `css` and wait for the page it leads to (every click in these tests sends a form or
+    /// follows a link): until the document's root element is a new one.
     pub(crate) fn click(&self, css: &str) {
+        let before = self.element("html");
         let id = self.element(css);
         self.post(
             &format!("/session/{}/element/{id}/click", self.session),
             json!({}),
         );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let now = self.try_post(
+                &format!("/session/{}/element", self.session),
+                json!({ "using": "css selector", "value": "html" }),
+            );
+            if let Ok(found) = now
+                && found
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(Value::as_str)
+                    != Some(before.as_str())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("clicking {css} led nowhere in 10 s");
     }
 
     /// The text of the element `css`.
@@ -249,7 +286,7 @@ fn browser_sign_in(browser: &Browser, server: &Server, creds: &mut Credentials) 
 
 #[test]
 fn owner_manager_and_analyst_sign_in_in_a_real_browser_and_see_their_pages() {
-    let server = Server::start(crate::common::copy_home(), "listen = \"127.0.0.1:0\"");
+    let server = Server::start(crate::web::web_home(), "listen = \"127.0.0.1:0\"");
     let Some(browser) = Browser::start() else {
         return;
     };

@@ -124,10 +124,23 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// One demo home whose history ends today (the web door's pages show "this month" with data in it),
+/// built once per test process: (dir, stdout, stderr).
+pub fn current_demo_home() -> &'static (tempfile::TempDir, String, String) {
+    static HOME: std::sync::OnceLock<(tempfile::TempDir, String, String)> =
+        std::sync::OnceLock::new();
+    HOME.get_or_init(|| demo_home(&chrono::Utc::now().date_naive().to_string()))
+}
+
 /// A private copy of the shared demo home (directories 0700, as a home is created).
 pub fn copy_home() -> tempfile::TempDir {
+    copy_home_of(shared_demo_home().0.path())
+}
+
+/// A private copy of the home at `from` (directories 0700, as a home is created).
+pub fn copy_home_of(from: &std::path::Path) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(shared_demo_home().0.path(), dir.path());
+    copy_dir(from, dir.path());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
