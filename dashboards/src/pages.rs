@@ -325,11 +325,17 @@ async fn panel_html(
         };
         let panel = Panel::build(metric, choice, args.clone())
             .map_err(|(field, detail)| format!("{field}: {detail}"))?;
+        // A table is laid out as HTML: no SVG of it is drawn.
+        let formats: &[Format] = if panel.chart == ChartKind::Table {
+            &[]
+        } else {
+            &[Format::Svg]
+        };
         let rendered = kartoteka_reports::render::render_panels(
             session,
             &app.catalog,
             std::slice::from_ref(&panel),
-            &[Format::Svg],
+            formats,
             Some(&app.cache),
         )
         .await
@@ -350,20 +356,25 @@ async fn panel_html(
                 .unwrap_or_default();
             chart_svg(&svg, title)
         };
-        Ok::<String, String>(format!(
-            "{drawn}<p class=\"more\"><a href=\"{}\">{}</a></p>",
-            esc(&link),
-            lang.pick("Все строки и выгрузка →", "All rows and download →")
+        Ok::<(String, bool), String>((
+            format!(
+                "{drawn}<p class=\"more\"><a href=\"{}\">{}</a></p>",
+                esc(&link),
+                lang.pick("Все строки и выгрузка →", "All rows and download →")
+            ),
+            panel.chart != ChartKind::Table,
         ))
     }
     .await;
-    let content = match inner {
-        Ok(html) => html,
-        Err(e) => format!("<p class=\"error\">{}</p>", esc(&e)),
+    let (content, charted) = match inner {
+        Ok(pair) => pair,
+        Err(e) => (format!("<p class=\"error\">{}</p>", esc(&e)), false),
     };
+    // A chart carries its title in the drawing; the heading stays for screen readers.
     format!(
-        "<section class=\"panel\" data-metric=\"{}\"><h2>{}</h2>{content}</section>",
+        "<section class=\"panel\" data-metric=\"{}\"><h2{}>{}</h2>{content}</section>",
         esc(def.metric),
+        if charted { " class=\"sr-only\"" } else { "" },
         esc(title)
     )
 }
@@ -535,67 +546,11 @@ fn caption(lang: Lang, column: &str, unit: &str, currency: Option<&str>) -> Stri
     }
 }
 
-/// Russian names of the catalog's result columns (English: the name with spaces).
+/// A result column's name in the reader's language (Russian: the catalog's names as the charts
+/// write them; English: the name with spaces).
 fn column_name(lang: Lang, column: &str) -> String {
-    const RU: &[(&str, &str)] = &[
-        ("month", "месяц"),
-        ("revenue", "выручка"),
-        ("won_deals", "выиграно сделок"),
-        ("scope", "кто"),
-        ("target", "план"),
-        ("attainment", "выполнение"),
-        ("pipeline", "воронка"),
-        ("position", "№"),
-        ("stage", "этап"),
-        ("deals", "сделок"),
-        ("amount", "сумма"),
-        ("source", "канал"),
-        ("new_clients", "новых клиентов"),
-        ("spend", "расходы"),
-        ("cac", "CAC"),
-        ("roi", "ROI"),
-        ("manager", "менеджер"),
-        ("name", "имя"),
-        ("win_rate", "доля выигранных"),
-        ("activities", "активностей"),
-        ("median_response_minutes", "медиана ответа, мин"),
-        ("step_compliance", "соблюдение шагов"),
-        ("cohort", "когорта"),
-        ("month_offset", "месяцев спустя"),
-        ("cohort_size", "размер когорты"),
-        ("active_clients", "активных клиентов"),
-        ("retention", "удержание"),
-        ("weighted_amount", "взвешенная сумма"),
-        ("unforecast_deals", "сделок без вероятности"),
-        ("unforecast_amount", "сумма без вероятности"),
-        ("reached", "дошло"),
-        ("conversion", "конверсия"),
-        ("owner", "ответственный"),
-        ("stalled_deals", "зависших сделок"),
-        ("staff", "сотрудник"),
-        ("overdue_now", "просрочено сейчас"),
-        ("due_in_period", "со сроком в периоде"),
-        ("on_time", "в срок"),
-        ("on_time_rate", "доля в срок"),
-        ("answered", "отвечено"),
-        ("median_minutes", "медиана, мин"),
-        ("p90_minutes", "90-й перцентиль, мин"),
-        ("unanswered", "без ответа"),
-        ("period", "период"),
-        ("calls", "звонки"),
-        ("emails", "письма"),
-        ("messages", "сообщения"),
-        ("meetings", "встречи"),
-        ("staff_id", "id сотрудника"),
-        ("won", "выиграно"),
-        ("lost", "проиграно"),
-        ("closed", "закрыто"),
-    ];
     match lang {
-        Lang::Ru => RU
-            .iter()
-            .find(|(k, _)| *k == column)
-            .map_or_else(|| column.replace('_', " "), |(_, v)| (*v).to_string()),
+        Lang::Ru => kartoteka_reports::chart::column_ru(column),
         Lang::En => column.replace('_', " "),
     }
 }

@@ -129,8 +129,32 @@ pub fn thousands(v: f64) -> String {
     if neg { format!("-{out}") } else { out }
 }
 
-/// A value as a person reads it, with its unit: `1 500 000 ₽`, `42.5 %`, `12.34`.
+/// The catalog's count units as a Russian reader writes them beside a number (abbreviated: a number
+/// in front would otherwise need the noun declined).
+pub fn unit_label(unit: &str) -> &str {
+    match unit {
+        "deals" => "сд.",
+        "clients" => "клиент.",
+        "days" => "дн.",
+        "h" => "ч",
+        "min" => "мин",
+        "tasks" => "задач",
+        "messages" => "сообщ.",
+        "interactions" => "контакт.",
+        "payments" => "плат.",
+        "changes" => "изм.",
+        "actions" => "действ.",
+        "attempts" => "попыт.",
+        "entries" => "запис.",
+        "exports" => "выгр.",
+        "rows" => "строк",
+        other => other,
+    }
+}
+
+/// A value as a person reads it, with its unit: `1 500 000 ₽`, `42.5 %`, `12.34`, `154 сд.`.
 pub fn format_value(v: f64, unit: &str) -> String {
+    let unit = unit_label(unit);
     match unit {
         "ratio" => format!("{:.1}\u{A0}%", v * 100.0),
         MONEY => thousands(v),
@@ -160,14 +184,79 @@ pub fn format_value(v: f64, unit: &str) -> String {
     }
 }
 
+/// Russian names of the catalog's result columns.
+const COLUMNS_RU: &[(&str, &str)] = &[
+    ("month", "месяц"),
+    ("revenue", "выручка"),
+    ("won_deals", "выиграно сделок"),
+    ("scope", "кто"),
+    ("target", "план"),
+    ("attainment", "выполнение"),
+    ("pipeline", "воронка"),
+    ("position", "№"),
+    ("stage", "этап"),
+    ("deals", "сделок"),
+    ("amount", "сумма"),
+    ("source", "канал"),
+    ("new_clients", "новых клиентов"),
+    ("spend", "расходы"),
+    ("cac", "CAC"),
+    ("roi", "ROI"),
+    ("manager", "менеджер"),
+    ("name", "имя"),
+    ("win_rate", "доля выигранных"),
+    ("activities", "активностей"),
+    ("median_response_minutes", "медиана ответа, мин"),
+    ("step_compliance", "соблюдение шагов"),
+    ("cohort", "когорта"),
+    ("month_offset", "месяцев спустя"),
+    ("cohort_size", "размер когорты"),
+    ("active_clients", "активных клиентов"),
+    ("retention", "удержание"),
+    ("weighted_amount", "взвешенная сумма"),
+    ("unforecast_deals", "сделок без вероятности"),
+    ("unforecast_amount", "сумма без вероятности"),
+    ("reached", "дошло"),
+    ("conversion", "конверсия"),
+    ("owner", "ответственный"),
+    ("stalled_deals", "зависших сделок"),
+    ("staff", "сотрудник"),
+    ("overdue_now", "просрочено сейчас"),
+    ("due_in_period", "со сроком в периоде"),
+    ("on_time", "в срок"),
+    ("on_time_rate", "доля в срок"),
+    ("answered", "отвечено"),
+    ("median_minutes", "медиана, мин"),
+    ("p90_minutes", "90-й перцентиль, мин"),
+    ("unanswered", "без ответа"),
+    ("period", "период"),
+    ("calls", "звонки"),
+    ("emails", "письма"),
+    ("messages", "сообщения"),
+    ("meetings", "встречи"),
+    ("staff_id", "id сотрудника"),
+    ("won", "выиграно"),
+    ("lost", "проиграно"),
+    ("closed", "закрыто"),
+];
+
+/// A result column's name in Russian (the name with spaces when the catalog's column is not known).
+pub fn column_ru(column: &str) -> String {
+    COLUMNS_RU
+        .iter()
+        .find(|(k, _)| *k == column)
+        .map_or_else(|| column.replace('_', " "), |(_, v)| (*v).to_string())
+}
+
 /// An axis caption: the column, with its unit in a reader's terms.
 fn axis_caption(column: &str, unit: &str) -> String {
+    let column = column_ru(column);
     let unit = match unit {
-        "" | MONEY => return column.replace('_', " "),
+        "" | MONEY => return column,
         "ratio" => "%",
-        other => currency_sign(other).unwrap_or(other),
+        other => currency_sign(other).unwrap_or(unit_label(other)),
     };
-    format!("{}, {unit}", column.replace('_', " "))
+    format!("{column}, {unit}")
 }
 
 /// One series of values over the x categories.
@@ -1490,7 +1579,7 @@ mod tests {
         assert_eq!(thousands(-0.2), "0");
         assert_eq!(format_value(0.4567, "ratio"), "45.7\u{A0}%");
         assert_eq!(format_value(2500.0, "RUB"), "2\u{202F}500\u{A0}₽");
-        assert_eq!(format_value(3.25, "min"), "3.25\u{A0}min");
+        assert_eq!(format_value(3.25, "min"), "3.25\u{A0}мин");
         assert_eq!(compact_value(10_030_000.0, "RUB"), "10.0\u{A0}млн\u{A0}₽");
         assert_eq!(compact_value(830_400.0, "RUB"), "830\u{A0}тыс\u{A0}₽");
         assert_eq!(compact_value(950.0, "RUB"), "950\u{A0}₽");
@@ -1499,8 +1588,9 @@ mod tests {
         assert_eq!(format_value(2500.0, "CHF"), "2\u{202F}500\u{A0}CHF");
         assert_eq!(format_value(2500.0, MONEY), "2\u{202F}500");
         assert_eq!(compact_value(830_400.0, "EUR"), "830\u{A0}тыс\u{A0}€");
-        assert_eq!(axis_caption("revenue", "USD"), "revenue, $");
-        assert_eq!(axis_caption("revenue", MONEY), "revenue");
+        assert_eq!(axis_caption("revenue", "USD"), "выручка, $");
+        assert_eq!(axis_caption("revenue", MONEY), "выручка");
+        assert_eq!(axis_caption("calls", "deals"), "звонки, сд.");
         assert_eq!(compact_value(0.452, "ratio"), "45.2\u{A0}%");
         assert_eq!(short_label("2025-02-01"), "2025-02");
         assert_eq!(short_label("2025-02-03"), "2025-02-03");
