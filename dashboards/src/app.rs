@@ -234,15 +234,46 @@ impl App {
                 .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc))
                 .max();
-            let period = schedule
-                .next_after(now)
-                .and_then(|a| schedule.next_after(a).map(|b| b - a));
-            let Some(period) = period else { continue };
-            let stale = last_ok.is_none_or(|t| now - t > period * 2);
-            if stale {
+            if is_stale(last_ok, schedule, now) {
                 out.push((source.name.clone(), last_ok));
             }
         }
         Ok(out)
+    }
+}
+
+/// Is a source whose newest successful ingest ended at `last_ok` stale at `now`: more than two of its
+/// schedule's periods ago (or never)? A schedule that never fires again calls nothing stale.
+pub fn is_stale(last_ok: Option<DateTime<Utc>>, schedule: &Schedule, now: DateTime<Utc>) -> bool {
+    let period = schedule
+        .next_after(now)
+        .and_then(|a| schedule.next_after(a).map(|b| b - a));
+    match period {
+        Some(period) => last_ok.is_none_or(|t| now - t > period * 2),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_stale_after_two_missed_periods_of_its_schedule() {
+        let every_15 = Schedule::parse("*/15 * * * *", "Europe/Moscow").expect("schedule");
+        let now = DateTime::parse_from_rfc3339("2026-12-06T12:07:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let ago = |minutes: i64| Some(now - chrono::Duration::minutes(minutes));
+        assert!(!is_stale(ago(5), &every_15, now));
+        assert!(
+            !is_stale(ago(29), &every_15, now),
+            "one slow run is not stale"
+        );
+        assert!(is_stale(ago(31), &every_15, now));
+        assert!(is_stale(None, &every_15, now), "never loaded");
+        let daily = Schedule::parse("0 6 * * *", "UTC").expect("schedule");
+        assert!(!is_stale(ago(47 * 60), &daily, now));
+        assert!(is_stale(ago(49 * 60), &daily, now));
     }
 }

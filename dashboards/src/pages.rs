@@ -561,11 +561,9 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
     let zone = session.time_zone();
     let now = session.snapshot().committed_at.with_timezone(&zone);
     let this_month = now.format("%Y-%m").to_string();
-    let last_year = format!(
-        "{:04}-{}",
-        now.format("%Y").to_string().parse::<i32>().unwrap_or(0) - 1,
-        now.format("%m")
-    );
+    let year = chrono::Datelike::year(&now);
+    let month0 = chrono::Datelike::month0(&now);
+    let last_year = format!("{:04}-{:02}", year - 1, month0 + 1);
     let run = async |name: &str| {
         let metric = app.catalog.get(name).map_err(|e| e.to_string())?;
         app.cache
@@ -617,7 +615,7 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
         (Some(a), Some(b)) if b != 0.0 => format!("{}\u{a0}%", lang.number(a / b * 100.0, 0)),
         _ => "—".into(),
     };
-    let month_name = month_label(lang, &now);
+    let month_name = month_label(lang, year, month0);
     let tiles = [
         (
             format!(
@@ -639,7 +637,11 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
             ),
         ),
         (
-            format!("{} {}", lang.pick("Год назад,", "A year ago,"), last_year),
+            format!(
+                "{} {}",
+                lang.pick("Год назад,", "A year ago,"),
+                month_label(lang, year - 1, month0)
+            ),
             money(year_ago),
             format!(
                 "{} {}",
@@ -673,7 +675,8 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
     Ok(out)
 }
 
-fn month_label(lang: Lang, t: &chrono::DateTime<chrono_tz::Tz>) -> String {
+/// `декабрь 2026` / `December 2026`.
+fn month_label(lang: Lang, year: i32, month0: u32) -> String {
     const RU: [&str; 12] = [
         "январь",
         "февраль",
@@ -688,14 +691,25 @@ fn month_label(lang: Lang, t: &chrono::DateTime<chrono_tz::Tz>) -> String {
         "ноябрь",
         "декабрь",
     ];
-    match lang {
-        Lang::Ru => format!(
-            "{} {}",
-            RU[chrono::Datelike::month0(t) as usize],
-            chrono::Datelike::year(t)
-        ),
-        Lang::En => t.format("%B %Y").to_string(),
-    }
+    const EN: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let names = match lang {
+        Lang::Ru => RU,
+        Lang::En => EN,
+    };
+    format!("{} {year}", names[month0 as usize % 12])
 }
 
 /// Column `name` of `result` as text (times as ISO text), row by row.

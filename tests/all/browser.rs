@@ -323,6 +323,9 @@ fn owner_manager_and_analyst_sign_in_in_a_real_browser_and_see_their_pages() {
                 browser.open(&server.url("/metric/revenue_by_month"));
                 browser.screenshot("metric-revenue_by_month");
                 assert!(browser.text().contains("Скачать CSV"));
+                browser.open(&server.url("/admin"));
+                assert!(browser.text().contains("Цепочка цела"));
+                browser.screenshot("admin");
             }
             "manager" => {
                 assert!(browser.url().ends_with("/manager"));

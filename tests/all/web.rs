@@ -792,6 +792,13 @@ fn every_route_answers_every_role_as_its_rule_says() {
             let (status, location) = match route.method {
                 "GET" => {
                     let p = client.get(&path);
+                    // A page that opens opens whole: no panel failed.
+                    assert!(
+                        !p.body.contains("class=\"error\""),
+                        "{} {path}: {}",
+                        role.as_str(),
+                        p.body
+                    );
                     (p.status, p.location)
                 }
                 _ => {
@@ -924,6 +931,43 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
             "other managers were looked for: {all_managers:?} in {seen}"
         );
     }
+    // The owner's first number — this month's revenue — is the CLI's for the snapshot's month.
+    let (login, _, password) = passwords
+        .iter()
+        .find(|(_, role, _)| role == "owner")
+        .expect("owner");
+    let mut owner = Client::new(&server);
+    sign_in(&mut owner, login, password);
+    let page = owner.get("/owner");
+    let asof = page.body.split("Данные на ").nth(1).expect("data as of");
+    // dd.mm.yyyy → yyyy-mm
+    let month = format!("{}-{}", &asof[6..10], &asof[3..5]);
+    let cli = server.cli(&["metric", "revenue_by_month", "--format", "csv"]);
+    let expected = csv_rows(&cli)
+        .into_iter()
+        .skip(1)
+        .find(|r| r[0].starts_with(&month))
+        .map(|r| {
+            let rubles = r[1].parse::<f64>().expect("revenue").round() as i64;
+            let digits = rubles.to_string();
+            let mut grouped = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    grouped.push('\u{a0}');
+                }
+                grouped.push(c);
+            }
+            format!("{grouped}\u{a0}₽")
+        })
+        .unwrap_or_else(|| "—".into());
+    let shown = page
+        .body
+        .split("<div class=\"value\">")
+        .nth(1)
+        .and_then(|v| v.split('<').next())
+        .expect("a KPI value");
+    assert_eq!(shown, expected, "this month's revenue ({month})");
+
     // The export is in the audit log.
     let log =
         std::fs::read_to_string(server.home.path().join("audit").join("audit.jsonl")).expect("log");
