@@ -794,7 +794,7 @@ pub async fn catalog(
             body,
             "<tr><td><a href=\"/metric/{}\">{}</a><br><code class=\"muted\">{}</code></td><td>{}</td><td>{}</td></tr>",
             esc(&m.name),
-            esc(&m.title),
+            esc(m.title_in(lang.code())),
             esc(&m.name),
             esc(m.family.as_str()),
             esc(&m.description)
@@ -895,7 +895,11 @@ pub async fn metric(
             if let Some(hint) = &metric.chart
                 && hint.kind != "table"
             {
-                let panel = Panel::build(metric, PanelChoice::default(), args.clone());
+                let choice = PanelChoice {
+                    title: Some(metric.title_in(lang.code()).to_string()),
+                    ..PanelChoice::default()
+                };
+                let panel = Panel::build(metric, choice, args.clone());
                 if let Ok(panel) = panel {
                     let drawn = kartoteka_reports::render::render_panels(
                         &session,
@@ -910,7 +914,7 @@ pub async fn metric(
                             .next()
                             .and_then(|p| p.files.into_iter().next().map(|(_, b)| b))
                     }) {
-                        body.push_str(&chart_svg(&svg, &metric.title));
+                        body.push_str(&chart_svg(&svg, metric.title_in(lang.code())));
                     }
                 }
             }
@@ -937,7 +941,7 @@ pub async fn metric(
     audit_view(&app, &ctx, &here, Some(data.snapshot));
     Html(page(
         lang,
-        &metric.title,
+        metric.title_in(lang.code()),
         &here,
         viewer.as_ref(),
         Some(&data),
@@ -985,11 +989,22 @@ fn param_form(lang: Lang, metric: &Metric, action: &str, q: &BTreeMap<String, St
                 esc(p.default.as_deref().unwrap_or(""))
             )
         };
+        let label = match (lang, p.name.as_str()) {
+            (Lang::Ru, "from") => "с",
+            (Lang::Ru, "to") => "по",
+            (Lang::Ru, "as_of") => "на момент",
+            (Lang::Ru, "days") => "дней",
+            (Lang::Ru, "months") => "месяцев",
+            (Lang::Ru, "grain") => "шаг",
+            (Lang::Ru, "pipeline") => "воронка",
+            (Lang::Ru, "level") => "строки",
+            (_, name) => name,
+        };
         let _ = write!(
             out,
             "<label title=\"{}\">{}{input}</label>",
             esc(&p.description),
-            esc(&p.name)
+            esc(label)
         );
     }
     let _ = write!(
@@ -1132,11 +1147,20 @@ pub async fn admin(
             .map_or("—".into(), |t| {
                 lang.time(t.with_timezone(&chrono::Utc), zone)
             });
-        let outcome = last.map_or("—".into(), |r| {
-            serde_json::to_value(r.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+        let outcome = last.map_or("—", |r| {
+            use kartoteka_engine::control::RunOutcome as O;
+            match (lang, r.outcome) {
+                (Lang::Ru, O::Running) => "идёт",
+                (Lang::Ru, O::Ok) => "успешно",
+                (Lang::Ru, O::Failed) => "ошибка",
+                (Lang::Ru, O::Mismatch) => "не сошлось с источником",
+                (Lang::Ru, O::Interrupted) => "прервана",
+                (Lang::En, O::Running) => "running",
+                (Lang::En, O::Ok) => "ok",
+                (Lang::En, O::Failed) => "failed",
+                (Lang::En, O::Mismatch) => "mismatch with the source",
+                (Lang::En, O::Interrupted) => "interrupted",
+            }
         });
         let is_stale = stale.iter().any(|(s, _)| s == name);
         let _ = write!(
@@ -1146,7 +1170,7 @@ pub async fn admin(
             esc(name),
             esc(&schedule),
             esc(&when),
-            esc(&outcome),
+            esc(outcome),
             if is_stale {
                 lang.pick(" · устарел", " · stale")
             } else {
@@ -1159,18 +1183,31 @@ pub async fn admin(
     body.push_str("</tbody></table>");
     let _ = write!(
         body,
-        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
         lang.pick("Пользователи", "Users"),
         lang.pick("Логин", "Login"),
         lang.pick("Роль", "Role"),
         lang.pick("Статус", "Status"),
-        lang.pick("Сменить пароль при входе", "Must change password"),
+        lang.pick("Второй фактор", "Second factor"),
+        lang.pick(
+            "Пароль выдан, ещё не сменён",
+            "Issued password not yet changed"
+        ),
         lang.pick("Изменён", "Changed"),
     );
     for u in &users {
+        let second = match app.control.last_totp_step(&u.login).await {
+            Ok(Some(_)) => lang.pick("подключён", "set up"),
+            Ok(None) => lang.pick("нет", "no"),
+            Err(_) => "?",
+        };
+        let changed = chrono::DateTime::parse_from_rfc3339(&u.changed_at).map_or_else(
+            |_| u.changed_at.clone(),
+            |t| lang.time(t.with_timezone(&chrono::Utc), zone),
+        );
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{second}</td><td>{}</td><td>{}</td></tr>",
             esc(&u.login),
             lang.role(u.role),
             match (lang, u.status) {
@@ -1184,11 +1221,7 @@ pub async fn admin(
             } else {
                 lang.pick("нет", "no")
             },
-            esc(&format!(
-                "{} ({})",
-                u.changed_at.get(..16).unwrap_or(&u.changed_at),
-                u.changed_by
-            )),
+            esc(&format!("{changed} ({})", u.changed_by)),
         );
     }
     body.push_str("</tbody></table>");
@@ -1203,7 +1236,7 @@ pub async fn admin(
             let text = match report {
                 Ok(r) if r.ok() => match lang {
                     Lang::Ru => format!(
-                        "Цепочка цела: {} записей, {} подписанных контрольных точек.",
+                        "Цепочка цела: записей — {}, подписанных контрольных точек — {}.",
                         r.entries, r.checkpoints
                     ),
                     Lang::En => format!(

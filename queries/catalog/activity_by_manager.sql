@@ -1,5 +1,6 @@
 -- name = "activity_by_manager"
 -- title = "Activity by manager"
+-- title_ru = "Активность менеджеров"
 -- family = "staff"
 -- description = """
 -- Per staff member and day (or ISO week, starting Monday) of occurred_at (in the reporting zone), interactions in

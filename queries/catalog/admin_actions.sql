@@ -1,5 +1,6 @@
 -- name = "admin_actions"
 -- title = "Administrative actions"
+-- title_ru = "Действия администраторов"
 -- family = "security"
 -- description = """
 -- Every administrative action in the audit log in [from, to) — user and role changes, password resets,

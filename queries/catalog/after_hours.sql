@@ -1,5 +1,6 @@
 -- name = "after_hours"
 -- title = "Activity outside working hours"
+-- title_ru = "Работа в нерабочее время"
 -- family = "security"
 -- description = """
 -- Queries and exports in the audit log in [from, to) made outside working hours (Monday–Friday

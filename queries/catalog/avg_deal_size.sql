@@ -1,5 +1,6 @@
 -- name = "avg_deal_size"
 -- title = "Average deal size"
+-- title_ru = "Средний размер сделки"
 -- family = "sales"
 -- description = """
 -- Mean amount of won deals closed in [from, to); won deals without an amount are left out. Rounded once

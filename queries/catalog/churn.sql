@@ -1,5 +1,6 @@
 -- name = "churn"
 -- title = "Churn"
+-- title_ru = "Отток клиентов"
 -- family = "retention"
 -- description = """
 -- A client is active on day d when they paid in [d - 90 days, d). For each month m whose first day lies

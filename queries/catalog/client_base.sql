@@ -1,5 +1,6 @@
 -- name = "client_base"
 -- title = "Client base"
+-- title_ru = "Клиентская база"
 -- family = "audience"
 -- description = """
 -- All clients now, counted along each dimension on its own: kind, industry, city, country, source

@@ -1,5 +1,6 @@
 -- name = "cohort_retention"
 -- title = "Cohort retention"
+-- title_ru = "Удержание по когортам"
 -- family = "retention"
 -- description = """
 -- Cohort = calendar month of a client's first payment; cohorts whose first payment falls in

@@ -1,5 +1,6 @@
 -- name = "data_discipline"
 -- title = "Data discipline"
+-- title_ru = "Дисциплина данных"
 -- family = "staff"
 -- description = """
 -- Per manager (staff whose position is manager or team_lead): the share of their open deals with

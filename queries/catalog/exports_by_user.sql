@@ -1,5 +1,6 @@
 -- name = "exports_by_user"
 -- title = "Exports by user"
+-- title_ru = "Выгрузки по пользователям"
 -- family = "security"
 -- description = """
 -- Exports in the audit log in [from, to) (action 'export'), per user per day: exports, rows and distinct

@@ -1,5 +1,6 @@
 -- name = "first_contact_sla"
 -- title = "First contact within 24 hours"
+-- title_ru = "Первый контакт в течение суток"
 -- family = "staff"
 -- description = """
 -- Clients created in [from, to): the share with an outbound interaction (by anyone, any channel) in

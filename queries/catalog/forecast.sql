@@ -1,5 +1,6 @@
 -- name = "forecast"
 -- title = "Sales forecast"
+-- title_ru = "Прогноз продаж"
 -- family = "sales"
 -- description = """
 -- Open deals by month of expected_close (NULL month: no expected_close): sum of amount × p, where p for

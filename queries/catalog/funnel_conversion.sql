@@ -1,5 +1,6 @@
 -- name = "funnel_conversion"
 -- title = "Funnel conversion"
+-- title_ru = "Конверсия воронки"
 -- family = "funnel"
 -- description = """
 -- Deals created in [from, to) in one pipeline. For each non-lost stage in position order, `reached` =

@@ -1,5 +1,6 @@
 -- name = "handover_impact"
 -- title = "Handover impact"
+-- title_ru = "Передача клиентов"
 -- family = "staff"
 -- description = """
 -- One row per ownership change in [from, to): the client's won revenue (by closed_at) in the 90 days

@@ -1,5 +1,6 @@
 -- name = "login_failures"
 -- title = "Failed logins"
+-- title_ru = "Неудачные входы"
 -- family = "security"
 -- description = """
 -- Failed login attempts in the audit log in [from, to) (action 'login', outcome not ok), per attempted

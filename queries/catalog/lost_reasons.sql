@@ -1,5 +1,6 @@
 -- name = "lost_reasons"
 -- title = "Why deals are lost"
+-- title_ru = "Почему сделки проигрывают"
 -- family = "funnel"
 -- description = """
 -- Deals lost (status 'lost') with closed_at in [from, to), per lost_reason ('unknown' when NULL or blank):

@@ -1,5 +1,6 @@
 -- name = "ltv_by_cohort"
 -- title = "Lifetime value by cohort"
+-- title_ru = "Пожизненная ценность по когортам"
 -- family = "retention"
 -- description = """
 -- Cohort = calendar month of a client's first payment, for cohorts whose first payment falls in

@@ -1,5 +1,6 @@
 -- name = "manager_scorecard"
 -- title = "Manager scorecard"
+-- title_ru = "Карточки менеджеров"
 -- family = "staff"
 -- description = """
 -- One row per manager (position manager or team_lead) employed at some time in [from, to) (hired_at

@@ -1,5 +1,6 @@
 -- name = "new_clients"
 -- title = "New clients"
+-- title_ru = "Новые клиенты"
 -- family = "audience"
 -- description = """
 -- Clients created in [from, to), per calendar month of created_at, source and kind ('unknown' for NULL)."""

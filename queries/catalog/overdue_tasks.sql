@@ -1,5 +1,6 @@
 -- name = "overdue_tasks"
 -- title = "Overdue tasks"
+-- title_ru = "Просроченные задачи"
 -- family = "staff"
 -- description = """
 -- Per staff member ('unknown' for NULL): open tasks (no completed_at) with due_at before as_of, and of

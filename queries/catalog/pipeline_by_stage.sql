@@ -1,5 +1,6 @@
 -- name = "pipeline_by_stage"
 -- title = "Pipeline by stage"
+-- title_ru = "Сделки по этапам"
 -- family = "sales"
 -- description = """
 -- Open deals now (status 'open'): count and sum of amount per stage, every open stage of every pipeline

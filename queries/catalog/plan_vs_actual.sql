@@ -1,5 +1,6 @@
 -- name = "plan_vs_actual"
 -- title = "Plan vs actual"
+-- title_ru = "План и факт"
 -- family = "sales"
 -- description = """
 -- Months whose first day lies in [from, to). Company rows (scope 'company'): the target row with NULL

@@ -1,5 +1,6 @@
 -- name = "repeat_rate"
 -- title = "Repeat purchase rate"
+-- title_ru = "Повторные покупки"
 -- family = "retention"
 -- description = """
 -- Among clients with at least one payment in [from, to): the share with at least two payments in it."""

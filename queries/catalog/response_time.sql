@@ -1,5 +1,6 @@
 -- name = "response_time"
 -- title = "Response time"
+-- title_ru = "Скорость ответа"
 -- family = "staff"
 -- description = """
 -- Inbound e-mail and messenger interactions in [from, to): the answer is the first outbound interaction

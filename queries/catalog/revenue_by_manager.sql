@@ -1,5 +1,6 @@
 -- name = "revenue_by_manager"
 -- title = "Revenue by manager"
+-- title_ru = "Выручка по менеджерам"
 -- family = "sales"
 -- description = """
 -- Won deals closed in [from, to), per closed_by (the staff member who owned the deal when it closed,

@@ -1,5 +1,6 @@
 -- name = "revenue_by_month"
 -- title = "Revenue by month"
+-- title_ru = "Выручка по месяцам"
 -- family = "sales"
 -- description = """
 -- Won deals closed in [from, to), per calendar month of closed_at (in the reporting zone): revenue = sum of amount,

@@ -1,5 +1,6 @@
 -- name = "revenue_by_source"
 -- title = "Revenue, CAC and ROI by source"
+-- title_ru = "Выручка, CAC и ROI по каналам"
 -- family = "sales"
 -- description = """
 -- Whole months only: from and to must be month starts. Per clients.source ('unknown' for NULL): won

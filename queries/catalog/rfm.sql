@@ -1,5 +1,6 @@
 -- name = "rfm"
 -- title = "RFM segments"
+-- title_ru = "RFM-сегменты"
 -- family = "retention"
 -- description = """
 -- As of day as_of, per client with a payment before as_of: recency = whole days from the last payment's

@@ -1,5 +1,6 @@
 -- name = "sales_cycle"
 -- title = "Sales cycle"
+-- title_ru = "Цикл сделки"
 -- family = "sales"
 -- description = """
 -- Won deals closed in [from, to): elapsed days from created_at to closed_at (seconds / 86 400,

@@ -1,5 +1,6 @@
 -- name = "stalled_deals"
 -- title = "Stalled deals"
+-- title_ru = "Зависшие сделки"
 -- family = "funnel"
 -- description = """
 -- Open deals with no stage change and no interaction tied to the deal (interactions.deal_id) in the

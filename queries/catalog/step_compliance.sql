@@ -1,5 +1,6 @@
 -- name = "step_compliance"
 -- title = "Step compliance"
+-- title_ru = "Соблюдение шагов"
 -- family = "staff"
 -- description = """
 -- Stage changes in [from, to) with a non-NULL from_stage (a deal's creation is not a step). A change is

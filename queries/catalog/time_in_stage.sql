@@ -1,5 +1,6 @@
 -- name = "time_in_stage"
 -- title = "Time in stage"
+-- title_ru = "Время на этапе"
 -- family = "funnel"
 -- description = """
 -- Per open stage of each pipeline: entries into the stage (deal_stage_changes.to_stage) that happened in

@@ -1,5 +1,6 @@
 -- name = "win_rate"
 -- title = "Win rate"
+-- title_ru = "Доля выигранных"
 -- family = "sales"
 -- description = """
 -- Deals closed (won or lost) in [from, to), per closed_by and overall (manager = 'all'):

@@ -264,8 +264,10 @@ impl std::fmt::Display for Family {
 pub struct Metric {
     /// Unique name.
     pub name: String,
-    /// Human title.
+    /// Human title (English).
     pub title: String,
+    /// The title in Russian.
+    pub title_ru: String,
     /// What it is about.
     pub family: Family,
     /// Definition, as in metrics.md.
@@ -285,6 +287,15 @@ pub struct Metric {
 }
 
 impl Metric {
+    /// Its title in `lang` (`ru`, anything else English).
+    pub fn title_in(&self, lang: &str) -> &str {
+        if lang == "ru" {
+            &self.title_ru
+        } else {
+            &self.title
+        }
+    }
+
     /// May `role` run it?
     pub fn allows(&self, role: kartoteka_engine::Role) -> bool {
         self.roles.contains(&role)
@@ -390,8 +401,8 @@ impl Catalog {
             out.push_str(&format!("\n## {family}\n"));
             for m in self.metrics.iter().filter(|m| m.family == family) {
                 out.push_str(&format!(
-                    "\n### `{}` — {}\n\n{}\n\n",
-                    m.name, m.title, m.description
+                    "\n### `{}` — {} ({})\n\n{}\n\n",
+                    m.name, m.title, m.title_ru, m.description
                 ));
                 if m.params.is_empty() {
                     out.push_str("Parameters: none.\n\n");

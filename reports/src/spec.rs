@@ -207,7 +207,7 @@ impl Panel {
             .or_else(|| hint.filter(|_| same_kind).and_then(|h| h.series.clone()));
         let unit = check_columns(metric, chart, &x, &y, series.as_deref())?;
         Ok(Panel {
-            title: choice.title.unwrap_or_else(|| metric.title.clone()),
+            title: choice.title.unwrap_or_else(|| metric.title_ru.clone()),
             metric: metric.name.clone(),
             params,
             chart,
