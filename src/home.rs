@@ -76,6 +76,10 @@ pub(crate) struct WebConfig {
     pub(crate) plain_http: bool,
     /// A second factor (TOTP) for every role; owner and admin need one whatever this says.
     pub(crate) second_factor_for_all: bool,
+    /// A web session without a request for this long ends.
+    pub(crate) session_idle_seconds: u64,
+    /// A web session ends this long after sign-in, whatever happens.
+    pub(crate) session_max_hours: u64,
 }
 
 impl Default for WebConfig {
@@ -87,6 +91,8 @@ impl Default for WebConfig {
             names: vec!["localhost".into(), "127.0.0.1".into()],
             plain_http: false,
             second_factor_for_all: true,
+            session_idle_seconds: 30 * 60,
+            session_max_hours: 12,
         }
     }
 }
@@ -386,6 +392,9 @@ const CONFIG_REFERENCE: &str = r#"# ---- Every setting, with its default (uncomm
 # cert = "…", key = "…"          # PEM; without them a local CA + certificate are made under tls/
 # names = ["localhost", "127.0.0.1"]
 # plain_http = false             # only on loopback
+# second_factor_for_all = true   # TOTP for every role (owner and admin always)
+# session_idle_seconds = 1800    # a session without a request for this long ends
+# session_max_hours = 12         # and in any case this long after sign-in
 "#;
 
 /// Environment variables override the config file.

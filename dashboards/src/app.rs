@@ -165,6 +165,15 @@ impl App {
     pub fn count_failure(&self, login: &str, ip: IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        // Logins sprayed at random must not grow the map without end: past a size, forget what
+        // has left the window.
+        if failures.len() > 10_000 {
+            let window = self.settings.throttle_window;
+            failures.retain(|_, times| {
+                times.retain(|t| t.elapsed() < window);
+                !times.is_empty()
+            });
+        }
         failures
             .entry(format!("login:{login}"))
             .or_default()

@@ -263,13 +263,23 @@ pub async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) ->
         let sent: Option<String> = form_urlencoded::parse(&bytes)
             .find(|(k, _)| k == "csrf")
             .map(|(_, v)| v.into_owned());
-        let expected = match &session {
-            Some((_, s)) => Some(s.csrf.clone()),
-            None => pre.clone(),
-        };
-        let ok = matches!((&sent, &expected), (Some(sent), Some(expected))
-            if !expected.is_empty()
-                && kartoteka_engine::lake::constant_time_eq(sent.as_bytes(), expected.as_bytes()));
+        // A sign-in form may have been opened before or after a half-way session began: either
+        // token it could carry is accepted there; everywhere else only the session's.
+        let mut expected: Vec<&str> = Vec::new();
+        if let Some((_, s)) = &session {
+            expected.push(&s.csrf);
+        }
+        if (session.is_none() || route.access == Access::SignIn)
+            && let Some(pre) = &pre
+        {
+            expected.push(pre);
+        }
+        let ok = sent.as_deref().is_some_and(|sent| {
+            expected.iter().any(|e| {
+                !e.is_empty()
+                    && kartoteka_engine::lake::constant_time_eq(sent.as_bytes(), e.as_bytes())
+            })
+        });
         if !ok {
             return forbidden(
                 lang,
@@ -415,6 +425,12 @@ pub async fn login_submit(
         app.count_failure(&login, ctx.ip);
         // The same next step a right password leads to: the code form, which then fails.
         return html(code_page(lang, &csrf, None));
+    }
+    // A half-way session this browser already had is replaced, not left behind.
+    if let Some((old, _)) = &ctx.session
+        && let Err(e) = app.control.end_session(old).await
+    {
+        return trouble(lang, None, &e.to_string());
     }
     let now = Utc::now();
     let created = app

@@ -48,7 +48,7 @@ impl Lang {
         };
         let mut out = String::new();
         for (i, c) in int.chars().enumerate() {
-            if i > 0 && (int.len() - i) % 3 == 0 {
+            if i > 0 && (int.len() - i).is_multiple_of(3) {
                 out.push(group);
             }
             out.push(c);

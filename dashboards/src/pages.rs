@@ -814,36 +814,38 @@ pub async fn catalog(
 }
 
 /// The metric `name` for the viewer, or the page refusing it.
-fn allowed_metric<'a>(app: &'a App, ctx: &Ctx, name: &str) -> Result<&'a Metric, Response> {
+fn allowed_metric<'a>(app: &'a App, ctx: &Ctx, name: &str) -> Result<&'a Metric, Box<Response>> {
     let lang = ctx.lang;
     let viewer = viewer_of(ctx);
     let Ok(metric) = app.catalog.get(name) else {
-        return Err((
-            axum::http::StatusCode::NOT_FOUND,
-            Html(page(
-                lang,
-                lang.pick("Нет такой метрики", "No such metric"),
-                "/catalog",
-                viewer.as_ref(),
-                None,
-                &format!(
-                    "<p><a href=\"/catalog\">{}</a></p>",
-                    lang.pick("Каталог", "Catalog")
-                ),
-            )),
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                Html(page(
+                    lang,
+                    lang.pick("Нет такой метрики", "No such metric"),
+                    "/catalog",
+                    viewer.as_ref(),
+                    None,
+                    &format!(
+                        "<p><a href=\"/catalog\">{}</a></p>",
+                        lang.pick("Каталог", "Catalog")
+                    ),
+                )),
+            )
+                .into_response(),
+        ));
     };
     let role = ctx.user.as_ref().map(|u| u.role);
     if !role.is_some_and(|r| metric.allows(r)) {
-        return Err(forbidden(
+        return Err(Box::new(forbidden(
             lang,
             viewer.as_ref(),
             lang.pick(
                 "Эта метрика вашей роли недоступна.",
                 "This metric is not available to your role.",
             ),
-        ));
+        )));
     }
     Ok(metric)
 }
@@ -873,7 +875,7 @@ pub async fn metric(
     let viewer = viewer_of(&ctx);
     let metric = match allowed_metric(&app, &ctx, &name) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let args = metric_args(metric, &q);
     let session = match app.query_session(login_of(&ctx)).await {
@@ -1026,7 +1028,7 @@ pub async fn metric_csv(
     let viewer = viewer_of(&ctx);
     let metric = match allowed_metric(&app, &ctx, &name) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let args = metric_args(metric, &q);
     let session = match app.query_session(login_of(&ctx)).await {

@@ -95,7 +95,8 @@ pub fn check(login: &str, password: &str, second_factor: bool) -> Result<(), Wea
         return Err(Weakness::Common);
     }
     let n = chars.len();
-    if (1..=n / 2).any(|p| n % p == 0 && chars.iter().enumerate().all(|(i, c)| *c == chars[i % p]))
+    if (1..=n / 2)
+        .any(|p| n.is_multiple_of(p) && chars.iter().enumerate().all(|(i, c)| *c == chars[i % p]))
     {
         return Err(Weakness::Repetitive);
     }

@@ -283,6 +283,10 @@ async fn start_web(
         kartoteka_dashboards::Settings {
             second_factor_for_all: web.second_factor_for_all,
             secure_cookies: tls.is_some(),
+            limits: kartoteka_engine::web_session::Limits {
+                idle: Duration::from_secs(web.session_idle_seconds.max(1)),
+                absolute: Duration::from_secs(web.session_max_hours.max(1) * 3600),
+            },
             ..kartoteka_dashboards::Settings::default()
         },
         sources,

@@ -625,6 +625,25 @@ fn sign_in_takes_password_and_code_and_every_wrong_turn_gets_the_same_answer() {
         ],
     );
     assert!(page.body.contains("action=\"/login/code\""));
+    // Back to the sign-in form half-way through: it still works (either token is accepted there).
+    let mut back = Client::new(&server);
+    for _ in 0..2 {
+        let form = back.get("/login");
+        let page = back.post(
+            "/login",
+            &[
+                ("csrf", &form.csrf()),
+                ("login", "owner"),
+                ("password", &owner.password),
+            ],
+        );
+        assert_eq!(
+            page.location.as_deref(),
+            Some("/login/code"),
+            "{}",
+            page.body
+        );
+    }
     // Right password, wrong code: the same message.
     let mut client = Client::new(&server);
     let form = client.get("/login");
@@ -724,6 +743,33 @@ fn sign_in_takes_password_and_code_and_every_wrong_turn_gets_the_same_answer() {
     ] {
         assert!(!log.contains(secret), "a secret in the audit log");
     }
+}
+
+#[test]
+fn an_idle_session_ends_and_the_next_request_signs_in_again() {
+    let server = Server::start(
+        web_home(),
+        "listen = \"127.0.0.1:0\"\nsession_idle_seconds = 5",
+    );
+    let (login, _, password) = demo_passwords()
+        .into_iter()
+        .find(|(_, role, _)| role == "analyst")
+        .expect("analyst");
+    let mut client = Client::new(&server);
+    sign_in(&mut client, &login, &password);
+    assert_eq!(client.get("/catalog").status, 200);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        client.get("/catalog").status,
+        200,
+        "a request keeps it alive"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        client.get("/catalog").location.as_deref(),
+        Some("/login"),
+        "idle for longer than the limit"
+    );
 }
 
 /// Signed-in clients, one per role.
@@ -952,7 +998,7 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
             let digits = rubles.to_string();
             let mut grouped = String::new();
             for (i, c) in digits.chars().enumerate() {
-                if i > 0 && (digits.len() - i) % 3 == 0 {
+                if i > 0 && (digits.len() - i).is_multiple_of(3) {
                     grouped.push('\u{a0}');
                 }
                 grouped.push(c);
