@@ -26,9 +26,13 @@ struct Args {
     /// Signed-in sessions requesting pages at once.
     #[arg(long, default_value_t = 100)]
     sessions: usize,
-    /// Pages each session requests (after one warming request).
-    #[arg(long, default_value_t = 20)]
+    /// Pages each session requests in each phase (after one warming request).
+    #[arg(long, default_value_t = 10)]
     pages: usize,
+    /// Mean pause of a session between its pages in the paced phase (uniform over 0..2×), like a
+    /// person reading; the closed-loop phase pauses not at all.
+    #[arg(long, default_value_t = 1000)]
+    think_ms: u64,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -168,6 +172,72 @@ fn sign_in(client: &mut Client, login: &str, password: &str, totp: &Totp) -> Res
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Every session requests its page `pages` times at once, pausing uniformly over 0..2×`think_ms`
+/// between pages: latencies per page kind, errors, pages per second. The clients come back for the
+/// next phase.
+fn load(
+    clients: Vec<(Client, &'static str)>,
+    pages: usize,
+    think_ms: u64,
+) -> (Vec<(Client, &'static str)>, serde_json::Value) {
+    use rand::Rng;
+    let started = Instant::now();
+    let threads: Vec<_> = clients
+        .into_iter()
+        .map(|(mut client, path)| {
+            std::thread::spawn(move || {
+                let mut rng = rand::rng();
+                let mut times = Vec::new();
+                let mut errors = 0usize;
+                for _ in 0..pages {
+                    if think_ms > 0 {
+                        std::thread::sleep(Duration::from_millis(
+                            rng.random_range(0..2 * think_ms),
+                        ));
+                    }
+                    let t = Instant::now();
+                    match client.get(path) {
+                        Ok((200, body)) if !body.contains("class=\"error\"") => {
+                            times.push(t.elapsed().as_secs_f64())
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (client, path, times, errors)
+            })
+        })
+        .collect();
+    let mut back = Vec::new();
+    let (mut all, mut owner, mut manager, mut errors) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for t in threads {
+        let Ok((client, path, times, e)) = t.join() else {
+            errors += pages;
+            continue;
+        };
+        errors += e;
+        if path == "/owner" {
+            owner.extend(times.iter().copied());
+        } else {
+            manager.extend(times.iter().copied());
+        }
+        all.extend(times);
+        back.push((client, path));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let n = all.len();
+    (
+        back,
+        json!({
+            "think_ms": think_ms,
+            "all": summary(all),
+            "owner": summary(owner),
+            "manager": summary(manager),
+            "errors": errors,
+            "pages_per_second": n as f64 / wall,
+        }),
+    )
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -242,7 +312,7 @@ async fn main() -> Result<()> {
                 "bench",
             )
             .await?;
-        let password = format!("{login} длинная фраза для входа");
+        let password = format!("длинная фраза для входа номер {}", users.len() + 1);
         control
             .set_password(&login, &password, true)
             .await?
@@ -284,6 +354,7 @@ async fn main() -> Result<()> {
 
     let sessions = args.sessions;
     let pages = args.pages;
+    let think_ms = args.think_ms;
     let report = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
         // Sign-in, one at a time.
         let mut clients = Vec::new();
@@ -309,52 +380,17 @@ async fn main() -> Result<()> {
         for (client, path) in &mut clients {
             client.get(path)?;
         }
-        let started = Instant::now();
-        let threads: Vec<_> = clients
-            .into_iter()
-            .map(|(mut client, path)| {
-                std::thread::spawn(move || {
-                    let mut times = Vec::new();
-                    let mut errors = 0usize;
-                    for _ in 0..pages {
-                        let t = Instant::now();
-                        match client.get(path) {
-                            Ok((200, body)) if !body.contains("class=\"error\"") => {
-                                times.push(t.elapsed().as_secs_f64())
-                            }
-                            _ => errors += 1,
-                        }
-                    }
-                    (path, times, errors)
-                })
-            })
-            .collect();
-        let mut warm = Vec::new();
-        let mut warm_owner = Vec::new();
-        let mut warm_manager = Vec::new();
-        let mut errors = 0;
-        for t in threads {
-            let (path, times, e) = t.join().map_err(|_| anyhow::anyhow!("a client panicked"))?;
-            errors += e;
-            if path == "/owner" {
-                warm_owner.extend(times.iter().copied());
-            } else {
-                warm_manager.extend(times.iter().copied());
-            }
-            warm.extend(times);
-        }
-        let wall = started.elapsed().as_secs_f64();
+        let clients: Vec<(Client, &'static str)> = clients;
+        let (clients, paced) = load(clients, pages, think_ms);
+        let (_, closed) = load(clients, pages, 0);
         Ok(json!({
             "sign_in": { "argon2id": { "m_kib": 19456, "t": 2, "p": 1 }, "latency": summary(sign_ins) },
             "cold_owner_page_ms": cold * 1e3,
             "warm_pages": {
                 "sessions": sessions,
                 "pages_per_session": pages,
-                "all": summary(warm.clone()),
-                "owner": summary(warm_owner),
-                "manager": summary(warm_manager),
-                "errors": errors,
-                "pages_per_second": warm.len() as f64 / wall,
+                "paced": paced,
+                "closed_loop": closed,
             },
         }))
     })

@@ -1,7 +1,7 @@
 //! What every request handler shares: the engine, the identity store, the catalog, the answer cache,
-//! the sign-in settings — and the one way a request becomes a principal and a query session
-//! ([`App::query_session`]), through the engine's principal resolver at the current snapshot, so a
-//! role change or a disable applies at the next request.
+//! the drawn-panel cache, the sign-in settings — and the one way a request becomes a principal
+//! ([`App::viewer_now`]) and a query session ([`App::session_for`]), through the engine's principal
+//! resolver at the current snapshot, so a role change or a disable applies at the next request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use kartoteka_engine::audit::{Event, Outcome};
 use kartoteka_engine::control::{ControlPlane, RunOutcome};
 use kartoteka_engine::web_session::Limits;
-use kartoteka_engine::{Engine, QuerySession, Role};
+use kartoteka_engine::{Engine, Principal, QuerySession, Role, Snapshot};
 use kartoteka_queries::{AnswerCache, Catalog};
 use kartoteka_reports::schedule::Schedule;
 
@@ -80,6 +80,8 @@ pub struct App {
     /// Sources and their schedules.
     pub sources: Vec<WatchedSource>,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Drawn panels by (snapshot, viewer's scope, language, panel, parameters): HTML with the chart.
+    drawn: Mutex<HashMap<String, (u64, Arc<str>)>>,
 }
 
 impl std::fmt::Debug for App {
@@ -111,6 +113,7 @@ impl App {
             settings,
             sources,
             failures: Mutex::new(HashMap::new()),
+            drawn: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,9 +184,9 @@ impl App {
         failures.entry(format!("ip:{ip}")).or_default().push(now);
     }
 
-    /// A query session for `login` over the current snapshot, the principal resolved there (role, staff
+    /// Who `login` is now: the current snapshot and the principal resolved at it (role, staff
     /// record, status and team as the control plane and the snapshot say now).
-    pub async fn query_session(&self, login: &str) -> crate::Result<QuerySession> {
+    pub async fn viewer_now(&self, login: &str) -> crate::Result<(Snapshot, Principal)> {
         let snapshot = self
             .engine
             .lake()
@@ -199,22 +202,57 @@ impl App {
         )
         .await
         .map_err(|e| crate::Error::Engine(e.to_string()))?;
+        Ok((snapshot, principal))
+    }
+
+    /// A query session for `principal` over `snapshot`, under the principal's policy.
+    pub async fn session_for(
+        &self,
+        principal: &Principal,
+        snapshot: &Snapshot,
+    ) -> crate::Result<QuerySession> {
         self.engine
-            .session_at(&principal, snapshot)
+            .session_at(principal, snapshot.clone())
             .await
             .map_err(|e| crate::Error::Engine(e.to_string()))
     }
 
-    /// What the page frame says about the data `session` reads: its snapshot and time, and each
-    /// scheduled source whose newest successful ingest is older than two of its periods.
-    pub async fn data_as_of(&self, session: &QuerySession) -> crate::Result<DataAsOf> {
-        let snapshot = session.snapshot();
+    /// A query session for `login` over the current snapshot.
+    pub async fn query_session(&self, login: &str) -> crate::Result<QuerySession> {
+        let (snapshot, principal) = self.viewer_now(login).await?;
+        self.session_for(&principal, &snapshot).await
+    }
+
+    /// What the page frame says about `snapshot`: its id and time, and each scheduled source whose
+    /// newest successful ingest is older than two of its periods.
+    pub async fn data_as_of(&self, snapshot: &Snapshot) -> crate::Result<DataAsOf> {
         Ok(DataAsOf {
             snapshot: snapshot.id,
             at: snapshot.committed_at,
-            zone: session.time_zone(),
+            zone: self.engine.config().time_zone,
             stale: self.stale_sources(Utc::now()).await?,
         })
+    }
+
+    /// A drawn piece of a page (a panel, the KPI tiles) for `key` over `snapshot`, or `None`.
+    pub fn drawn(&self, snapshot: u64, key: &str) -> Option<Arc<str>> {
+        let drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
+        drawn
+            .get(key)
+            .filter(|(s, _)| *s == snapshot)
+            .map(|(_, html)| Arc::clone(html))
+    }
+
+    /// Keep a drawn piece for the next viewer with the same key (a newer snapshot drops the rest).
+    pub fn keep_drawn(&self, snapshot: u64, key: String, html: Arc<str>) {
+        let mut drawn = self.drawn.lock().unwrap_or_else(|e| e.into_inner());
+        if drawn.values().any(|(s, _)| *s < snapshot) || drawn.len() >= 4096 {
+            drawn.retain(|_, (s, _)| *s >= snapshot);
+            if drawn.len() >= 4096 {
+                drawn.clear();
+            }
+        }
+        drawn.insert(key, (snapshot, html));
     }
 
     /// Scheduled sources whose newest successful ingest is older than their schedule allows (two

@@ -244,33 +244,68 @@ fn audit_view(app: &App, ctx: &Ctx, path: &str, snapshot: Option<u64>) {
     });
 }
 
-/// A role's dashboard page.
+/// A role's dashboard page. Each panel (and the owner's tiles) is drawn once per snapshot, viewer's
+/// scope, language and period, and kept: a query session is built only when something is not.
 pub async fn dashboard(app: &App, ctx: &Ctx, board: &Dashboard, period: &Period) -> Response {
     let lang = ctx.lang;
     let viewer = viewer_of(ctx);
-    let session = match app.query_session(login_of(ctx)).await {
-        Ok(s) => s,
+    let (snapshot, principal) = match app.viewer_now(login_of(ctx)).await {
+        Ok(pair) => pair,
         Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
     };
-    let data = match app.data_as_of(&session).await {
+    let data = match app.data_as_of(&snapshot).await {
         Ok(d) => d,
         Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
     };
+    let scope = format!("{:?}", kartoteka_queries::Scope::of(&principal));
+    let mut session: Option<QuerySession> = None;
     let mut body = String::new();
     body.push_str(&period_form(lang, board.path, period));
+    let mut pieces: Vec<(String, Option<&PanelDef>)> = Vec::new();
     if board.role == Role::Owner {
-        match owner_kpis(app, &session, lang).await {
-            Ok(html) => body.push_str(&html),
-            Err(e) => {
-                let _ = write!(body, "<p class=\"error\">{}</p>", esc(&e));
+        pieces.push((format!("kpi|{scope}|{}", lang.code()), None));
+    }
+    for def in board.panels {
+        pieces.push((
+            format!("panel|{scope}|{}|{def:?}|{period:?}", lang.code()),
+            Some(def),
+        ));
+    }
+    let mut opened_panels = false;
+    for (key, def) in pieces {
+        if def.is_some() && !opened_panels {
+            body.push_str("<div class=\"panels\">");
+            opened_panels = true;
+        }
+        if let Some(html) = app.drawn(snapshot.id, &key) {
+            body.push_str(&html);
+            continue;
+        }
+        if session.is_none() {
+            match app.session_for(&principal, &snapshot).await {
+                Ok(s) => session = Some(s),
+                Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
             }
         }
+        let Some(session) = session.as_ref() else {
+            continue;
+        };
+        let html = match def {
+            Some(def) => panel_html(app, session, lang, def, period).await,
+            None => match owner_kpis(app, session, lang).await {
+                Ok(html) => html,
+                Err(e) => format!("<p class=\"error\">{}</p>", esc(&e)),
+            },
+        };
+        // A failure is drawn again next time, not kept.
+        if !html.contains("class=\"error\"") {
+            app.keep_drawn(snapshot.id, key, Arc::from(html.as_str()));
+        }
+        body.push_str(&html);
     }
-    body.push_str("<div class=\"panels\">");
-    for def in board.panels {
-        body.push_str(&panel_html(app, &session, lang, def, period).await);
+    if opened_panels {
+        body.push_str("</div>");
     }
-    body.push_str("</div>");
     audit_view(app, ctx, board.path, Some(data.snapshot));
     Html(page(
         lang,
@@ -882,7 +917,7 @@ pub async fn metric(
         Ok(s) => s,
         Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
     };
-    let data = match app.data_as_of(&session).await {
+    let data = match app.data_as_of(session.snapshot()).await {
         Ok(d) => d,
         Err(e) => return trouble(lang, viewer.as_ref(), &e.to_string()),
     };
