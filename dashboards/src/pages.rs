@@ -426,55 +426,63 @@ fn chart_svg(svg: &[u8], title: &str) -> String {
     )
 }
 
-/// A cell of `array` as the reader's language writes it, for a column of `unit` (`money` is the
-/// snapshot's currency, `ratio` a share).
-fn cell(
-    lang: Lang,
-    array: &ArrayRef,
-    i: usize,
-    unit: &str,
-    currency: Option<&str>,
-) -> (String, bool) {
-    if array.is_null(i) {
-        return ("—".into(), false);
+/// A column made ready for reading cell by cell: numbers as `f64`, everything else as text.
+enum Cells {
+    Numbers(arrow::array::Float64Array),
+    Text(arrow::array::StringArray, bool),
+}
+
+impl Cells {
+    fn of(array: &ArrayRef) -> Cells {
+        if array.data_type().is_numeric()
+            && let Ok(f) = arrow::compute::cast(array, &DataType::Float64)
+        {
+            return Cells::Numbers(f.as_primitive::<Float64Type>().clone());
+        }
+        let dated = matches!(
+            array.data_type(),
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+        );
+        let text = arrow::compute::cast(array, &DataType::Utf8)
+            .map(|a| a.as_string::<i32>().clone())
+            .unwrap_or_else(|_| arrow::array::StringArray::from(vec![None::<&str>; array.len()]));
+        Cells::Text(text, dated)
     }
-    let numeric = array.data_type().is_numeric();
-    if numeric {
-        let floats = arrow::compute::cast(array, &DataType::Float64).ok();
-        let v = floats
-            .as_ref()
-            .map(|a| a.as_primitive::<Float64Type>().value(i))
-            .unwrap_or(f64::NAN);
-        let text = match unit {
-            "ratio" => format!("{}\u{a0}%", lang.number(v * 100.0, 1)),
-            "money" => {
-                let sign = currency.map(|c| currency_sign(c).unwrap_or(c).to_string());
-                match sign {
-                    Some(s) => format!("{}\u{a0}{s}", lang.number(v, 0)),
-                    None => lang.number(v, 0),
+
+    /// Cell `i` as the reader's language writes it, for a column of `unit` (`money` is the
+    /// snapshot's currency, `ratio` a share), and whether it is a number.
+    fn text(&self, lang: Lang, i: usize, unit: &str, currency: Option<&str>) -> (String, bool) {
+        match self {
+            Cells::Numbers(a) if a.is_null(i) => ("—".into(), true),
+            Cells::Numbers(a) => {
+                let v = a.value(i);
+                let text = match unit {
+                    "ratio" => format!("{}\u{a0}%", lang.number(v * 100.0, 1)),
+                    "money" => match currency.map(|c| currency_sign(c).unwrap_or(c)) {
+                        Some(sign) => format!("{}\u{a0}{sign}", lang.number(v, 0)),
+                        None => lang.number(v, 0),
+                    },
+                    _ if v.fract() == 0.0 => lang.number(v, 0),
+                    _ => lang.number(v, 1),
+                };
+                (text, true)
+            }
+            Cells::Text(a, _) if a.is_null(i) => ("—".into(), false),
+            Cells::Text(a, dated) => {
+                let text = a.value(i);
+                if !dated {
+                    return (text.to_string(), false);
+                }
+                // A month's first instant reads as the month.
+                let date = text.get(..10).unwrap_or(text);
+                if date.ends_with("-01") && text.get(11..19).is_none_or(|t| t == "00:00:00") {
+                    (date[..7].to_string(), false)
+                } else {
+                    (date.to_string(), false)
                 }
             }
-            _ if v.fract() == 0.0 => lang.number(v, 0),
-            _ => lang.number(v, 1),
-        };
-        return (text, true);
-    }
-    let text = arrow::compute::cast(array, &DataType::Utf8)
-        .ok()
-        .map(|a| a.as_string::<i32>().value(i).to_string())
-        .unwrap_or_default();
-    let text = match array.data_type() {
-        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 => {
-            let date = text.get(..10).unwrap_or(&text).to_string();
-            if date.ends_with("-01") && text.get(11..19).is_none_or(|t| t == "00:00:00") {
-                date[..7].to_string()
-            } else {
-                date
-            }
         }
-        _ => text,
-    };
-    (text, false)
+    }
 }
 
 /// The answer as an HTML table (up to `limit` rows, saying how many there are), the month in
@@ -515,6 +523,7 @@ fn table_html(
     let mut shown = 0;
     let mut starred = false;
     'rows: for batch in &result.batches {
+        let columns: Vec<Cells> = batch.columns().iter().map(Cells::of).collect();
         for r in 0..batch.num_rows() {
             if shown == limit {
                 break 'rows;
@@ -522,7 +531,7 @@ fn table_html(
             out.push_str("<tr>");
             for (c, field) in schema.fields().iter().enumerate() {
                 let unit = units.get(field.name().as_str()).copied().unwrap_or("");
-                let (mut text, numeric) = cell(lang, batch.column(c), r, unit, currency);
+                let (mut text, numeric) = columns[c].text(lang, r, unit, currency);
                 if matches!(field.data_type(), DataType::Timestamp(..)) && text == this_month {
                     text.push('*');
                     starred = true;
