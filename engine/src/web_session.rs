@@ -206,12 +206,18 @@ impl ControlPlane {
                 .map_err(crate::control::db)?;
             return Ok(None);
         }
-        sqlx::query("UPDATE web_sessions SET last_seen_at = ? WHERE id_hash = ?")
-            .bind(ts(now))
-            .bind(&id)
-            .execute(self.pool())
-            .await
-            .map_err(crate::control::db)?;
+        // The last-seen time moves in steps of a tenth of the idle limit (at most a minute): a page
+        // read is then not a database write (and an fsync) each time, and the idle limit is still
+        // kept to within that step.
+        let step = (limits.idle / 10).min(Duration::from_secs(60));
+        if (now - session.last_seen_at).to_std().is_ok_and(|d| d >= step) {
+            sqlx::query("UPDATE web_sessions SET last_seen_at = ? WHERE id_hash = ?")
+                .bind(ts(now))
+                .bind(&id)
+                .execute(self.pool())
+                .await
+                .map_err(crate::control::db)?;
+        }
         Ok(Some(session))
     }
 
