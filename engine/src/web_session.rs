@@ -210,7 +210,10 @@ impl ControlPlane {
         // read is then not a database write (and an fsync) each time, and the idle limit is still
         // kept to within that step.
         let step = (limits.idle / 10).min(Duration::from_secs(60));
-        if (now - session.last_seen_at).to_std().is_ok_and(|d| d >= step) {
+        if (now - session.last_seen_at)
+            .to_std()
+            .is_ok_and(|d| d >= step)
+        {
             sqlx::query("UPDATE web_sessions SET last_seen_at = ? WHERE id_hash = ?")
                 .bind(ts(now))
                 .bind(&id)
