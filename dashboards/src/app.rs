@@ -79,6 +79,8 @@ pub struct App {
     pub settings: Settings,
     /// Sources and their schedules.
     pub sources: Vec<WatchedSource>,
+    /// The scheduler's jobs (`ingest:crm`, `report:weekly`, …) and their schedules.
+    pub jobs: Vec<(String, Schedule)>,
     failures: Mutex<HashMap<String, Vec<Instant>>>,
     /// Drawn panels by (snapshot, viewer's scope, language, panel, parameters): HTML with the chart.
     drawn: Mutex<HashMap<String, (u64, Arc<str>)>>,
@@ -112,9 +114,16 @@ impl App {
             cache: AnswerCache::new(4096),
             settings,
             sources,
+            jobs: Vec::new(),
             failures: Mutex::new(HashMap::new()),
             drawn: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The app with the scheduler's `jobs` shown on the system page.
+    pub fn with_jobs(mut self, jobs: Vec<(String, Schedule)>) -> App {
+        self.jobs = jobs;
+        self
     }
 
     /// Record `event` in the audit log (when the engine has one).

@@ -704,12 +704,19 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
                 .to_string(),
         ),
     ];
+    // Each tile opens the metric it was read from.
+    let links = [
+        "/metric/revenue_by_month",
+        "/metric/plan_vs_actual?level=company",
+        "/metric/revenue_by_month",
+        "/metric/forecast",
+    ];
     let mut out = String::from("<div class=\"kpis\">");
-    for (label, value, note) in tiles {
+    for ((label, value, note), link) in tiles.into_iter().zip(links) {
         let _ = write!(
             out,
-            "<div class=\"kpi\"><div class=\"label\">{}</div><div class=\"value\">{}</div>\
-             <div class=\"note muted\">{}</div></div>",
+            "<a class=\"kpi\" href=\"{link}\"><div class=\"label\">{}</div><div class=\"value\">{}</div>\
+             <div class=\"note muted\">{}</div></a>",
             esc(&label),
             esc(&value),
             esc(&note)
@@ -1227,6 +1234,50 @@ pub async fn admin(
         );
     }
     body.push_str("</tbody></table>");
+    if !app.jobs.is_empty() {
+        let _ = write!(
+            body,
+            "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            lang.pick("Задания по расписанию", "Scheduled jobs"),
+            lang.pick("Задание", "Job"),
+            lang.pick("Расписание", "Schedule"),
+            lang.pick("Следующий запуск", "Next run"),
+            lang.pick("Последний запуск", "Last run"),
+        );
+        let now = chrono::Utc::now();
+        for (job, schedule) in &app.jobs {
+            let next = schedule
+                .next_after(now)
+                .map_or("—".into(), |t| lang.time(t, zone));
+            let last = match app.control.job_slot(job).await {
+                Ok(Some(slot)) => {
+                    use kartoteka_engine::control::SlotOutcome as S;
+                    let outcome = match (lang, slot.outcome) {
+                        (Lang::Ru, S::Armed) => "ещё не запускалось",
+                        (Lang::Ru, S::Ok) => "успешно",
+                        (Lang::Ru, S::Failed) => "ошибка",
+                        (Lang::Ru, S::Skipped) => "пропущено: шёл прежний",
+                        (Lang::En, S::Armed) => "not run yet",
+                        (Lang::En, S::Ok) => "ok",
+                        (Lang::En, S::Failed) => "failed",
+                        (Lang::En, S::Skipped) => "skipped: the previous one was running",
+                    };
+                    format!("{} · {outcome}", lang.time(slot.slot, zone))
+                }
+                Ok(None) => "—".into(),
+                Err(e) => e.to_string(),
+            };
+            let _ = write!(
+                body,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(job),
+                esc(&schedule.to_string()),
+                esc(&next),
+                esc(&last)
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
     let _ = write!(
         body,
         "<h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",

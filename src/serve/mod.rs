@@ -148,7 +148,13 @@ pub(crate) async fn serve(dir: &Path) -> Result<()> {
     let jobs = jobs(&home, &lake, &control).await?;
     let (web_stop, web_stopped) = tokio::sync::oneshot::channel::<()>();
     let web = match &home.config.web {
-        Some(web) => Some(start_web(&home, &lake, &control, web, web_stopped).await?),
+        Some(web) => {
+            let shown = jobs
+                .iter()
+                .map(|j| (j.id.to_string(), j.schedule.clone()))
+                .collect();
+            Some(start_web(&home, &lake, &control, web, shown, web_stopped).await?)
+        }
         None => None,
     };
     if jobs.is_empty() && web.is_none() {
@@ -222,6 +228,7 @@ async fn start_web(
     lake: &Arc<kartoteka_engine::Lake>,
     control: &Arc<kartoteka_engine::control::ControlPlane>,
     web: &crate::home::WebConfig,
+    jobs: Vec<(String, Schedule)>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(&web.listen)
@@ -276,21 +283,24 @@ async fn start_web(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let app = Arc::new(kartoteka_dashboards::App::new(
-        Arc::new(home.engine(lake.clone())?),
-        control.clone(),
-        Arc::new(kartoteka_queries::Catalog::builtin()?),
-        kartoteka_dashboards::Settings {
-            second_factor_for_all: web.second_factor_for_all,
-            secure_cookies: tls.is_some(),
-            limits: kartoteka_engine::web_session::Limits {
-                idle: Duration::from_secs(web.session_idle_seconds.max(1)),
-                absolute: Duration::from_secs(web.session_max_hours.max(1) * 3600),
+    let app = Arc::new(
+        kartoteka_dashboards::App::new(
+            Arc::new(home.engine(lake.clone())?),
+            control.clone(),
+            Arc::new(kartoteka_queries::Catalog::builtin()?),
+            kartoteka_dashboards::Settings {
+                second_factor_for_all: web.second_factor_for_all,
+                secure_cookies: tls.is_some(),
+                limits: kartoteka_engine::web_session::Limits {
+                    idle: Duration::from_secs(web.session_idle_seconds.max(1)),
+                    absolute: Duration::from_secs(web.session_max_hours.max(1) * 3600),
+                },
+                ..kartoteka_dashboards::Settings::default()
             },
-            ..kartoteka_dashboards::Settings::default()
-        },
-        sources,
-    ));
+            sources,
+        )
+        .with_jobs(jobs),
+    );
     Ok(tokio::spawn(async move {
         let stopped = async {
             let _ = stop.await;

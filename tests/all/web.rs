@@ -886,6 +886,18 @@ fn every_route_answers_every_role_as_its_rule_says() {
     assert_eq!(admin.get("/metric/revenue_by_month/csv").status, 403);
     let system = admin.get("/admin");
     assert!(system.body.contains("Цепочка цела"), "{}", system.body);
+    // The scheduler's jobs, with their next run: the demo's report specs.
+    assert!(
+        system.body.contains("report:owner-weekly"),
+        "{}",
+        system.body
+    );
+    // No CRM data on it: not one client's name or e-mail, no amount.
+    assert!(
+        !system.body.contains('₽') && !system.body.contains('@'),
+        "{}",
+        system.body
+    );
     // A metric a role may not run is refused on its page too.
     let (_, manager, _) = signed
         .iter_mut()
