@@ -772,6 +772,56 @@ fn an_idle_session_ends_and_the_next_request_signs_in_again() {
     );
 }
 
+#[test]
+fn a_source_late_for_its_schedule_is_announced_on_every_page() {
+    let home = web_home();
+    // The demo source, loaded daily at 03:00 UTC — and its last successful load three days ago.
+    let config = home.path().join("kartoteka.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replacen(
+        "[sources.demo]\n",
+        "[sources.demo]\nschedule = \"0 3 * * *\"\ntime_zone = \"UTC\"\n",
+        1,
+    );
+    std::fs::write(&config, text).expect("config");
+    let old = (chrono::Utc::now() - chrono::Duration::days(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let control = home.path().join("control.sqlite");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            use sqlx::ConnectOptions;
+            let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&control)
+                .connect()
+                .await
+                .expect("control db");
+            sqlx::query("UPDATE ingest_runs SET started_at = ?, ended_at = ?")
+                .bind(&old)
+                .bind(&old)
+                .execute(&mut db)
+                .await
+                .expect("update");
+        });
+    let server = Server::start(home, "listen = \"127.0.0.1:0\"");
+    let (login, _, password) = demo_passwords()
+        .into_iter()
+        .find(|(_, role, _)| role == "owner")
+        .expect("owner");
+    let mut client = Client::new(&server);
+    sign_in(&mut client, &login, &password);
+    let page = client.get("/owner");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("class=\"banner\"")
+            && page.body.contains("Данные источника «demo» устарели"),
+        "{}",
+        page.body
+    );
+    let system = client.get("/admin");
+    assert!(system.body.contains("устарел"), "{}", system.body);
+}
+
 /// Signed-in clients, one per role.
 fn clients_by_role(server: &Server) -> Vec<(Role, Client, Credentials)> {
     let passwords = demo_passwords();
