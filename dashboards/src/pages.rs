@@ -358,8 +358,9 @@ async fn panel_html(
             chart: def.chart.map(str::to_string),
             ..PanelChoice::default()
         };
-        let panel = Panel::build(metric, choice, args.clone())
+        let mut panel = Panel::build(metric, choice, args.clone())
             .map_err(|(field, detail)| format!("{field}: {detail}"))?;
+        panel.english = lang == Lang::En;
         // A table is laid out as HTML: no SVG of it is drawn.
         let formats: &[Format] = if panel.chart == ChartKind::Table {
             &[]
@@ -953,7 +954,8 @@ pub async fn metric(
                     ..PanelChoice::default()
                 };
                 let panel = Panel::build(metric, choice, args.clone());
-                if let Ok(panel) = panel {
+                if let Ok(mut panel) = panel {
+                    panel.english = lang == Lang::En;
                     let drawn = kartoteka_reports::render::render_panels(
                         &session,
                         &app.catalog,

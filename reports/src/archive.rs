@@ -247,6 +247,7 @@ mod tests {
             series: None,
             unit: "RUB".into(),
             column_units: Default::default(),
+            english: false,
         };
         Rendered {
             report: "weekly".into(),
@@ -264,6 +265,7 @@ mod tests {
                         value: Some(1.0),
                         previous: None,
                     },
+                    english: false,
                 },
                 panel,
                 rows: 1,

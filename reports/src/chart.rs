@@ -82,19 +82,29 @@ fn per_value(unit: &str) -> bool {
 
 /// A short form for labels on bars: `10.0 млн ₽`, `830 тыс ₽`, `45.2 %`.
 pub fn compact_value(v: f64, unit: &str) -> String {
+    compact_value_in(v, unit, false)
+}
+
+/// [`compact_value`], in English when `english` (`10.0 M $`).
+pub fn compact_value_in(v: f64, unit: &str, english: bool) -> String {
     let suffix = match currency_sign(unit) {
         Some(sign) => format!("\u{A0}{sign}"),
         None if matches!(unit, "ratio" | "" | MONEY) => String::new(),
-        None => return format_value(v, unit),
+        None => return format_value_in(v, unit, english),
     };
     if unit == "ratio" {
-        return format_value(v, unit);
+        return format_value_in(v, unit, english);
     }
+    let (billion, million, thousand) = if english {
+        ("\u{A0}bn", "\u{A0}M", "\u{A0}k")
+    } else {
+        ("\u{A0}млрд", "\u{A0}млн", "\u{A0}тыс")
+    };
     let (n, scale) = match v.abs() {
-        a if a >= 1e9 => (v / 1e9, "\u{A0}млрд"),
-        a if a >= 1e6 => (v / 1e6, "\u{A0}млн"),
-        a if a >= 1e4 => (v / 1e3, "\u{A0}тыс"),
-        _ => return format_value(v, unit),
+        a if a >= 1e9 => (v / 1e9, billion),
+        a if a >= 1e6 => (v / 1e6, million),
+        a if a >= 1e4 => (v / 1e3, thousand),
+        _ => return format_value_in(v, unit, english),
     };
     let digits = if n.abs() >= 100.0 { 0 } else { 1 };
     format!("{n:.digits$}{scale}{suffix}")
@@ -154,7 +164,12 @@ pub fn unit_label(unit: &str) -> &str {
 
 /// A value as a person reads it, with its unit: `1 500 000 ₽`, `42.5 %`, `12.34`, `154 сд.`.
 pub fn format_value(v: f64, unit: &str) -> String {
-    let unit = unit_label(unit);
+    format_value_in(v, unit, false)
+}
+
+/// [`format_value`], with the unit in English when `english` (`154 deals`).
+pub fn format_value_in(v: f64, unit: &str, english: bool) -> String {
+    let unit = if english { unit } else { unit_label(unit) };
     match unit {
         "ratio" => format!("{:.1}\u{A0}%", v * 100.0),
         MONEY => thousands(v),
@@ -248,12 +263,23 @@ pub fn column_ru(column: &str) -> String {
         .map_or_else(|| column.replace('_', " "), |(_, v)| (*v).to_string())
 }
 
-/// An axis caption: the column, with its unit in a reader's terms.
+/// An axis caption: the column, with its unit in a reader's terms (Russian).
+#[cfg(test)]
 fn axis_caption(column: &str, unit: &str) -> String {
-    let column = column_ru(column);
+    axis_caption_in(column, unit, false)
+}
+
+/// [`axis_caption`], in English when `english` (the column's name with spaces).
+fn axis_caption_in(column: &str, unit: &str, english: bool) -> String {
+    let column = if english {
+        column.replace('_', " ")
+    } else {
+        column_ru(column)
+    };
     let unit = match unit {
         "" | MONEY => return column,
         "ratio" => "%",
+        other if english => currency_sign(other).unwrap_or(other),
         other => currency_sign(other).unwrap_or(unit_label(other)),
     };
     format!("{column}, {unit}")
@@ -322,6 +348,8 @@ pub struct Chart {
     pub unit: String,
     /// The data.
     pub data: ChartData,
+    /// Its words (units, notes, captions) in English rather than Russian.
+    pub english: bool,
 }
 
 /// Text of cell `i` of `array`: times as dates (months as `YYYY-MM`), everything else as Arrow shows it.
@@ -355,8 +383,18 @@ fn cell_text(array: &ArrayRef, i: usize, fmt: &ArrayFormatter<'_>) -> String {
 pub const IN_PROGRESS: &str = "*";
 /// The axis caption's explanation of [`IN_PROGRESS`].
 pub const IN_PROGRESS_NOTE: &str = "* период ещё идёт";
+/// [`IN_PROGRESS_NOTE`] in English.
+pub const IN_PROGRESS_NOTE_EN: &str = "* period still in progress";
 
 impl Chart {
+    fn in_progress_note(&self) -> &'static str {
+        if self.english {
+            IN_PROGRESS_NOTE_EN
+        } else {
+            IN_PROGRESS_NOTE
+        }
+    }
+
     /// Mark the x category of the period holding `today` (the reporting zone's date of the data) as
     /// still in progress: on a monthly axis (`YYYY-MM` labels) this month; on a daily or weekly axis
     /// (`YYYY-MM-DD`, a week when the labels are 7 days apart) the day or the week holding `today`.
@@ -389,7 +427,7 @@ impl Chart {
                 }
             }
             if !in_progress.is_empty() {
-                self.x_caption = format!("{} · {IN_PROGRESS_NOTE}", self.x_caption);
+                self.x_caption = format!("{} · {}", self.x_caption, self.in_progress_note());
             }
             return;
         }
@@ -418,7 +456,7 @@ impl Chart {
             }
         }
         if *x != before {
-            self.x_caption = format!("{} · {IN_PROGRESS_NOTE}", self.x_caption);
+            self.x_caption = format!("{} · {}", self.x_caption, self.in_progress_note());
         }
     }
 }
@@ -543,7 +581,11 @@ impl Chart {
                             Ok(cols
                                 .numbers(c)?
                                 .into_iter()
-                                .map(|v| v.map_or("—".into(), |v| format_value(v, unit)))
+                                .map(|v| {
+                                    v.map_or("—".into(), |v| {
+                                        format_value_in(v, unit, panel.english)
+                                    })
+                                })
                                 .collect())
                         } else {
                             cols.texts(c)
@@ -637,7 +679,7 @@ impl Chart {
                         for ((c, v), s) in cells.iter().zip(&si) {
                             add(&mut series[*s].values[*c], *v);
                         }
-                        fold_series(series)
+                        fold_series(series, panel.english)
                     }
                     None => panel
                         .y
@@ -660,10 +702,15 @@ impl Chart {
         Ok(Chart {
             kind: panel.chart,
             title: panel.title.clone(),
-            x_caption: axis_caption(&panel.x, ""),
-            y_caption: axis_caption(if panel.y.len() == 1 { &y0 } else { "" }, &panel.unit),
+            x_caption: axis_caption_in(&panel.x, "", panel.english),
+            y_caption: axis_caption_in(
+                if panel.y.len() == 1 { &y0 } else { "" },
+                &panel.unit,
+                panel.english,
+            ),
             unit: panel.unit.clone(),
             data,
+            english: panel.english,
         })
     }
 
@@ -726,7 +773,11 @@ impl Chart {
             root.draw_text(&self.title, &(FAMILY, 22).into_text_style(root), (24, 20))
                 .map_err(draw)?;
             root.draw_text(
-                "Нет данных за период (no data for the period)",
+                if self.english {
+                    "No data for the period"
+                } else {
+                    "Нет данных за период"
+                },
                 &(FAMILY, 18).into_text_style(root).color(&GREY),
                 (24, (h / 2) as i32),
             )
@@ -816,7 +867,8 @@ impl Chart {
             }
             cut(&x.get(i as usize).cloned().unwrap_or_default(), max_chars)
         };
-        let value_of = move |v: &f64| format_value(*v, &unit);
+        let english = self.english;
+        let value_of = move |v: &f64| format_value_in(*v, &unit, english);
         let mut mesh = chart.configure_mesh();
         mesh.disable_x_mesh()
             .light_line_style(TRANSPARENT)
@@ -957,11 +1009,12 @@ impl Chart {
                     .filter_map(|(i, v)| v.map(|v| (i as f64, v, f(v))))
                     .collect()
             };
-            let exact = labelled(&|v| format_value(v, &self.unit));
+            let exact = labelled(&|v| format_value_in(v, &self.unit, self.english));
             let labels = if fits(&exact) {
                 Some(exact)
             } else {
-                Some(labelled(&|v| compact_value(v, &self.unit))).filter(|l| fits(l))
+                Some(labelled(&|v| compact_value_in(v, &self.unit, self.english)))
+                    .filter(|l| fits(l))
             };
             if let Some(labels) = labels {
                 chart
@@ -1023,7 +1076,7 @@ impl Chart {
                 _ => String::new(),
             };
             root.draw_text(
-                &format!("{}{share}", format_value(v, &self.unit)),
+                &format!("{}{share}", format_value_in(v, &self.unit, self.english)),
                 &(FAMILY, 14).into_text_style(root),
                 (centre + half + 8, y + row / 2 - 8),
             )
@@ -1101,7 +1154,7 @@ impl Chart {
                 }
                 if show_values {
                     let ink = if t > 0.55 { WHITE } else { BLACK };
-                    let text = format_value(*v, &self.unit);
+                    let text = format_value_in(*v, &self.unit, self.english);
                     root.draw_text(
                         &if going {
                             format!("{text}{IN_PROGRESS}")
@@ -1127,7 +1180,7 @@ impl Chart {
         root.draw_text(&self.title, &(FAMILY, 20).into_text_style(root), (20, 18))
             .map_err(draw)?;
         root.draw_text(
-            &format_value(value, &self.unit),
+            &format_value_in(value, &self.unit, self.english),
             &(FAMILY, 48).into_text_style(root),
             (20, 90),
         )
@@ -1143,17 +1196,29 @@ impl Chart {
                     "="
                 };
                 (
-                    format!(
-                        "{arrow} {change:+.1}\u{A0}% к прошлому периоду ({})",
-                        format_value(p, &self.unit)
-                    ),
+                    if self.english {
+                        format!(
+                            "{arrow} {change:+.1}\u{A0}% on the previous period ({})",
+                            format_value_in(p, &self.unit, true)
+                        )
+                    } else {
+                        format!(
+                            "{arrow} {change:+.1}\u{A0}% к прошлому периоду ({})",
+                            format_value(p, &self.unit)
+                        )
+                    },
                     if change >= 0.0 { GREEN } else { RED },
                 )
             }
+            Some(p) if self.english => (
+                format!("previous period: {}", format_value_in(p, &self.unit, true)),
+                GREY,
+            ),
             Some(p) => (
                 format!("прошлый период: {}", format_value(p, &self.unit)),
                 GREY,
             ),
+            None if self.english => ("no data for the previous period".into(), GREY),
             None => ("нет данных за прошлый период".into(), GREY),
         };
         root.draw_text(
@@ -1231,7 +1296,7 @@ fn add(cell: &mut Option<f64>, v: Option<f64>) {
 }
 
 /// Keep the `MAX_SERIES - 1` largest series and sum the rest into «прочие».
-fn fold_series(mut series: Vec<Series>) -> Vec<Series> {
+fn fold_series(mut series: Vec<Series>, english: bool) -> Vec<Series> {
     if series.len() <= MAX_SERIES {
         return series;
     }
@@ -1240,7 +1305,11 @@ fn fold_series(mut series: Vec<Series>) -> Vec<Series> {
     let rest = series.split_off(MAX_SERIES - 1);
     let n = series[0].values.len();
     let mut other = Series {
-        name: format!("прочие ({})", rest.len()),
+        name: if english {
+            format!("others ({})", rest.len())
+        } else {
+            format!("прочие ({})", rest.len())
+        },
         values: vec![None; n],
     };
     for s in rest {
@@ -1268,6 +1337,7 @@ mod tests {
             y_caption: axis_caption("выручка", unit),
             unit: unit.into(),
             data,
+            english: false,
         }
     }
 
@@ -1645,6 +1715,7 @@ mod tests {
             .into_iter()
             .map(|(c, u)| (c.to_string(), u.to_string()))
             .collect(),
+            english: false,
         };
         let chart = Chart::from_result(&panel, &[batch], None).expect("chart");
         let ChartData::Table { columns, rows, .. } = chart.data else {
@@ -1679,7 +1750,7 @@ mod tests {
         let many: Vec<Series> = (0..12)
             .map(|i| series(&format!("s{i}"), &[i as f64, 1.0]))
             .collect();
-        let folded = fold_series(many);
+        let folded = fold_series(many, false);
         assert_eq!(folded.len(), MAX_SERIES);
         assert_eq!(folded[0].name, "s11", "largest first");
         let other = folded.last().expect("others");

@@ -349,6 +349,7 @@ mod tests {
                         value: Some(1.0),
                         previous: None,
                     },
+                    english: false,
                 },
                 panel,
                 rows: 1,

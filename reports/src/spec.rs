@@ -135,6 +135,8 @@ pub struct Panel {
     pub unit: String,
     /// Every result column's unit, from the catalog (for table cells).
     pub column_units: BTreeMap<String, String>,
+    /// Draw its words (units, notes, captions) in English rather than Russian.
+    pub english: bool,
 }
 
 /// What a spec may choose for a panel; the metric's chart hint fills the rest.
@@ -220,6 +222,7 @@ impl Panel {
                 .iter()
                 .map(|c| (c.name.clone(), c.unit.clone()))
                 .collect(),
+            english: false,
         })
     }
 }

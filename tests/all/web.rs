@@ -978,6 +978,7 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
         .collect();
     assert_eq!(managers.len(), 2);
     let mut names = Vec::new();
+    let mut units_checked = 0;
     for (login, _, password) in &managers {
         let mut client = Client::new(&server);
         sign_in(&mut client, login, password);
@@ -990,6 +991,16 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
         // manager's first page comes after the first manager's were kept: the names check below
         // would catch one served to the other.)
         assert_eq!(client.get("/manager").body, page.body);
+        // The charts speak the page's language: units in Russian, then in English (for a manager
+        // whose funnel has deals; one without gets "no data").
+        client.get("/language?to=en&back=/manager");
+        let english = client.get("/manager");
+        assert!(english.body.contains("My funnel") && english.body.contains("Sign out"));
+        if page.body.contains("сд.") {
+            assert!(!english.body.contains("сд."), "{}", english.body);
+            units_checked += 1;
+        }
+        client.get("/language?to=ru&back=/manager");
         // The same metric and parameters for two managers: each gets their own answer, equal to the
         // CLI's for that login (the cache holds both; neither is served the other's).
         for metric in ["stalled_deals", "funnel_conversion", "overdue_tasks"] {
@@ -1000,6 +1011,7 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
         }
         names.push((login.clone(), page.body.clone()));
     }
+    assert!(units_checked >= 1, "a manager with deals on the charts");
     // No manager's page — its tables, and the text of its charts — names another manager: every
     // name on it is one the CLI shows that manager under their own policy.
     let staff = server.cli(&[
