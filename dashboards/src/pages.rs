@@ -849,7 +849,7 @@ pub async fn catalog(
             esc(m.title_in(lang.code())),
             esc(&m.name),
             esc(m.family.as_str()),
-            esc(&m.description)
+            esc(m.description_in(lang.code()))
         );
     }
     body.push_str("</tbody></table>");
@@ -941,7 +941,7 @@ pub async fn metric(
     let here = format!("/metric/{}", metric.name);
     let mut body = format!(
         "<p>{}</p>{}",
-        esc(&metric.description),
+        esc(metric.description_in(lang.code())),
         param_form(lang, metric, &here, &q)
     );
     match app.cache.run_metric(&session, metric, &args).await {

@@ -1,6 +1,7 @@
 -- name = "activity_by_manager"
 -- title = "Activity by manager"
 -- title_ru = "Активность менеджеров"
+-- description_ru = "По каждому сотруднику и дню (или неделе ISO, с понедельника) по времени occurred_at в часовом поясе отчётов — взаимодействия в [from, to): исходящие звонки, письма, сообщения в мессенджерах, встречи и минуты разговоров (все звонки сотрудника, входящие и исходящие). Сотрудник и период без таких взаимодействий строки не дают; взаимодействия без сотрудника образуют свою группу (staff_id NULL, менеджер 'unknown')."
 -- family = "staff"
 -- description = """
 -- Per staff member and day (or ISO week, starting Monday) of occurred_at (in the reporting zone), interactions in

@@ -1,6 +1,7 @@
 -- name = "admin_actions"
 -- title = "Administrative actions"
 -- title_ru = "Действия администраторов"
+-- description_ru = "Все административные действия из журнала аудита в [from, to) — изменения пользователей и ролей, сброс паролей, смена ключей, сборка мусора — новые первыми: кто, над чем и чем закончилось."
 -- family = "security"
 -- description = """
 -- Every administrative action in the audit log in [from, to) — user and role changes, password resets,

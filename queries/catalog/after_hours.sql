@@ -1,6 +1,7 @@
 -- name = "after_hours"
 -- title = "Activity outside working hours"
 -- title_ru = "Работа в нерабочее время"
+-- description_ru = "Запросы и выгрузки из журнала аудита в [from, to), сделанные в нерабочее время (вне понедельника–пятницы 09:00–19:00 в часовом поясе отчётов), по пользователям: сколько и сколько из них отклонено."
 -- family = "security"
 -- description = """
 -- Queries and exports in the audit log in [from, to) made outside working hours (Monday–Friday

@@ -1,6 +1,7 @@
 -- name = "avg_deal_size"
 -- title = "Average deal size"
 -- title_ru = "Средний размер сделки"
+-- description_ru = "Средняя сумма выигранных сделок, закрытых в [from, to); сделки без суммы не учитываются. Округляется один раз до копеек, половина — от нуля; NULL, если таких сделок нет."
 -- family = "sales"
 -- description = """
 -- Mean amount of won deals closed in [from, to); won deals without an amount are left out. Rounded once

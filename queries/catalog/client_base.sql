@@ -1,6 +1,7 @@
 -- name = "client_base"
 -- title = "Client base"
 -- title_ru = "Клиентская база"
+-- description_ru = "Все клиенты на сейчас, посчитанные по каждому измерению отдельно: тип, отрасль, город, страна, источник ('unknown' для NULL). Столбцы: измерение, значение, клиентов."
 -- family = "audience"
 -- description = """
 -- All clients now, counted along each dimension on its own: kind, industry, city, country, source

@@ -1,6 +1,7 @@
 -- name = "cohort_retention"
 -- title = "Cohort retention"
 -- title_ru = "Удержание по когортам"
+-- description_ru = "Когорта — календарный месяц первого платежа клиента; берутся когорты с первым платежом в [from, to). Для когорты c и сдвига k = 0..months: доля клиентов когорты, заплативших хотя бы раз в месяце c+k. Ячейки, чей месяц позже месяца последнего платежа в данных, не выводятся; ячейки внутри данных без плательщиков равны 0."
 -- family = "retention"
 -- description = """
 -- Cohort = calendar month of a client's first payment; cohorts whose first payment falls in

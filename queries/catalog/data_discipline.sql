@@ -1,6 +1,7 @@
 -- name = "data_discipline"
 -- title = "Data discipline"
 -- title_ru = "Дисциплина данных"
+-- description_ru = "По каждому менеджеру (должность manager или team_lead): доля его открытых сделок с суммой больше нуля и ожидаемой датой закрытия; доля его клиентов с телефоном или e-mail (пустые строки считаются отсутствием); доля его звонков в [from, to) с записанным результатом; и среднее из определённых долей. Менеджер без всех трёх строки не даёт."
 -- family = "staff"
 -- description = """
 -- Per manager (staff whose position is manager or team_lead): the share of their open deals with

@@ -1,11 +1,12 @@
 -- name = "exports_by_user"
 -- title = "Exports by user"
 -- title_ru = "Выгрузки по пользователям"
+-- description_ru = "Выгрузки из журнала аудита в [from, to) (действия 'export' и 'web.export' — выгрузки CSV с панелей) по пользователям и дням: число выгрузок, строк и разных клиентов (из подробностей записи)."
 -- family = "security"
 -- description = """
--- Exports in the audit log in [from, to) (action 'export'), per user per day: exports, rows and distinct
--- clients exported (from the entry's details). Exports arrive with the dashboard; until then the result
--- is empty."""
+-- Exports in the audit log in [from, to) (actions 'export' and 'web.export', the dashboard's CSV
+-- downloads), per user per day: exports, rows and distinct clients exported (from the entry's details;
+-- 0 where the entry does not count them)."""
 -- roles = ["owner"]
 -- chart = { kind = "bar", x = "day", y = ["rows"], series = "actor" }
 --
@@ -37,6 +38,6 @@ SELECT CAST(date_trunc('day', local(ts)) AS DATE) AS day, actor, COUNT(*) AS exp
        COALESCE(SUM(CAST(regexp_match(details, '"rows":([0-9]+)')[1] AS BIGINT)), 0) AS "rows",
        COALESCE(SUM(CAST(regexp_match(details, '"clients":([0-9]+)')[1] AS BIGINT)), 0) AS clients
 FROM audit_log
-WHERE action = 'export' AND ts >= $from AND ts < $to
+WHERE action IN ('export', 'web.export') AND ts >= $from AND ts < $to
 GROUP BY 1, 2
 ORDER BY 1, 2

@@ -1,6 +1,7 @@
 -- name = "first_contact_sla"
 -- title = "First contact within 24 hours"
 -- title_ru = "Первый контакт в течение суток"
+-- description_ru = "Клиенты, созданные в [from, to): доля тех, с кем было исходящее взаимодействие (кем угодно, по любому каналу) в (created_at, created_at + 24 ч], по ответственному на момент создания — from_staff самой ранней смены ответственного (по changed_at, затем change_id), иначе текущий ответственный ('unknown' для NULL)."
 -- family = "staff"
 -- description = """
 -- Clients created in [from, to): the share with an outbound interaction (by anyone, any channel) in

@@ -1,6 +1,7 @@
 -- name = "funnel_conversion"
 -- title = "Funnel conversion"
 -- title_ru = "Конверсия воронки"
+-- description_ru = "Сделки, созданные в [from, to), в одной воронке. Для каждого не проигрышного этапа по порядку: reached — сделки, вошедшие в этот этап или любой более поздний не проигрышный (по deal_stage_changes), conversion — reached этапа / reached предыдущего; NULL для первого этапа и когда предыдущего не достиг никто. Личная воронка менеджера — эта же метрика по его правам доступа."
 -- family = "funnel"
 -- description = """
 -- Deals created in [from, to) in one pipeline. For each non-lost stage in position order, `reached` =

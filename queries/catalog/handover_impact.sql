@@ -1,6 +1,7 @@
 -- name = "handover_impact"
 -- title = "Handover impact"
 -- title_ru = "Передача клиентов"
+-- description_ru = "По строке на каждую смену ответственного в [from, to): выигранная выручка клиента (по closed_at) за 90 дней до смены [смена − 90 д, смена) и после неё [смена, смена + 90 д), по новому ответственному. complete = false, если окно «после» заканчивается позже as_of."
 -- family = "staff"
 -- description = """
 -- One row per ownership change in [from, to): the client's won revenue (by closed_at) in the 90 days

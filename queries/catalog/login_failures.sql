@@ -1,10 +1,11 @@
 -- name = "login_failures"
 -- title = "Failed logins"
 -- title_ru = "Неудачные входы"
+-- description_ru = "Неудачные попытки входа из журнала аудита в [from, to) (действия 'login' и 'web.sign-in', итог не ok: каждый неудачный шаг входа), по логину, который пытались использовать, адресу и дню."
 -- family = "security"
 -- description = """
--- Failed login attempts in the audit log in [from, to) (action 'login', outcome not ok), per attempted
--- user and source IP per day. Logins arrive with the web server; until then the result is empty."""
+-- Failed sign-in attempts in the audit log in [from, to) (actions 'login' and 'web.sign-in', outcome
+-- not ok: every failed step of the web door's sign-in), per attempted user and source IP per day."""
 -- roles = ["owner"]
 -- chart = { kind = "bar", x = "day", y = ["failures"], series = "user" }
 --
@@ -33,6 +34,6 @@ SELECT CAST(date_trunc('day', local(ts)) AS DATE) AS day,
        COALESCE(regexp_match(details, '"ip":"([^"]*)"')[1], 'unknown') AS ip,
        COUNT(*) AS failures
 FROM audit_log
-WHERE action = 'login' AND outcome <> 'ok' AND ts >= $from AND ts < $to
+WHERE action IN ('login', 'web.sign-in') AND outcome <> 'ok' AND ts >= $from AND ts < $to
 GROUP BY 1, 2, 3
 ORDER BY 1, 2, 3

@@ -1,6 +1,7 @@
 -- name = "lost_reasons"
 -- title = "Why deals are lost"
 -- title_ru = "Почему сделки проигрывают"
+-- description_ru = "Проигранные сделки (статус 'lost') с closed_at в [from, to) по причине проигрыша ('unknown', если не указана): число и сумма."
 -- family = "funnel"
 -- description = """
 -- Deals lost (status 'lost') with closed_at in [from, to), per lost_reason ('unknown' when NULL or blank):

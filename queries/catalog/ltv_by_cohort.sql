@@ -1,6 +1,7 @@
 -- name = "ltv_by_cohort"
 -- title = "Lifetime value by cohort"
 -- title_ru = "Пожизненная ценность по когортам"
+-- description_ru = "Когорта — календарный месяц первого платежа клиента, для когорт с первым платежом в [from, to). ltv — среднее по клиентам когорты их платежей в [первый платёж, первый платёж + 12 календарных месяцев) без платежей позже as_of (платёж ровно в as_of учитывается); округляется один раз до копеек. complete = false, если окно хотя бы одного клиента заканчивается позже as_of."
 -- family = "retention"
 -- description = """
 -- Cohort = calendar month of a client's first payment, for cohorts whose first payment falls in

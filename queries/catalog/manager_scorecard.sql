@@ -1,6 +1,7 @@
 -- name = "manager_scorecard"
 -- title = "Manager scorecard"
 -- title_ru = "Карточки менеджеров"
+-- description_ru = "По строке на менеджера (должность manager или team_lead), работавшего в какой-то момент в [from, to): выигранная выручка (по closed_by), доля выигранных, исходящие активности, точная медиана времени ответа (как в response_time), соблюдение шагов и выполнение плана = выручка в месяцах с планом / сумма этих планов."
 -- family = "staff"
 -- description = """
 -- One row per manager (position manager or team_lead) employed at some time in [from, to) (hired_at

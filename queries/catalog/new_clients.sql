@@ -1,6 +1,7 @@
 -- name = "new_clients"
 -- title = "New clients"
 -- title_ru = "Новые клиенты"
+-- description_ru = "Клиенты, созданные в [from, to), по календарному месяцу created_at, источнику и типу ('unknown' для NULL)."
 -- family = "audience"
 -- description = """
 -- Clients created in [from, to), per calendar month of created_at, source and kind ('unknown' for NULL)."""

@@ -1,6 +1,7 @@
 -- name = "overdue_tasks"
 -- title = "Overdue tasks"
 -- title_ru = "Просроченные задачи"
+-- description_ru = "По каждому сотруднику ('unknown' для NULL): открытые задачи (без completed_at) со сроком до as_of, а из задач со сроком в [from, to) — сколько выполнено в срок (completed_at ≤ due_at) и какая это доля. Сотрудник без того и другого строки не даёт."
 -- family = "staff"
 -- description = """
 -- Per staff member ('unknown' for NULL): open tasks (no completed_at) with due_at before as_of, and of

@@ -1,6 +1,7 @@
 -- name = "pipeline_by_stage"
 -- title = "Pipeline by stage"
 -- title_ru = "Сделки по этапам"
+-- description_ru = "Открытые сделки на сейчас (статус 'open'): число и сумма по этапам — каждый открытый этап каждой воронки по порядку, нули для пустых этапов."
 -- family = "sales"
 -- description = """
 -- Open deals now (status 'open'): count and sum of amount per stage, every open stage of every pipeline

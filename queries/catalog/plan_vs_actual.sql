@@ -1,6 +1,7 @@
 -- name = "plan_vs_actual"
 -- title = "Plan vs actual"
 -- title_ru = "План и факт"
+-- description_ru = "Месяцы, первый день которых лежит в [from, to). Строки компании (scope 'company'): план без staff_id против всей выигранной выручки месяца. Строки менеджеров (scope — id менеджера с должностью manager или team_lead): его план против выручки по closed_by. attainment = выручка / план; NULL без плана или при плане 0. Параметр level оставляет все строки, только компанию или только менеджеров."
 -- family = "sales"
 -- description = """
 -- Months whose first day lies in [from, to). Company rows (scope 'company'): the target row with NULL

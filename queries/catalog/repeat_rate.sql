@@ -1,6 +1,7 @@
 -- name = "repeat_rate"
 -- title = "Repeat purchase rate"
 -- title_ru = "Повторные покупки"
+-- description_ru = "Среди клиентов хотя бы с одним платежом в [from, to): доля тех, у кого в этом периоде не меньше двух платежей."
 -- family = "retention"
 -- description = """
 -- Among clients with at least one payment in [from, to): the share with at least two payments in it."""

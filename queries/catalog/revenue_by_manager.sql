@@ -1,6 +1,7 @@
 -- name = "revenue_by_manager"
 -- title = "Revenue by manager"
 -- title_ru = "Выручка по менеджерам"
+-- description_ru = "Выигранные сделки, закрытые в [from, to), по closed_by (кто вёл сделку в момент закрытия — даже после передачи): выручка = сумма, won_deals = число. Сделки без closed_by — группа 'unknown'. Имя показывается так, как позволяют права (аналитику — токен)."
 -- family = "sales"
 -- description = """
 -- Won deals closed in [from, to), per closed_by (the staff member who owned the deal when it closed,

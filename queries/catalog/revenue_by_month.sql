@@ -1,6 +1,7 @@
 -- name = "revenue_by_month"
 -- title = "Revenue by month"
 -- title_ru = "Выручка по месяцам"
+-- description_ru = "Выигранные сделки, закрытые в [from, to), по календарному месяцу closed_at в часовом поясе отчётов: выручка = сумма, и число выигранных сделок. Месяц без выигранных сделок строки не даёт. Засчитывается закрывшему сделку; по правам менеджера тот же SQL охватывает только его сделки."
 -- family = "sales"
 -- description = """
 -- Won deals closed in [from, to), per calendar month of closed_at (in the reporting zone): revenue = sum of amount,

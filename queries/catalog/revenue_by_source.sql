@@ -1,6 +1,7 @@
 -- name = "revenue_by_source"
 -- title = "Revenue, CAC and ROI by source"
 -- title_ru = "Выручка, CAC и ROI по каналам"
+-- description_ru = "Только целые месяцы: from и to — начала месяцев. По источнику клиента ('unknown' для NULL): выигранная выручка, закрытая в [from, to), от всех клиентов источника; новые клиенты — те, чья первая выигранная сделка попала в период; расходы — маркетинговые расходы месяцев периода на источник (0, если их нет); CAC = расходы / новые клиенты (до копеек); ROI = (выручка − расходы) / расходы."
 -- family = "sales"
 -- description = """
 -- Whole months only: from and to must be month starts. Per clients.source ('unknown' for NULL): won

@@ -1,6 +1,7 @@
 -- name = "rfm"
 -- title = "RFM segments"
 -- title_ru = "RFM-сегменты"
+-- description_ru = "На день as_of, по каждому клиенту с платежом до as_of: давность — полных дней от даты последнего платежа до даты as_of; частота — платежей в [as_of − 12 месяцев, as_of); деньги — их сумма. Баллы 1..5 по NTILE(5) от худших к лучшим (при равенстве — по client_id). Сегмент, первое совпадение: champions R≥4 и F≥4; loyal F≥4; new R≥4 и F≤2; at_risk R≤2 и F≥3; hibernating R≤2 и F≤2; иначе needs_attention."
 -- family = "retention"
 -- description = """
 -- As of day as_of, per client with a payment before as_of: recency = whole days from the last payment's

@@ -1,6 +1,7 @@
 -- name = "sales_cycle"
 -- title = "Sales cycle"
 -- title_ru = "Цикл сделки"
+-- description_ru = "Выигранные сделки, закрытые в [from, to): дней от created_at до closed_at (секунды / 86 400, дробно), среднее и точная медиана. Сделки без created_at не учитываются."
 -- family = "sales"
 -- description = """
 -- Won deals closed in [from, to): elapsed days from created_at to closed_at (seconds / 86 400,

@@ -1,6 +1,7 @@
 -- name = "stalled_deals"
 -- title = "Stalled deals"
 -- title_ru = "Зависшие сделки"
+-- description_ru = "Открытые сделки без смены этапа и без взаимодействий по сделке (interactions.deal_id) в тихом окне [as_of − days, as_of), по текущему ответственному ('unknown' для NULL): число и сумма."
 -- family = "funnel"
 -- description = """
 -- Open deals with no stage change and no interaction tied to the deal (interactions.deal_id) in the

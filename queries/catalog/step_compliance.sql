@@ -1,6 +1,7 @@
 -- name = "step_compliance"
 -- title = "Step compliance"
 -- title_ru = "Соблюдение шагов"
+-- description_ru = "Смены этапа в [from, to) с непустым from_stage (создание сделки — не шаг). Смена соблюдает порядок, если у changed_by было хотя бы одно исходящее взаимодействие с клиентом сделки в [предыдущая смена сделки, эта смена) — или с created_at сделки, если более ранней смены нет. Доля по changed_by ('unknown' для NULL)."
 -- family = "staff"
 -- description = """
 -- Stage changes in [from, to) with a non-NULL from_stage (a deal's creation is not a step). A change is

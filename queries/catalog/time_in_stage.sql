@@ -1,6 +1,7 @@
 -- name = "time_in_stage"
 -- title = "Time in stage"
 -- title_ru = "Время на этапе"
+-- description_ru = "По каждому открытому этапу каждой воронки: входы в этап (to_stage), случившиеся в [from, to) и за которыми последовала следующая смена той же сделки, — медиана и 90-й перцентиль часов до неё (точные непрерывные перцентили), и open_now — входы периода без следующей смены. У каждого открытого этапа есть строка."
 -- family = "funnel"
 -- description = """
 -- Per open stage of each pipeline: entries into the stage (deal_stage_changes.to_stage) that happened in

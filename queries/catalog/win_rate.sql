@@ -1,6 +1,7 @@
 -- name = "win_rate"
 -- title = "Win rate"
 -- title_ru = "Доля выигранных"
+-- description_ru = "Сделки, закрытые (выигранные или проигранные) в [from, to), по closed_by и всего (менеджер = 'all'): доля выигранных = won / (won + lost). closed_by NULL — группа 'unknown'."
 -- family = "sales"
 -- description = """
 -- Deals closed (won or lost) in [from, to), per closed_by and overall (manager = 'all'):

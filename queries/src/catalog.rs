@@ -272,6 +272,8 @@ pub struct Metric {
     pub family: Family,
     /// Definition, as in metrics.md.
     pub description: String,
+    /// The definition in Russian (for people; metrics.md and `description` are the specification).
+    pub description_ru: String,
     /// Roles that may run it.
     pub roles: Vec<kartoteka_engine::Role>,
     /// Chart hint.
@@ -293,6 +295,15 @@ impl Metric {
             &self.title_ru
         } else {
             &self.title
+        }
+    }
+
+    /// Its definition in `lang` (`ru`, anything else English).
+    pub fn description_in(&self, lang: &str) -> &str {
+        if lang == "ru" {
+            &self.description_ru
+        } else {
+            &self.description
         }
     }
 

@@ -733,6 +733,16 @@ fn sign_in_takes_password_and_code_and_every_wrong_turn_gets_the_same_answer() {
     assert!(denied >= 7 && ok >= 5, "{entries:?}");
     assert!(entries.iter().all(|e| e.3 == "127.0.0.1"), "{entries:?}");
     assert!(entries.iter().any(|e| e.0 == "nobody" && e.1 == "denied"));
+    // The catalog's failed-logins metric counts the same failures (per user, address and day).
+    let failures: u64 = csv_rows(&server.cli(&["metric", "login_failures", "--format", "csv"]))
+        .into_iter()
+        .skip(1)
+        .map(|r| r[3].parse::<u64>().expect("failures"))
+        .sum();
+    assert_eq!(
+        failures, denied as u64,
+        "login_failures = denied web.sign-in entries"
+    );
     // No password or code reached it.
     let log =
         std::fs::read_to_string(server.home.path().join("audit").join("audit.jsonl")).expect("log");
