@@ -490,13 +490,15 @@ async fn complete(app: &App, ctx: &Ctx, token: &str, login: &str, step: &str) ->
             if let Err(e) = app.audit_sign_in(login, step, true, ctx.ip, &ctx.user_agent) {
                 return trouble(lang, None, &e.to_string());
             }
-            with_cookies(
-                see_other("/"),
-                &[
-                    cookie(app, session_cookie(app), Some(new.expose())),
-                    cookie(app, pre_cookie(app), None),
-                ],
-            )
+            let mut set = vec![
+                cookie(app, session_cookie(app), Some(new.expose())),
+                cookie(app, pre_cookie(app), None),
+            ];
+            // The language this user chose before, in whatever browser.
+            if let Ok(Some(chosen)) = app.control.language(login).await {
+                set.push(language_cookie(app, Lang::parse(&chosen)));
+            }
+            with_cookies(see_other("/"), &set)
         }
         Ok(None) => see_other("/login"),
         Err(e) => trouble(lang, None, &e.to_string()),
@@ -988,31 +990,48 @@ pub async fn logout(State(app): State<Arc<App>>, ctx: axum::Extension<Ctx>) -> R
     )
 }
 
-/// GET /language?to=en&back=/owner: remember the language, go back.
+/// GET /language?to=en&back=/owner: remember the language (in a cookie, and for a signed-in user in
+/// the control plane, so their next browser opens in it too), go back.
 pub async fn language(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<LanguageQuery>,
 ) -> Response {
     let lang = Lang::parse(&q.to);
+    if let Some(token) = read_cookie(&headers, session_cookie(&app))
+        && let Ok(Some(session)) = app
+            .control
+            .session(token, app.settings.limits, Utc::now())
+            .await
+        && session.stage == Stage::Full
+        && let Err(e) = app.control.set_language(&session.login, lang.code()).await
+    {
+        return trouble(lang, None, &e.to_string());
+    }
     // Only a path on this site: never an open redirect.
     let back = q
         .back
         .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
         .unwrap_or_else(|| "/".into());
+    let set = language_cookie(&app, lang);
+    match HeaderValue::from_str(&back) {
+        Ok(_) => with_cookies(see_other(&back), &[set]),
+        Err(_) => with_cookies(see_other("/"), &[set]),
+    }
+}
+
+/// The language cookie for `lang` (a year; not HttpOnly-critical, but kept HttpOnly all the same).
+fn language_cookie(app: &App, lang: Lang) -> HeaderValue {
     let secure = if app.settings.secure_cookies {
         "; Secure"
     } else {
         ""
     };
-    let set = HeaderValue::from_str(&format!(
-        "{LANG_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000{secure}",
+    HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000{secure}",
         lang.code()
     ))
-    .expect("ascii");
-    match HeaderValue::from_str(&back) {
-        Ok(_) => with_cookies(see_other(&back), &[set]),
-        Err(_) => with_cookies(see_other("/"), &[set]),
-    }
+    .expect("ascii")
 }
 
 /// The language link's query.

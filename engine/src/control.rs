@@ -118,6 +118,8 @@ const MIGRATIONS: &[&str] = &[
         used_at TEXT
     );
     CREATE INDEX recovery_codes_by_login ON recovery_codes (login)",
+    // 9: the language a user chose for the web pages (NULL: the default, Russian)
+    "ALTER TABLE users ADD COLUMN language TEXT",
 ];
 
 /// A way a report copy reaches someone.

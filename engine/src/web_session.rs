@@ -277,6 +277,33 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Remember the language `login` chose for the pages (`ru` or `en`).
+    pub async fn set_language(&self, login: &str, language: &str) -> Result<()> {
+        if !matches!(language, "ru" | "en") {
+            return Err(Error::Control(format!(
+                "language {language:?}: the pages speak ru and en"
+            )));
+        }
+        sqlx::query("UPDATE users SET language = ? WHERE login = ?")
+            .bind(language)
+            .bind(login)
+            .execute(self.pool())
+            .await
+            .map_err(crate::control::db)?;
+        Ok(())
+    }
+
+    /// The language `login` chose, if any.
+    pub async fn language(&self, login: &str) -> Result<Option<String>> {
+        let chosen: Option<Option<String>> =
+            sqlx::query_scalar("SELECT language FROM users WHERE login = ?")
+                .bind(login)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(crate::control::db)?;
+        Ok(chosen.flatten())
+    }
+
     /// End every session of `login` (audited as `by`'s act); how many there were.
     pub async fn revoke_sessions(&self, login: &str, by: &str) -> Result<u64> {
         self.require(login).await?;

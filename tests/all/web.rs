@@ -991,7 +991,7 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
     let mut units_checked = 0;
     for (login, _, password) in &managers {
         let mut client = Client::new(&server);
-        sign_in(&mut client, login, password);
+        let mut creds = sign_in(&mut client, login, password);
         // The page opens (every panel drawn, none failed).
         let page = client.get("/manager");
         assert_eq!(page.status, 200);
@@ -1006,6 +1006,13 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
         client.get("/language?to=en&back=/manager");
         let english = client.get("/manager");
         assert!(english.body.contains("My funnel") && english.body.contains("Sign out"));
+        if names.is_empty() {
+            // The choice is the user's, not the browser's: another browser signs in in English.
+            let mut elsewhere = Client::new(&server);
+            sign_in_again(&mut elsewhere, &mut creds);
+            let page = elsewhere.get("/manager");
+            assert!(page.body.contains("My funnel"), "{}", page.body);
+        }
         if page.body.contains("сд.") {
             assert!(!english.body.contains("сд."), "{}", english.body);
             units_checked += 1;
