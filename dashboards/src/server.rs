@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -237,11 +237,35 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             auth::guard,
         ))
-        .fallback(|| async {
-            (StatusCode::NOT_FOUND, "Страница не найдена / Not found")
-        })
+        .fallback(not_found)
         .with_state(app)
         .layer(axum::middleware::map_response(secure))
+}
+
+/// Anything not in [`ROUTES`]: a page that says so, in the reader's language, with the way home.
+async fn not_found(headers: axum::http::HeaderMap) -> Response {
+    use crate::html::{Lang, page};
+    let lang = auth::read_cookie(&headers, auth::LANG_COOKIE).map_or(Lang::Ru, Lang::parse);
+    let body = format!(
+        "<p>{}</p><p><a href=\"/\">{}</a></p>",
+        lang.pick(
+            "Такой страницы нет. Возможно, ссылка устарела.",
+            "There is no such page. The link may be out of date."
+        ),
+        lang.pick("На главную", "Home")
+    );
+    (
+        StatusCode::NOT_FOUND,
+        axum::response::Html(page(
+            lang,
+            lang.pick("Страница не найдена", "Page not found"),
+            "/",
+            None,
+            None,
+            &body,
+        )),
+    )
+        .into_response()
 }
 
 async fn secure(mut response: Response) -> Response {
