@@ -33,12 +33,9 @@ async fn jobs(
     let mut jobs = Vec::new();
     let default_zone = home.config.query.time_zone.clone();
     for (name, source) in &home.config.sources {
-        let Some(expr) = &source.schedule else {
+        let Some(schedule) = source_schedule(home, name, source)? else {
             continue;
         };
-        let zone = source.time_zone.as_deref().unwrap_or(&default_zone);
-        let schedule =
-            Schedule::parse(expr, zone).map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))?;
         let (home, lake, name, source) = (home.clone(), lake.clone(), name.clone(), source.clone());
         jobs.push(Job {
             id: JobId::Ingest(name.clone()),
@@ -103,6 +100,25 @@ async fn jobs(
         });
     }
     Ok(jobs)
+}
+
+/// The ingest schedule of source `name`, in its time zone (the reporting zone unless it names one);
+/// `None` when it is loaded by hand.
+fn source_schedule(
+    home: &Home,
+    name: &str,
+    source: &crate::home::SourceConfig,
+) -> Result<Option<Schedule>> {
+    let Some(expr) = &source.schedule else {
+        return Ok(None);
+    };
+    let zone = source
+        .time_zone
+        .as_deref()
+        .unwrap_or(&home.config.query.time_zone);
+    Schedule::parse(expr, zone)
+        .map(Some)
+        .map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))
 }
 
 /// A job whose future is not `Send` (the lake writer's futures hold parquet encoders across awaits)
@@ -263,23 +279,14 @@ async fn start_web(
         );
         Some(cert.config)
     };
-    let default_zone = &home.config.query.time_zone;
     let sources = home
         .config
         .sources
         .iter()
         .map(|(name, source)| {
-            let schedule = source
-                .schedule
-                .as_deref()
-                .map(|expr| {
-                    Schedule::parse(expr, source.time_zone.as_deref().unwrap_or(default_zone))
-                        .map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))
-                })
-                .transpose()?;
             Ok(kartoteka_dashboards::WatchedSource {
                 name: name.clone(),
-                schedule,
+                schedule: source_schedule(home, name, source)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
