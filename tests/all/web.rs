@@ -1072,6 +1072,21 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
             "other managers were looked for: {all_managers:?} in {seen}"
         );
     }
+    // The team lead's page, and their numbers as the CLI gives them to that login.
+    let (lead, _, lead_password) = passwords
+        .iter()
+        .find(|(_, role, _)| role == "team_lead")
+        .expect("a team lead");
+    let mut client = Client::new(&server);
+    sign_in(&mut client, lead, lead_password);
+    let page = client.get("/team");
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("class=\"error\""), "{}", page.body);
+    for metric in ["revenue_by_manager", "win_rate", "manager_scorecard"] {
+        let csv = client.get(&format!("/metric/{metric}/csv"));
+        let cli = server.cli(&["metric", metric, "--as", lead, "--format", "csv"]);
+        assert_eq!(csv_rows(&csv.body), csv_rows(&cli), "{metric} for {lead}");
+    }
     // The owner's first number — this month's revenue — is the CLI's for the snapshot's month.
     let (login, _, password) = passwords
         .iter()
