@@ -9,11 +9,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Parser;
 use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal, Role};
-use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, NoProgress, Source, SqliteSource};
 use kartoteka_queries::Catalog;
 use kartoteka_reports::spec::{self, ReportSpec};
 use serde_json::json;
+
+mod demo_lake;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -85,32 +85,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("demo-crm.sqlite");
-    demo::generate(
-        &db,
-        DemoConfig {
-            seed: 42,
-            scale: args.scale,
-            // History up to today: report panels default to periods ending at the snapshot's time.
-            end: chrono::Utc::now().date_naive(),
-        },
-    )
-    .await?;
+    let db = demo_lake::generate(dir.path(), args.scale).await?;
     let key = MasterKeySource::create_key_file(&dir.path().join("master.key"))?;
     let lake =
         Arc::new(Lake::open_or_create(LakeStore::local(&dir.path().join("lake"))?, &key).await?);
-    let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))?;
-    let source = Source::Sqlite(SqliteSource::open(&db).await?);
     let engine = Engine::new(lake.clone(), EngineConfig::default())?;
-    kartoteka_ingest::ingest(
-        &engine,
-        &source,
-        &mapping,
-        "bench",
-        &NoProgress,
-        Default::default(),
-    )
-    .await?;
+    demo_lake::ingest(&engine, &db).await?;
 
     let catalog = Catalog::builtin()?;
     let users = BTreeMap::new();

@@ -13,10 +13,10 @@ use kartoteka_dashboards::totp::Totp;
 use kartoteka_engine::audit::{AuditConfig, AuditLog};
 use kartoteka_engine::control::{ControlPlane, NewUser};
 use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Role};
-use kartoteka_ingest::demo::{self, DemoConfig};
-use kartoteka_ingest::{Mapping, NoProgress, Source, SqliteSource};
 use kartoteka_queries::Catalog;
 use serde_json::json;
+
+mod demo_lake;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -242,16 +242,7 @@ fn load(
 async fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("demo-crm.sqlite");
-    demo::generate(
-        &db,
-        DemoConfig {
-            seed: 42,
-            scale: args.scale,
-            end: chrono::Utc::now().date_naive(),
-        },
-    )
-    .await?;
+    let db = demo_lake::generate(dir.path(), args.scale).await?;
     let audit = Arc::new(AuditLog::open(
         &dir.path().join("audit"),
         AuditConfig::default(),
@@ -265,18 +256,8 @@ async fn main() -> Result<()> {
             .await?
             .with_ledger(control.clone()),
     );
-    let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))?;
-    let source = Source::Sqlite(SqliteSource::open(&db).await?);
     let engine = Arc::new(Engine::new(lake.clone(), EngineConfig::default())?.with_audit(audit));
-    kartoteka_ingest::ingest(
-        &engine,
-        &source,
-        &mapping,
-        "bench",
-        &NoProgress,
-        Default::default(),
-    )
-    .await?;
+    demo_lake::ingest(&engine, &db).await?;
 
     // The users: every demo manager (their own page), the rest owners; each with a password of
     // their own and an enrolled authenticator.

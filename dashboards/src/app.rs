@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use kartoteka_engine::audit::{Event, Outcome};
-use kartoteka_engine::control::{ControlPlane, RunOutcome};
+use kartoteka_engine::control::ControlPlane;
 use kartoteka_engine::web_session::Limits;
 use kartoteka_engine::{Engine, Principal, QuerySession, Role, Snapshot};
 use kartoteka_queries::{AnswerCache, Catalog};
@@ -273,9 +273,9 @@ impl App {
         if self.sources.iter().all(|s| s.schedule.is_none()) {
             return Ok(Vec::new());
         }
-        let runs = self
+        let last = self
             .control
-            .ingest_runs(500)
+            .last_successful_ingests()
             .await
             .map_err(|e| crate::Error::Engine(e.to_string()))?;
         let mut out = Vec::new();
@@ -283,13 +283,11 @@ impl App {
             let Some(schedule) = &source.schedule else {
                 continue;
             };
-            let last_ok = runs
+            let last_ok = last
                 .iter()
-                .filter(|r| r.source == source.name && r.outcome == RunOutcome::Ok)
-                .filter_map(|r| r.ended_at.as_deref())
-                .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc))
-                .max();
+                .find(|(name, _)| *name == source.name)
+                .and_then(|(_, t)| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
             if is_stale(last_ok, schedule, now) {
                 out.push((source.name.clone(), last_ok));
             }

@@ -794,31 +794,21 @@ fn column_f64(result: &QueryResult, name: &str) -> Vec<Option<f64>> {
     out
 }
 
-/// GET /owner, /manager, /team.
-pub async fn owner(
+/// GET /owner, /manager, /team: the dashboard declared for the path.
+pub async fn board(
     State(app): State<Arc<App>>,
     axum::Extension(ctx): axum::Extension<Ctx>,
+    path: axum::extract::MatchedPath,
     Query(period): Query<Period>,
 ) -> Response {
-    dashboard(&app, &ctx, &OWNER, &period).await
-}
-
-/// GET /manager.
-pub async fn manager(
-    State(app): State<Arc<App>>,
-    axum::Extension(ctx): axum::Extension<Ctx>,
-    Query(period): Query<Period>,
-) -> Response {
-    dashboard(&app, &ctx, &MANAGER, &period).await
-}
-
-/// GET /team.
-pub async fn team(
-    State(app): State<Arc<App>>,
-    axum::Extension(ctx): axum::Extension<Ctx>,
-    Query(period): Query<Period>,
-) -> Response {
-    dashboard(&app, &ctx, &TEAM_LEAD, &period).await
+    match DASHBOARDS.iter().find(|b| b.path == path.as_str()) {
+        Some(board) => dashboard(&app, &ctx, board, &period).await,
+        None => trouble(
+            ctx.lang,
+            viewer_of(&ctx).as_ref(),
+            "no dashboard for this path",
+        ),
+    }
 }
 
 /// GET /catalog: every metric the viewer's role may run, with its definition.

@@ -147,19 +147,19 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         path: "/owner",
         access: Access::Signed(&[Role::Owner]),
-        handler: || get(pages::owner),
+        handler: || get(pages::board),
     },
     Route {
         method: "GET",
         path: "/manager",
         access: Access::Signed(&[Role::Manager]),
-        handler: || get(pages::manager),
+        handler: || get(pages::board),
     },
     Route {
         method: "GET",
         path: "/team",
         access: Access::Signed(&[Role::TeamLead]),
-        handler: || get(pages::team),
+        handler: || get(pages::board),
     },
     Route {
         method: "GET",

@@ -543,6 +543,19 @@ impl ControlPlane {
     }
 
     /// The newest `limit` ingest runs, newest first.
+    /// When each source's newest successful ingest ended (RFC 3339, UTC): one grouped read, for the
+    /// staleness check every page makes.
+    pub async fn last_successful_ingests(&self) -> Result<Vec<(String, String)>> {
+        sqlx::query_as(
+            "SELECT source, MAX(ended_at) FROM ingest_runs
+             WHERE outcome = 'ok' AND ended_at IS NOT NULL GROUP BY source",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    /// The newest `limit` ingest runs, newest first.
     pub async fn ingest_runs(&self, limit: u32) -> Result<Vec<IngestRun>> {
         let rows = sqlx::query(
             "SELECT id, source, mode, started_at, ended_at, outcome, snapshot_id, error, tables
@@ -1031,25 +1044,40 @@ impl ControlPlane {
     pub async fn reset_password(&self, login: &str, by: &str) -> Result<InitialPassword> {
         self.require(login).await?;
         let password = generate_password();
-        let hash = hash_password(&password)?;
+        self.store_password(
+            login,
+            &hash_password(&password)?,
+            true,
+            by,
+            crate::audit::action::USERS_RESET,
+        )
+        .await?;
+        Ok(password)
+    }
+
+    /// Store a password hash for `login` (with or without the must-change mark) as `by`'s act,
+    /// audited as `action` with nothing of the password.
+    async fn store_password(
+        &self,
+        login: &str,
+        hash: &str,
+        must_change: bool,
+        by: &str,
+        action: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE users SET password_hash = ?, must_change_password = 1, changed_at = ?, changed_by = ?
+            "UPDATE users SET password_hash = ?, must_change_password = ?, changed_at = ?, changed_by = ?
              WHERE login = ?",
         )
-        .bind(&hash)
+        .bind(hash)
+        .bind(i64::from(must_change))
         .bind(crate::audit::now_ts())
         .bind(by)
         .bind(login)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        self.audit(
-            by,
-            crate::audit::action::USERS_RESET,
-            login,
-            serde_json::json!({}),
-        )?;
-        Ok(password)
+        self.audit(by, action, login, serde_json::json!({}))
     }
 
     /// `login` chooses a new password (the web door's forced change after a generated one): checked
@@ -1074,24 +1102,14 @@ impl ControlPlane {
         if verify_secret(new, &stored)? {
             return Ok(Err(crate::password::Weakness::Unchanged));
         }
-        let hash = hash_secret(new)?;
-        sqlx::query(
-            "UPDATE users SET password_hash = ?, must_change_password = 0, changed_at = ?, changed_by = ?
-             WHERE login = ?",
-        )
-        .bind(&hash)
-        .bind(crate::audit::now_ts())
-        .bind(login)
-        .bind(login)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        self.audit(
+        self.store_password(
+            login,
+            &hash_secret(new)?,
+            false,
             login,
             crate::audit::action::USERS_SET_PASSWORD,
-            login,
-            serde_json::json!({}),
-        )?;
+        )
+        .await?;
         Ok(Ok(()))
     }
 

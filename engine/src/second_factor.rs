@@ -23,18 +23,24 @@ impl ControlPlane {
     /// [`totp_aad`]); an earlier one and its accepted steps are forgotten. Audited (no secret).
     pub async fn set_totp_secret(&self, login: &str, sealed: &[u8], by: &str) -> Result<()> {
         self.require(login).await?;
-        sqlx::query("UPDATE users SET totp_sealed = ?, totp_last_step = NULL WHERE login = ?")
-            .bind(hex::encode(sealed))
-            .bind(login)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
+        self.write_totp_secret(login, Some(sealed)).await?;
         self.audit_event(
             by,
             crate::audit::action::USERS_TOTP_ENROL,
             login,
             serde_json::json!({}),
         )
+    }
+
+    /// Replace `login`'s sealed secret (or forget it); the accepted steps go with the old one.
+    async fn write_totp_secret(&self, login: &str, sealed: Option<&[u8]>) -> Result<()> {
+        sqlx::query("UPDATE users SET totp_sealed = ?, totp_last_step = NULL WHERE login = ?")
+            .bind(sealed.map(hex::encode))
+            .bind(login)
+            .execute(self.pool())
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     /// `login`'s sealed TOTP secret, when enrolled.
@@ -149,11 +155,7 @@ impl ControlPlane {
     /// enrols again. Audited.
     pub async fn reset_second_factor(&self, login: &str, by: &str) -> Result<()> {
         self.require(login).await?;
-        sqlx::query("UPDATE users SET totp_sealed = NULL, totp_last_step = NULL WHERE login = ?")
-            .bind(login)
-            .execute(self.pool())
-            .await
-            .map_err(db)?;
+        self.write_totp_secret(login, None).await?;
         sqlx::query("DELETE FROM recovery_codes WHERE login = ?")
             .bind(login)
             .execute(self.pool())

@@ -223,6 +223,15 @@ impl Client {
         self.take(response)
     }
 
+    /// `method` on `path`, a POST with an empty form (no CSRF token).
+    pub(crate) fn request(&mut self, method: &str, path: &str) -> Page {
+        match method {
+            "GET" => self.get(path),
+            "POST" => self.post(path, &[]),
+            other => panic!("a route with method {other}: extend this test"),
+        }
+    }
+
     pub(crate) fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let url = format!("{}{path}", self.base);
         let mut request = self
@@ -867,17 +876,9 @@ fn every_route_answers_every_role_as_its_rule_says() {
             path
         };
         // Anonymous.
-        let (status, location) = match route.method {
-            "GET" => {
-                let p = anonymous.get(&path);
-                (p.status, p.location)
-            }
-            "POST" => {
-                let p = anonymous.post(&path, &[]);
-                (p.status, p.location)
-            }
-            other => panic!("a route with method {other}: extend this test"),
-        };
+        let Page {
+            status, location, ..
+        } = anonymous.request(route.method, &path);
         let want: (u16, Option<&str>) = match (route.access, route.method) {
             (Access::Open, _) if path.starts_with("/language") => (303, Some("/")),
             (Access::Open, _) => (200, None),
@@ -895,23 +896,18 @@ fn every_route_answers_every_role_as_its_rule_says() {
             route.method
         );
         for (role, client, _) in &mut signed {
-            let (status, location) = match route.method {
-                "GET" => {
-                    let p = client.get(&path);
-                    // A page that opens opens whole: no panel failed.
-                    assert!(
-                        !p.body.contains("class=\"error\""),
-                        "{} {path}: {}",
-                        role.as_str(),
-                        p.body
-                    );
-                    (p.status, p.location)
-                }
-                _ => {
-                    let p = client.post(&path, &[]);
-                    (p.status, p.location)
-                }
-            };
+            let Page {
+                status,
+                location,
+                body,
+                ..
+            } = client.request(route.method, &path);
+            // A page that opens opens whole: no panel failed.
+            assert!(
+                !body.contains("class=\"error\""),
+                "{} {path}: {body}",
+                role.as_str()
+            );
             let home = match role {
                 Role::Owner => "/owner",
                 Role::Manager => "/manager",
