@@ -60,6 +60,9 @@ pub struct Dashboard {
     pub path: &'static str,
     /// Panels in order.
     pub panels: &'static [PanelDef],
+    /// Opens with the viewer's figures against their team's median
+    /// ([`kartoteka_queries::benchmark`]).
+    pub team_median: bool,
 }
 
 /// The owner's page.
@@ -68,6 +71,7 @@ pub const OWNER: Dashboard = Dashboard {
     ru: "Компания",
     en: "Company",
     path: "/owner",
+    team_median: false,
     panels: &[
         panel("revenue_by_month", "Выручка по месяцам", "Revenue by month"),
         panel("plan_vs_actual", "План и факт", "Plan vs actual"),
@@ -112,6 +116,7 @@ pub const MANAGER: Dashboard = Dashboard {
     ru: "Мои продажи",
     en: "My sales",
     path: "/manager",
+    team_median: true,
     panels: &[
         panel("funnel_conversion", "Моя воронка", "My funnel"),
         PanelDef {
@@ -144,6 +149,7 @@ pub const TEAM_LEAD: Dashboard = Dashboard {
     ru: "Моя группа",
     en: "My team",
     path: "/team",
+    team_median: true,
     panels: &[
         panel(
             "revenue_by_manager",
@@ -189,15 +195,20 @@ impl Period {
     /// The period as metric parameters (for metrics that take `from` and `to`); bad dates are
     /// reported, not ignored.
     fn args(&self, metric: &Metric) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for (name, value) in [("from", &self.from), ("to", &self.to)] {
-            if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-                && metric.has_param(name)
-            {
-                out.push((name.to_string(), v.to_string()));
-            }
-        }
-        out
+        let mut pairs = self.pairs();
+        pairs.retain(|(name, _)| metric.has_param(name));
+        pairs
+    }
+
+    /// The fields given, as parameters.
+    fn pairs(&self) -> Vec<(String, String)> {
+        [("from", &self.from), ("to", &self.to)]
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let v = value.as_deref().map(str::trim).filter(|v| !v.is_empty())?;
+                Some((name.to_string(), v.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -261,19 +272,25 @@ pub async fn dashboard(app: &App, ctx: &Ctx, board: &Dashboard, period: &Period)
     let mut session: Option<QuerySession> = None;
     let mut body = String::new();
     body.push_str(&period_form(lang, board.path, period));
-    let mut pieces: Vec<(String, Option<&PanelDef>)> = Vec::new();
+    let mut pieces: Vec<(String, Piece)> = Vec::new();
     if board.role == Role::Owner {
-        pieces.push((format!("kpi|{scope}|{}", lang.code()), None));
+        pieces.push((format!("kpi|{scope}|{}", lang.code()), Piece::Kpis));
+    }
+    if board.team_median {
+        pieces.push((
+            format!("team|{scope}|{}|{period:?}", lang.code()),
+            Piece::TeamMedian,
+        ));
     }
     for def in board.panels {
         pieces.push((
             format!("panel|{scope}|{}|{def:?}|{period:?}", lang.code()),
-            Some(def),
+            Piece::Panel(def),
         ));
     }
     let mut opened_panels = false;
-    for (key, def) in pieces {
-        if def.is_some() && !opened_panels {
+    for (key, piece) in pieces {
+        if !matches!(piece, Piece::Kpis) && !opened_panels {
             body.push_str("<div class=\"panels\">");
             opened_panels = true;
         }
@@ -290,9 +307,10 @@ pub async fn dashboard(app: &App, ctx: &Ctx, board: &Dashboard, period: &Period)
         let Some(session) = session.as_ref() else {
             continue;
         };
-        let html = match def {
-            Some(def) => panel_html(app, session, lang, def, period).await,
-            None => match owner_kpis(app, session, lang).await {
+        let html = match piece {
+            Piece::Panel(def) => panel_html(app, session, lang, def, period).await,
+            Piece::TeamMedian => team_median_html(app, session, lang, period).await,
+            Piece::Kpis => match owner_kpis(app, session, lang).await {
                 Ok(html) => html,
                 Err(e) => format!("<p class=\"error\">{}</p>", esc(&e)),
             },
@@ -316,6 +334,123 @@ pub async fn dashboard(app: &App, ctx: &Ctx, board: &Dashboard, period: &Period)
         &body,
     ))
     .into_response()
+}
+
+/// A piece of a dashboard, drawn and kept on its own.
+enum Piece<'a> {
+    /// The owner's KPI tiles.
+    Kpis,
+    /// The viewer's figures against their team's median.
+    TeamMedian,
+    /// A metric's panel.
+    Panel(&'a PanelDef),
+}
+
+/// The viewer's activity and response time against their team's median: a manager's own row, a team
+/// lead's row per manager, and the median (withheld when fewer than three managers make it).
+async fn team_median_html(
+    app: &App,
+    session: &QuerySession,
+    lang: Lang,
+    period: &Period,
+) -> String {
+    use kartoteka_queries::benchmark::{Figures, MIN_MANAGERS, team_benchmark};
+    let title = lang.pick("Я и моя группа", "Me and my team");
+    let inner = async {
+        let Some(bench) = team_benchmark(
+            &app.engine,
+            &app.catalog,
+            Some(&app.cache),
+            session,
+            &period.pairs(),
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        else {
+            return Ok(String::new());
+        };
+        let names: BTreeMap<String, String> = if session.principal().role == Role::TeamLead {
+            let staff = session
+                .sql("SELECT CAST(staff_id AS VARCHAR) AS id, full_name FROM staff")
+                .await
+                .map_err(|e| e.to_string())?;
+            staff
+                .text_column("id")
+                .into_iter()
+                .zip(staff.text_column("full_name"))
+                .filter_map(|(id, name)| Some((id?, name?)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let minutes = |v: Option<f64>| v.map_or("—".into(), |v| lang.number(v, 1));
+        let count = |v: Option<f64>| v.map_or("—".into(), |v| lang.number(v, 0));
+        let mut out = format!(
+            "<div class=\"table\"><table><thead><tr><th></th><th class=\"num\">{}</th>\
+             <th class=\"num\">{}</th></tr></thead><tbody>",
+            lang.pick("Исходящие активности", "Outbound activities"),
+            lang.pick("Медиана времени ответа, мин", "Median response time, min"),
+        );
+        // Not employed in the period: no figures of their own, said so rather than left out.
+        let nobody = [(session.principal().staff_id.unwrap_or_default(), Figures::default())];
+        let members = if bench.members.is_empty() {
+            &nobody[..]
+        } else {
+            &bench.members[..]
+        };
+        for (id, figures) in members {
+            let who = match names.get(&id.to_string()) {
+                _ if Some(*id) == session.principal().staff_id => lang.pick("Вы", "You").to_string(),
+                Some(name) => name.clone(),
+                None => id.to_string(),
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                esc(&who),
+                count(figures.activities),
+                minutes(figures.median_response_minutes)
+            );
+        }
+        let m = &bench.median;
+        let _ = write!(
+            out,
+            "<tr class=\"median\"><th scope=\"row\">{}</th><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td></tr></tbody></table></div>",
+            esc(&match lang {
+                Lang::Ru => format!("Медиана группы «{}»", bench.team),
+                Lang::En => format!("Median of team “{}”", bench.team),
+            }),
+            count(m.activities),
+            minutes(m.median_response_minutes),
+        );
+        let note = match lang {
+            Lang::Ru => format!(
+                "Медиана посчитана по менеджерам группы, работавшим в этом периоде: активность — по {}, \
+                 время ответа — по {} (у кого были ответы). Медиану показываем, только если в ней не \
+                 меньше {MIN_MANAGERS} человек: так по ней не узнать цифр отдельного коллеги.",
+                m.activities_of, m.response_of
+            ),
+            Lang::En => format!(
+                "The median is over the team's managers who worked in this period: activity over {}, \
+                 response time over the {} who answered messages. It is shown only when drawn from at \
+                 least {MIN_MANAGERS} people, so it never reveals one colleague's figure.",
+                m.activities_of, m.response_of
+            ),
+        };
+        let _ = write!(out, "<p class=\"muted\">{}</p>", esc(&note));
+        Ok::<String, String>(out)
+    }
+    .await;
+    let content = match inner {
+        Ok(html) if html.is_empty() => return String::new(),
+        Ok(html) => html,
+        Err(e) => format!("<p class=\"error\">{}</p>", esc(&e)),
+    };
+    format!(
+        "<section class=\"panel\" data-metric=\"team_median\"><h2>{}</h2>{content}</section>",
+        esc(title)
+    )
 }
 
 /// The period picker: a plain GET form.
@@ -620,12 +755,12 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
     let plan = run("plan_vs_actual").await?;
     let forecast = run("forecast").await?;
     let month_value = |r: &QueryResult, value: &str, month: &str, filter: Option<(&str, &str)>| {
-        let months = column_text(r, "month");
-        let values = column_f64(r, value);
+        let months = r.text_column("month");
+        let values = r.f64_column(value);
         let keep = filter.map(|(c, v)| {
-            column_text(r, c)
+            r.text_column(c)
                 .into_iter()
-                .map(|t| t == v)
+                .map(|t| t.as_deref() == Some(v))
                 .collect::<Vec<_>>()
         });
         months
@@ -633,7 +768,7 @@ async fn owner_kpis(app: &App, session: &QuerySession, lang: Lang) -> Result<Str
             .zip(values)
             .enumerate()
             .find(|(i, (m, _))| {
-                m.starts_with(month)
+                m.as_deref().is_some_and(|m| m.starts_with(month))
                     && keep
                         .as_ref()
                         .is_none_or(|k| k.get(*i).copied().unwrap_or(false))
@@ -762,36 +897,6 @@ fn month_label(lang: Lang, year: i32, month0: u32) -> String {
         Lang::En => EN,
     };
     format!("{} {year}", names[month0 as usize % 12])
-}
-
-/// Column `name` of `result` as text (times as ISO text), row by row.
-fn column_text(result: &QueryResult, name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(i) = result.schema.index_of(name) else {
-        return out;
-    };
-    for batch in &result.batches {
-        if let Ok(text) = arrow::compute::cast(batch.column(i), &DataType::Utf8) {
-            let text = text.as_string::<i32>();
-            out.extend((0..text.len()).map(|r| text.value(r).to_string()));
-        }
-    }
-    out
-}
-
-/// Column `name` of `result` as numbers, row by row.
-fn column_f64(result: &QueryResult, name: &str) -> Vec<Option<f64>> {
-    let mut out = Vec::new();
-    let Ok(i) = result.schema.index_of(name) else {
-        return out;
-    };
-    for batch in &result.batches {
-        if let Ok(v) = arrow::compute::cast(batch.column(i), &DataType::Float64) {
-            let v = v.as_primitive::<Float64Type>();
-            out.extend((0..v.len()).map(|r| (!v.is_null(r)).then(|| v.value(r))));
-        }
-    }
-    out
 }
 
 /// GET /owner, /manager, /team: the dashboard declared for the path.
@@ -1048,7 +1153,7 @@ fn param_form(lang: Lang, metric: &Metric, action: &str, q: &BTreeMap<String, St
         let _ = write!(
             out,
             "<label title=\"{}\">{}{input}</label>",
-            esc(&p.description),
+            esc(p.description_in(lang.code())),
             esc(label)
         );
     }

@@ -656,6 +656,43 @@ impl QueryResult {
     pub fn bytes(&self) -> usize {
         self.batches.iter().map(|b| b.get_array_memory_size()).sum()
     }
+
+    /// Column `name` as text, row by row (NULL as `None`); empty when there is no such column.
+    pub fn text_column(&self, name: &str) -> Vec<Option<String>> {
+        use arrow::array::AsArray;
+        let mut out = Vec::new();
+        let Ok(i) = self.schema.index_of(name) else {
+            return out;
+        };
+        for batch in &self.batches {
+            if let Ok(text) =
+                arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8)
+            {
+                let text = text.as_string::<i32>();
+                out.extend(text.iter().map(|v| v.map(str::to_string)));
+            }
+        }
+        out
+    }
+
+    /// Column `name` as numbers, row by row (NULL, or a value that is no number, as `None`); empty
+    /// when there is no such column.
+    pub fn f64_column(&self, name: &str) -> Vec<Option<f64>> {
+        use arrow::array::AsArray;
+        let mut out = Vec::new();
+        let Ok(i) = self.schema.index_of(name) else {
+            return out;
+        };
+        for batch in &self.batches {
+            if let Ok(v) =
+                arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Float64)
+            {
+                let v = v.as_primitive::<arrow::datatypes::Float64Type>();
+                out.extend(v.iter());
+            }
+        }
+        out
+    }
 }
 
 /// Refuse anything but a single read-only query, naming what was refused.

@@ -18,6 +18,7 @@
 -- type = "timestamp"
 -- default = "now"
 -- description = "the instant the forecast is made (default: the snapshot time)"
+-- description_ru = "момент, на который строится прогноз (по умолчанию — время снимка)"
 --
 -- [[columns]]
 -- name = "month"

@@ -16,16 +16,19 @@
 -- type = "timestamp"
 -- default = "month_start(to, -12)"
 -- description = "deals created from, inclusive"
+-- description_ru = "сделки, созданные начиная с этого момента (включительно)"
 -- [[params]]
 -- name = "to"
 -- type = "timestamp"
 -- default = "now"
 -- description = "deals created before, exclusive"
+-- description_ru = "сделки, созданные до этого момента (не включая его)"
 -- [[params]]
 -- name = "pipeline"
 -- type = "text"
 -- default = ""
 -- description = "pipeline name (default: the pipeline with the most deals; ties to the first name)"
+-- description_ru = "название воронки (по умолчанию — воронка с наибольшим числом сделок, при равенстве — первая по имени)"
 --
 -- [[columns]]
 -- name = "pipeline"

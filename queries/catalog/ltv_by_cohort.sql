@@ -17,16 +17,19 @@
 -- type = "timestamp"
 -- default = "month_start(to, -12)"
 -- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- description_ru = "начало периода, включительно (по умолчанию — первое число месяца за 12 месяцев до `to`)"
 -- [[params]]
 -- name = "to"
 -- type = "timestamp"
 -- default = "now"
 -- description = "end of the period, exclusive (default: the snapshot time)"
+-- description_ru = "конец периода, не включается (по умолчанию — время снимка)"
 -- [[params]]
 -- name = "as_of"
 -- type = "timestamp"
 -- default = "now"
 -- description = "the instant the metric is computed as of (default: the snapshot time)"
+-- description_ru = "момент, на который считается показатель (по умолчанию — время снимка)"
 --
 -- [[columns]]
 -- name = "cohort"

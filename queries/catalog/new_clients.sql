@@ -13,11 +13,13 @@
 -- type = "timestamp"
 -- default = "month_start(to, -12)"
 -- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- description_ru = "начало периода, включительно (по умолчанию — первое число месяца за 12 месяцев до `to`)"
 -- [[params]]
 -- name = "to"
 -- type = "timestamp"
 -- default = "now"
 -- description = "end of the period, exclusive (default: the snapshot time)"
+-- description_ru = "конец периода, не включается (по умолчанию — время снимка)"
 --
 -- [[columns]]
 -- name = "month"

@@ -16,17 +16,20 @@
 -- type = "timestamp"
 -- default = "month_start(to, -12)"
 -- description = "start of the period, inclusive (default: first day of the month 12 months before `to`)"
+-- description_ru = "начало периода, включительно (по умолчанию — первое число месяца за 12 месяцев до `to`)"
 -- [[params]]
 -- name = "to"
 -- type = "timestamp"
 -- default = "now"
 -- description = "end of the period, exclusive (default: the snapshot time)"
+-- description_ru = "конец периода, не включается (по умолчанию — время снимка)"
 -- [[params]]
 -- name = "level"
 -- type = "text"
 -- default = "all"
 -- allowed = ["all", "company", "staff"]
 -- description = "which rows: all, the company's only, or each manager's only (a manager's own plan)"
+-- description_ru = "какие строки: все (all), только план компании (company) или только планы менеджеров (staff) — личный план"
 --
 -- [[columns]]
 -- name = "scope"

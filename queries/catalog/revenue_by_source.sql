@@ -17,12 +17,14 @@
 -- default = "month_start(to, -12)"
 -- align = "month"
 -- description = "first month of the period (a month start; default: 12 months before `to`)"
+-- description_ru = "первый месяц периода (начало месяца; по умолчанию — за 12 месяцев до `to`)"
 -- [[params]]
 -- name = "to"
 -- type = "timestamp"
 -- default = "month_start(now, 0)"
 -- align = "month"
 -- description = "end of the period, exclusive (a month start; default: the start of the current month)"
+-- description_ru = "конец периода, не включается (начало месяца; по умолчанию — начало текущего месяца)"
 --
 -- [[columns]]
 -- name = "source"

@@ -17,6 +17,7 @@
 -- type = "timestamp"
 -- default = "now"
 -- description = "the instant the metric is computed as of (default: the snapshot time)"
+-- description_ru = "момент, на который считается показатель (по умолчанию — время снимка)"
 --
 -- [[columns]]
 -- name = "client_id"

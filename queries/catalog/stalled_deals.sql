@@ -14,6 +14,7 @@
 -- type = "timestamp"
 -- default = "now"
 -- description = "end of the quiet window, exclusive (default: the snapshot time)"
+-- description_ru = "конец окна тишины, не включается (по умолчанию — время снимка)"
 -- [[params]]
 -- name = "days"
 -- type = "int"
@@ -21,6 +22,7 @@
 -- min = 1
 -- max = 3660
 -- description = "length of the quiet window in days"
+-- description_ru = "длина окна тишины в днях"
 --
 -- [[columns]]
 -- name = "owner"

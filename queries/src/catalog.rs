@@ -190,6 +190,20 @@ pub struct ParamSpec {
     /// What it means.
     #[serde(default)]
     pub description: String,
+    /// What it means, in Russian (required with `description`).
+    #[serde(default)]
+    pub description_ru: String,
+}
+
+impl ParamSpec {
+    /// What it means in `lang` (`ru`, anything else English).
+    pub fn description_in(&self, lang: &str) -> &str {
+        if lang == "ru" {
+            &self.description_ru
+        } else {
+            &self.description
+        }
+    }
 }
 
 /// One result column.
@@ -346,6 +360,12 @@ impl Metric {
             return Err(bad("no SQL after the header".into()));
         }
         for p in &metric.params {
+            if p.description.is_empty() || p.description_ru.is_empty() {
+                return Err(bad(format!(
+                    "parameter {} needs a description and a description_ru (the form shows them)",
+                    p.name
+                )));
+            }
             if !sql.contains(&format!("${}", p.name)) {
                 return Err(bad(format!(
                     "parameter {} is declared but not used as ${}",

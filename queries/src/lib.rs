@@ -4,8 +4,11 @@
 //! DataFusion placeholders (`$name`), never spliced into the text.
 //!
 //! The catalog holds SQL and metadata and runs it through the engine's session for a principal; it
-//! never builds a session of its own or filters rows itself — the engine's policy does that.
+//! never filters rows itself — the engine's policy does that. It builds a session of its own in one
+//! place, [`benchmark`]: a team's median, under the analyst's policy, of which only aggregates over at
+//! least three managers leave.
 
+pub mod benchmark;
 mod cache;
 mod catalog;
 mod params;

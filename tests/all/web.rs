@@ -3,6 +3,7 @@
 //! with every negative path, the authorization matrix generated from the route table, the numbers the
 //! pages show against the CLI's own answers, and the answer cache's isolation between two managers.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -1124,4 +1125,175 @@ fn pages_show_each_viewer_their_own_numbers_and_the_cache_never_mixes_them() {
     let log =
         std::fs::read_to_string(server.home.path().join("audit").join("audit.jsonl")).expect("log");
     assert!(log.contains("\"web.export\""));
+}
+
+/// A number as the Russian page writes it (`1 234,5`, `—` for none).
+fn ru_number(text: &str) -> Option<f64> {
+    let plain: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\u{a0}' && *c != '\u{202f}')
+        .map(|c| if c == ',' { '.' } else { c })
+        .collect();
+    plain.parse().ok()
+}
+
+/// The cells of the row of the "me and my team" table whose first cell is `label` (a prefix).
+fn team_row(body: &str, label: &str) -> Option<(Option<f64>, Option<f64>)> {
+    let section = body.split("data-metric=\"team_median\"").nth(1)?;
+    let section = section.split("</section>").next()?;
+    for row in section.split("<tr").skip(1) {
+        let cells: Vec<&str> = row
+            .split(['<', '>'])
+            .filter(|t| !t.trim().is_empty())
+            .filter(|t| !t.starts_with("td") && !t.starts_with("/t") && !t.starts_with("th"))
+            .filter(|t| !t.contains("class="))
+            .collect();
+        if cells.first().is_some_and(|c| c.starts_with(label)) && cells.len() >= 3 {
+            return Some((ru_number(cells[1]), ru_number(cells[2])));
+        }
+    }
+    None
+}
+
+fn exact_median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    (n >= 3).then(|| {
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    })
+}
+
+#[test]
+fn a_manager_sees_their_figures_against_their_teams_median_and_nothing_of_a_colleague() {
+    let server = Server::start(web_home(), "listen = \"127.0.0.1:0\"");
+    let passwords = demo_passwords();
+    let (from, to) = ("2025-06-01", "2025-12-01");
+    // The oracle, as the owner from the CLI: each employed manager's outbound activities counted
+    // straight from interactions, their median response from the response_time metric, their team
+    // from staff — then the median by a sort here.
+    let activity = server.cli(&[
+        "query",
+        "--format",
+        "csv",
+        &format!(
+            "SELECT s.staff_id, s.team, COUNT(i.interaction_id) AS n FROM staff s \
+             LEFT JOIN interactions i ON i.staff_id = s.staff_id AND i.direction = 'outbound' \
+               AND local(i.occurred_at) >= TIMESTAMP '{from} 00:00:00' \
+               AND local(i.occurred_at) < TIMESTAMP '{to} 00:00:00' \
+             WHERE s.position IN ('manager', 'team_lead') AND (s.hired_at IS NULL OR s.hired_at < DATE '{to}') \
+               AND (s.left_at IS NULL OR s.left_at >= DATE '{from}') \
+             GROUP BY s.staff_id, s.team"
+        ),
+    ]);
+    let response = server.cli(&[
+        "metric",
+        "response_time",
+        "--format",
+        "csv",
+        "-p",
+        &format!("from={from}"),
+        "-p",
+        &format!("to={to}"),
+    ]);
+    let response: BTreeMap<String, f64> = csv_rows(&response)
+        .into_iter()
+        .skip(1)
+        .filter_map(|r| Some((r[0].clone(), r[2].parse().ok()?)))
+        .collect();
+    // staff id → (team, activities, median response)
+    let managers: BTreeMap<String, (String, f64, Option<f64>)> = csv_rows(&activity)
+        .into_iter()
+        .skip(1)
+        .map(|r| {
+            let n: f64 = r[2].parse().expect("count");
+            (
+                r[0].clone(),
+                (r[1].clone(), n, response.get(&r[0]).copied()),
+            )
+        })
+        .collect();
+    let users = csv_rows(&server.cli(&["users", "list", "--format", "csv"]));
+    let header = &users[0];
+    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let (login_at, staff_at) = (column("login"), column("staff_id"));
+    let staff_of = |login: &str| -> String {
+        users
+            .iter()
+            .find(|u| u[login_at] == login)
+            .map(|u| u[staff_at].clone())
+            .expect("a staff record")
+    };
+    let close = |shown: Option<f64>, expected: Option<f64>, what: &str| match (shown, expected) {
+        (Some(a), Some(b)) => assert!((a - b).abs() < 0.051, "{what}: shown {a}, expected {b}"),
+        (a, b) => assert_eq!(a, b, "{what}"),
+    };
+    let mut checked = 0;
+    let two_managers = passwords
+        .iter()
+        .filter(|(_, role, _)| role == "manager")
+        .take(2);
+    let a_lead = passwords
+        .iter()
+        .filter(|(_, role, _)| role == "team_lead")
+        .take(1);
+    for (login, role, password) in two_managers.chain(a_lead) {
+        let me = staff_of(login);
+        let (team, mine, my_response) = managers
+            .get(&me)
+            .cloned()
+            .unwrap_or_else(|| panic!("{login} is staff {me}, not among {managers:?}"));
+        let team_members: Vec<&(String, f64, Option<f64>)> =
+            managers.values().filter(|(t, ..)| *t == team).collect();
+        let expected_activity = exact_median(team_members.iter().map(|(_, n, _)| *n).collect());
+        let expected_response =
+            exact_median(team_members.iter().filter_map(|(.., r)| *r).collect());
+        let mut client = Client::new(&server);
+        sign_in(&mut client, login, password);
+        let path = if role == "manager" {
+            "/manager"
+        } else {
+            "/team"
+        };
+        let page = client.get(&format!("{path}?from={from}&to={to}"));
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains("class=\"error\""), "{}", page.body);
+        let (activity, response) = team_row(&page.body, "Вы").expect("my row");
+        close(activity, Some(mine), &format!("{login}'s activities"));
+        close(response, my_response, &format!("{login}'s response"));
+        let (activity, response) = team_row(&page.body, "Медиана группы").expect("median row");
+        close(
+            activity,
+            expected_activity,
+            &format!("{team}'s activity median"),
+        );
+        close(
+            response,
+            expected_response,
+            &format!("{team}'s response median"),
+        );
+        let rows = page
+            .body
+            .split("data-metric=\"team_median\"")
+            .nth(1)
+            .and_then(|s| s.split("</section>").next())
+            .map(|s| s.matches("<tr><td>").count())
+            .unwrap_or_default();
+        if role == "manager" {
+            // Their own row only: a colleague's figures never reach a manager.
+            assert_eq!(rows, 1, "{}", page.body);
+        } else {
+            // A team lead: a row per manager of the team employed in the period.
+            assert_eq!(rows, team_members.len(), "{}", page.body);
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    // The wide session's statements are recorded for the manager who asked.
+    let log =
+        std::fs::read_to_string(server.home.path().join("audit").join("audit.jsonl")).expect("log");
+    assert!(log.contains("\"as\":\"team-benchmark\""), "audited");
 }
