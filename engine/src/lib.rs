@@ -16,6 +16,7 @@ mod limits;
 pub mod maintenance;
 pub mod model;
 pub mod password;
+pub mod percentile;
 pub mod policy;
 pub mod principal;
 pub mod reconcile;

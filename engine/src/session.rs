@@ -400,6 +400,7 @@ impl Engine {
         ctx.register_udf(crate::zone::local_udf(self.config.time_zone));
         ctx.register_udf(crate::zone::source_key_udf());
         crate::sized::register(&ctx);
+        crate::percentile::register(&ctx);
         ctx
     }
 

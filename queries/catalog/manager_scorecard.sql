@@ -79,20 +79,10 @@ answers AS (
     FROM inbound_answers
     WHERE occurred_at >= $from AND occurred_at < $to AND answered_at < $as_of
 ),
-ranked AS (
-    SELECT staff_id, minutes,
-           CAST(ROW_NUMBER() OVER (PARTITION BY staff_id ORDER BY minutes) - 1 AS DOUBLE) AS rn,
-           CAST(COUNT(*) OVER (PARTITION BY staff_id) - 1 AS DOUBLE) AS last
-    FROM answers
-),
 response AS (
     -- exact median (linear interpolation at (n-1)/2)
-    SELECT staff_id,
-           MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END)
-             + (MIN(CASE WHEN rn = ceil(0.5 * last) THEN minutes END)
-                - MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END))
-               * (0.5 * last - floor(0.5 * last)) AS median_minutes
-    FROM ranked GROUP BY staff_id, last
+    SELECT staff_id, percentile_exact(minutes, 0.5) AS median_minutes
+    FROM answers GROUP BY staff_id
 ),
 steps AS (
     SELECT changed_by AS staff_id, COUNT(*) AS steps,

@@ -59,27 +59,15 @@ WITH messages AS (
     FROM inbound_answers i
     LEFT JOIN clients c ON c.client_id = i.client_id
     WHERE i.occurred_at >= $from AND i.occurred_at < $to
-),
--- Exact continuous percentiles over the answered messages (linear interpolation at p·(n−1); DataFusion
--- 55's percentile_cont truncates the fraction to six digits). Unanswered rows sort after the answered.
-ranked AS (
-    SELECT staff, minutes, unanswered,
-           CAST(ROW_NUMBER() OVER (PARTITION BY staff ORDER BY minutes NULLS LAST) - 1 AS DOUBLE) AS rn,
-           CAST(COUNT(minutes) OVER (PARTITION BY staff) - 1 AS DOUBLE) AS last
-    FROM messages
-    WHERE minutes IS NOT NULL OR unanswered = 1
 )
+-- Exact continuous percentiles over the answered messages (linear interpolation at p·(n−1)): the
+-- engine's percentile_exact, which ignores the unanswered rows' NULL minutes.
 SELECT staff,
        COUNT(minutes) AS answered,
-       MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END)
-         + (MIN(CASE WHEN rn = ceil(0.5 * last) THEN minutes END)
-            - MIN(CASE WHEN rn = floor(0.5 * last) THEN minutes END))
-           * (0.5 * last - floor(0.5 * last)) AS median_minutes,
-       MIN(CASE WHEN rn = floor(0.9 * last) THEN minutes END)
-         + (MIN(CASE WHEN rn = ceil(0.9 * last) THEN minutes END)
-            - MIN(CASE WHEN rn = floor(0.9 * last) THEN minutes END))
-           * (0.9 * last - floor(0.9 * last)) AS p90_minutes,
+       percentile_exact(minutes, 0.5) AS median_minutes,
+       percentile_exact(minutes, 0.9) AS p90_minutes,
        SUM(unanswered) AS unanswered
-FROM ranked
-GROUP BY staff, last
+FROM messages
+WHERE minutes IS NOT NULL OR unanswered = 1
+GROUP BY staff
 ORDER BY staff

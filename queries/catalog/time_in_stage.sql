@@ -62,27 +62,14 @@ timed AS (
     FROM entries
     WHERE changed_at >= $from AND changed_at < $to
 ),
--- Exact continuous percentiles (linear interpolation at p·(n−1)), computed here because DataFusion 55's
--- percentile_cont truncates the interpolation fraction to six digits.
-ranked AS (
-    SELECT pipeline, stage, hours,
-           CAST(ROW_NUMBER() OVER (PARTITION BY pipeline, stage ORDER BY hours) - 1 AS DOUBLE) AS rn,
-           CAST(COUNT(*) OVER (PARTITION BY pipeline, stage) - 1 AS DOUBLE) AS last
+-- Exact continuous percentiles (linear interpolation at p·(n−1)): the engine's percentile_exact.
+pct AS (
+    SELECT pipeline, stage, COUNT(hours) AS entries,
+           percentile_exact(hours, 0.5) AS median_hours,
+           percentile_exact(hours, 0.9) AS p90_hours
     FROM timed
     WHERE hours IS NOT NULL
-),
-pct AS (
-    SELECT pipeline, stage, COUNT(*) AS entries,
-           MIN(CASE WHEN rn = floor(0.5 * last) THEN hours END)
-             + (MIN(CASE WHEN rn = ceil(0.5 * last) THEN hours END)
-                - MIN(CASE WHEN rn = floor(0.5 * last) THEN hours END))
-               * (0.5 * last - floor(0.5 * last)) AS median_hours,
-           MIN(CASE WHEN rn = floor(0.9 * last) THEN hours END)
-             + (MIN(CASE WHEN rn = ceil(0.9 * last) THEN hours END)
-                - MIN(CASE WHEN rn = floor(0.9 * last) THEN hours END))
-               * (0.9 * last - floor(0.9 * last)) AS p90_hours
-    FROM ranked
-    GROUP BY pipeline, stage, last
+    GROUP BY pipeline, stage
 ),
 still AS (
     SELECT pipeline, stage, SUM(still_there) AS open_now FROM timed GROUP BY pipeline, stage
