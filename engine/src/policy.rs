@@ -460,6 +460,13 @@ impl TableProvider for PolicyTable {
             .scan(state, Some(&inner_projection), &pushed, None)
             .await?;
         let scanned = DFSchema::try_from(plan.schema())?;
+        if let Some(conj) = pushed.iter().cloned().reduce(Expr::and) {
+            // The predicates that cannot fail (a plain column against a literal), right on the scan:
+            // DataFusion's physical filter pushdown hands them to the Parquet reader, which skips
+            // row groups (and pages) by their statistics. They leak nothing on the rows the policy
+            // hides, and the same predicates are evaluated again above the barrier.
+            plan = Arc::new(FilterExec::try_new(physical(&conj, &scanned)?, plan)?);
+        }
         if !leaky.is_empty() {
             // Deliberately wrong (tests only): user predicates evaluated before the policy filter.
             let conj = leaky.into_iter().reduce(Expr::and).expect("not empty");
