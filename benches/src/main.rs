@@ -134,6 +134,9 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     engine.session(&manager).await?;
     let manager_first_session = t.elapsed().as_secs_f64();
+    // The fixed cost of a statement: a session (snapshot read and checked, tables registered), and a
+    // query that reads one small table's footer and nothing else.
+    let fixed = fixed_costs(&engine).await?;
     let mut metrics = Vec::new();
     let (mut log_owner, mut log_manager, mut managed) = (0.0, 0.0, 0.0);
     // The security family reads the audit log, which a bench engine does not keep.
@@ -191,6 +194,7 @@ async fn main() -> Result<()> {
         "geomean_manager_over_unwrapped": (log_manager / managed).exp(),
         "manager": manager.user,
         "manager_first_session_seconds": manager_first_session,
+        "fixed_costs": fixed,
     });
     let audit = audit_throughput(dir.path(), args.audit_entries)?;
     let peers = if args.peers {
@@ -222,6 +226,23 @@ async fn main() -> Result<()> {
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// Median seconds of an owner's session set-up, and of set-up plus a one-row query on a small table.
+async fn fixed_costs(engine: &Engine) -> Result<serde_json::Value> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mut session, mut query) = (Vec::new(), Vec::new());
+    for _ in 0..50 {
+        let t = Instant::now();
+        let s = engine.session(&Principal::local_owner()).await?;
+        session.push(t.elapsed().as_secs_f64());
+        s.sql("SELECT stage FROM pipeline_stages LIMIT 1").await?;
+        query.push(t.elapsed().as_secs_f64());
+    }
+    Ok(json!({"owner_session_seconds": median(session), "session_and_small_query_seconds": median(query)}))
 }
 
 /// A fixed end date, so runs at the same scale and seed see the same data.

@@ -53,26 +53,15 @@ WITH months AS (
     )
     WHERE month_start >= $from AND month_start < $to AND month_start + INTERVAL '1 month' <= $as_of
 ),
--- Each payment can only count for the month starts 0 to 4 calendar months after its own (local)
--- month — (paid_at, paid_at + 90 days] spans at most four, whatever the zone's offset — so the
--- payments are joined to the months on equality with those candidates (a hash join) and the 90-day
--- condition is checked on what remains, instead of comparing every payment with every month.
-candidates AS (
-    SELECT client_id, paid_at, date_trunc('month', local(paid_at)) AS month_start FROM payments
-    UNION ALL SELECT client_id, paid_at, date_trunc('month', local(paid_at)) + INTERVAL '1 month' FROM payments
-    UNION ALL SELECT client_id, paid_at, date_trunc('month', local(paid_at)) + INTERVAL '2 months' FROM payments
-    UNION ALL SELECT client_id, paid_at, date_trunc('month', local(paid_at)) + INTERVAL '3 months' FROM payments
-    UNION ALL SELECT client_id, paid_at, date_trunc('month', local(paid_at)) + INTERVAL '4 months' FROM payments
-),
 active_start AS (
-    SELECT DISTINCT mo.month_start, c.client_id
-    FROM months mo JOIN candidates c ON c.month_start = mo.month_start
-    WHERE c.paid_at >= mo.month_start - INTERVAL '90 days' AND c.paid_at < mo.month_start
+    SELECT DISTINCT mo.month_start, p.client_id
+    FROM months mo JOIN payments p
+      ON p.paid_at >= mo.month_start - INTERVAL '90 days' AND p.paid_at < mo.month_start
 ),
 active_next AS (
-    SELECT DISTINCT mo.month_start, c.client_id
-    FROM months mo JOIN candidates c ON c.month_start = mo.next_start
-    WHERE c.paid_at >= mo.next_start - INTERVAL '90 days' AND c.paid_at < mo.next_start
+    SELECT DISTINCT mo.month_start, p.client_id
+    FROM months mo JOIN payments p
+      ON p.paid_at >= mo.next_start - INTERVAL '90 days' AND p.paid_at < mo.next_start
 )
 SELECT CAST(a.month_start AS DATE) AS month,
        COUNT(*) AS active,
