@@ -242,7 +242,9 @@ async fn fixed_costs(engine: &Engine) -> Result<serde_json::Value> {
         s.sql("SELECT stage FROM pipeline_stages LIMIT 1").await?;
         query.push(t.elapsed().as_secs_f64());
     }
-    Ok(json!({"owner_session_seconds": median(session), "session_and_small_query_seconds": median(query)}))
+    Ok(
+        json!({"owner_session_seconds": median(session), "session_and_small_query_seconds": median(query)}),
+    )
 }
 
 /// A fixed end date, so runs at the same scale and seed see the same data.

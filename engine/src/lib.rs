@@ -10,6 +10,7 @@ pub mod control;
 mod deadline;
 pub mod error;
 pub mod failpoint;
+mod footers;
 pub mod keyring;
 pub mod lake;
 mod limits;

@@ -266,6 +266,8 @@ pub(crate) struct PolicyTable {
     plain: HashSet<String>,
     schema: SchemaRef,
     barrier: Barrier,
+    /// Where the scan's decrypted footers are kept, and the key ids of the session reading them.
+    footers: Option<(Arc<crate::footers::FooterCache>, Arc<str>)>,
 }
 
 impl fmt::Debug for PolicyTable {
@@ -349,7 +351,18 @@ impl PolicyTable {
             plain,
             schema: Arc::new(Schema::new(fields)),
             barrier,
+            footers: None,
         })
+    }
+
+    /// Read footers through `cache`, as decrypted with the keys `keys` names.
+    pub(crate) fn with_footers(
+        mut self,
+        cache: Arc<crate::footers::FooterCache>,
+        keys: Arc<str>,
+    ) -> PolicyTable {
+        self.footers = Some((cache, keys));
+        self
     }
 
     /// A user predicate that cannot fail and reads only plain columns: safe below the policy filter.
@@ -459,6 +472,9 @@ impl TableProvider for PolicyTable {
             .inner
             .scan(state, Some(&inner_projection), &pushed, None)
             .await?;
+        if let Some((cache, keys)) = &self.footers {
+            plan = crate::footers::through_cache(plan, state, cache, keys)?;
+        }
         let scanned = DFSchema::try_from(plan.schema())?;
         if let Some(conj) = pushed.iter().cloned().reduce(Expr::and) {
             // The predicates that cannot fail (a plain column against a literal), right on the scan:

@@ -154,6 +154,8 @@ pub struct Engine {
     audit: Option<Arc<AuditLog>>,
     /// Resolved scopes per (snapshot, staff ids): a manager's visible clients and deals.
     scopes: std::sync::Mutex<HashMap<ScopeKey, Arc<Scope>>>,
+    /// Decrypted footers kept between statements, per key set.
+    footers: Arc<crate::footers::FooterCache>,
 }
 
 impl fmt::Debug for Engine {
@@ -191,6 +193,7 @@ impl Engine {
             config,
             audit: None,
             scopes: std::sync::Mutex::new(HashMap::new()),
+            footers: Arc::default(),
         })
     }
 
@@ -313,6 +316,7 @@ impl Engine {
         }
         let keys = self.lake.keyring().read().await.session_keys(&classes);
         let key_ids = keys.ids();
+        let footer_keys: Arc<str> = Arc::from(key_ids.join(",").as_str());
         let limits = self.config.limits(principal.role);
         let ctx = self.context(keys, Some(limits.memory_bytes));
         for table in model::tables() {
@@ -320,7 +324,8 @@ impl Engine {
                 continue;
             };
             let raw = raw_provider(table, &snapshot, &classes)?;
-            let wrapped = PolicyTable::new(table, raw, table_policy, &scope, barrier)?;
+            let wrapped = PolicyTable::new(table, raw, table_policy, &scope, barrier)?
+                .with_footers(Arc::clone(&self.footers), Arc::clone(&footer_keys));
             ctx.register_table(table.name, Arc::new(wrapped))?;
         }
         if let Some(audit) = &self.audit {
