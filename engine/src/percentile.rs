@@ -204,7 +204,13 @@ mod tests {
                    (2, 5.0), (3, NULL)) \
                    SELECT g, percentile_exact(x, 0.5) AS m, percentile_exact(x, 0.9) AS p90 \
                    FROM v GROUP BY g ORDER BY g";
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let batches = ctx
+            .sql(sql)
+            .await
+            .expect("plans")
+            .collect()
+            .await
+            .expect("runs");
         let m = batches[0].column(1).as_primitive::<Float64Type>();
         let p90 = batches[0].column(2).as_primitive::<Float64Type>();
         // Group 1: 1, 3, 4, 10 → median 3.5; p90 at 2.7 → 4 + 0.7 × 6 = 8.2.
@@ -215,7 +221,7 @@ mod tests {
         let err = ctx
             .sql("SELECT percentile_exact(x, 1.5) FROM (VALUES (1.0)) v(x)")
             .await
-            .unwrap()
+            .expect("plans")
             .collect()
             .await
             .expect_err("p out of range");
