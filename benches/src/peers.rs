@@ -74,8 +74,14 @@ pub(crate) async fn run(
         }
         w.close()?;
     }
-    // DataFusion over the plaintext files, same SQL and typed parameters.
-    let ctx = SessionContext::new();
+    // DataFusion over the plaintext files, with file statistics as DataFusion defaults — or, with
+    // KARTOTEKA_BENCH_PLAIN_WITHOUT_STATISTICS set, without them, as our sessions run (the policy
+    // barrier hides statistics): how much of the gap is join planning without row counts.
+    let with_statistics = std::env::var_os("KARTOTEKA_BENCH_PLAIN_WITHOUT_STATISTICS").is_none();
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new()
+            .set_bool("datafusion.execution.collect_statistics", with_statistics),
+    );
     for t in model::tables() {
         ctx.register_parquet(
             t.name,

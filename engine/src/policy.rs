@@ -91,6 +91,21 @@ pub struct TablePolicy {
     pub overrides: BTreeMap<&'static str, ColumnRule>,
 }
 
+impl TablePolicy {
+    /// Does it show every row and every column of `table` as stored (nothing filtered or masked)?
+    pub fn shows_whole(&self, table: &Table) -> bool {
+        matches!(self.rows, RowRule::All)
+            && table.columns.iter().all(|c| {
+                matches!(
+                    self.overrides
+                        .get(c.name)
+                        .or_else(|| self.columns.get(&c.class)),
+                    Some(ColumnRule::Visible)
+                )
+            })
+    }
+}
+
 /// A role's policy over all tables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -268,6 +283,8 @@ pub(crate) struct PolicyTable {
     barrier: Barrier,
     /// Where the scan's decrypted footers are kept, and the key ids of the session reading them.
     footers: Option<(Arc<crate::footers::FooterCache>, Arc<str>)>,
+    /// The policy shows the whole table: its statistics describe only what the principal sees.
+    whole: bool,
 }
 
 impl fmt::Debug for PolicyTable {
@@ -352,6 +369,7 @@ impl PolicyTable {
             schema: Arc::new(Schema::new(fields)),
             barrier,
             footers: None,
+            whole: policy.shows_whole(table),
         })
     }
 
@@ -489,7 +507,7 @@ impl TableProvider for PolicyTable {
             plan = Arc::new(FilterExec::try_new(physical(&conj, &scanned)?, plan)?);
             // Kept apart from the policy filter, which the optimizer would otherwise merge it into
             // (and DataFusion evaluates `AND` lazily, hiding the leak this switch exists to show).
-            plan = Arc::new(PolicyBarrierExec::new(plan));
+            plan = Arc::new(PolicyBarrierExec::new(plan, false));
         }
         if let Some(rows) = &self.rows {
             plan = Arc::new(FilterExec::try_new(physical(rows, &scanned)?, plan)?);
@@ -505,22 +523,30 @@ impl TableProvider for PolicyTable {
         plan = Arc::new(ProjectionExec::try_new_with_schema_metadata(
             exprs, plan, &declared,
         )?);
-        Ok(Arc::new(PolicyBarrierExec::new(plan)))
+        Ok(Arc::new(PolicyBarrierExec::new(plan, self.whole)))
     }
 }
 
 /// The barrier above a policy-wrapped scan: passes its input through unchanged, and lets nothing
-/// through from above — no filter, projection, sort or limit pushdown, and unknown statistics.
+/// through from above — no filter, projection, sort or limit pushdown — and reports unknown statistics,
+/// unless the policy shows the whole table (`whole`): then the statistics below describe exactly what
+/// the principal sees, and passing them lets joins be planned with row counts. (Only sessions that show
+/// every table whole gather statistics at all; see `Engine::session_under`.)
 #[derive(Debug, Clone)]
 pub struct PolicyBarrierExec {
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
+    whole: bool,
 }
 
 impl PolicyBarrierExec {
-    fn new(input: Arc<dyn ExecutionPlan>) -> PolicyBarrierExec {
+    fn new(input: Arc<dyn ExecutionPlan>, whole: bool) -> PolicyBarrierExec {
         let properties = Arc::new(PlanProperties::clone(input.properties()));
-        PolicyBarrierExec { input, properties }
+        PolicyBarrierExec {
+            input,
+            properties,
+            whole,
+        }
     }
 }
 
@@ -596,8 +622,11 @@ impl ExecutionPlan for PolicyBarrierExec {
             ChildrenPropertiesMode::Keep => Arc::new(PolicyBarrierExec {
                 input,
                 properties: Arc::clone(&self.properties),
+                whole: self.whole,
             }),
-            ChildrenPropertiesMode::Recompute => Arc::new(PolicyBarrierExec::new(input)),
+            ChildrenPropertiesMode::Recompute => {
+                Arc::new(PolicyBarrierExec::new(input, self.whole))
+            }
         })
     }
 
@@ -617,5 +646,30 @@ impl ExecutionPlan for PolicyBarrierExec {
         context: Arc<TaskContext>,
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         self.input.execute(partition, context)
+    }
+
+    fn child_stats_requests(
+        &self,
+        partition: Option<usize>,
+    ) -> Vec<datafusion::physical_plan::statistics::ChildStats> {
+        use datafusion::physical_plan::statistics::ChildStats;
+        vec![if self.whole {
+            ChildStats::At(partition)
+        } else {
+            ChildStats::Skip
+        }]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<datafusion::common::Statistics>],
+        _args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> datafusion::error::Result<Arc<datafusion::common::Statistics>> {
+        match input_stats.first() {
+            Some(stats) if self.whole => Ok(Arc::clone(stats)),
+            _ => Ok(Arc::new(datafusion::common::Statistics::new_unknown(
+                &self.schema(),
+            ))),
+        }
     }
 }

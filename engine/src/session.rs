@@ -156,6 +156,9 @@ pub struct Engine {
     scopes: std::sync::Mutex<HashMap<ScopeKey, Arc<Scope>>>,
     /// Decrypted footers kept between statements, per key set.
     footers: Arc<crate::footers::FooterCache>,
+    /// File statistics, gathered and read only by sessions that see every table whole (the owner's):
+    /// a whole file's statistics never reach a principal who does not see the whole file.
+    statistics: Arc<datafusion::execution::cache::cache_manager::FileStatisticsCache>,
 }
 
 impl fmt::Debug for Engine {
@@ -194,6 +197,13 @@ impl Engine {
             audit: None,
             scopes: std::sync::Mutex::new(HashMap::new()),
             footers: Arc::default(),
+            statistics: Arc::new(
+                datafusion::execution::cache::default_cache::DefaultCache::<
+                    datafusion::execution::cache::TableScopedPath,
+                    datafusion::execution::cache::cache_manager::CachedFileMetadata,
+                >::new(16 << 20)
+                .with_name("kartoteka-whole-table-statistics"),
+            ),
         })
     }
 
@@ -318,12 +328,18 @@ impl Engine {
         let key_ids = keys.ids();
         let footer_keys: Arc<str> = Arc::from(key_ids.join(",").as_str());
         let limits = self.config.limits(principal.role);
-        let ctx = self.context(keys, Some(limits.memory_bytes));
+        // File statistics only for a principal who sees every table whole: for anyone else a row
+        // count or a min/max from a footer would describe rows and values they may not see.
+        let whole_lake = model::tables()
+            .iter()
+            .all(|t| policy.table(t.name).is_some_and(|p| p.shows_whole(t)));
+        let ctx = self.context(keys, Some(limits.memory_bytes), whole_lake);
+        let statistics = whole_lake.then_some(&self.statistics);
         for table in model::tables() {
             let Some(table_policy) = policy.table(table.name) else {
                 continue;
             };
-            let raw = raw_provider(table, &snapshot, &classes)?;
+            let raw = raw_provider(table, &snapshot, &classes, statistics)?;
             let wrapped = PolicyTable::new(table, raw, table_policy, &scope, barrier)?
                 .with_footers(Arc::clone(&self.footers), Arc::clone(&footer_keys));
             ctx.register_table(table.name, Arc::new(wrapped))?;
@@ -379,7 +395,12 @@ impl Engine {
 
     /// A DataFusion context over the shared runtime with its own key registry and, optionally, its
     /// own memory cap inside the shared pool.
-    fn context(&self, keys: Arc<SessionKeys>, memory_cap: Option<usize>) -> SessionContext {
+    fn context(
+        &self,
+        keys: Arc<SessionKeys>,
+        memory_cap: Option<usize>,
+        statistics: bool,
+    ) -> SessionContext {
         let registry = EncryptionFactoryRegistry::default();
         registry.register_factory(FACTORY_ID, Arc::new(SessionDecryption { keys }));
         let memory_pool = match memory_cap {
@@ -398,9 +419,9 @@ impl Engine {
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions)
             .with_default_catalog_and_schema("kartoteka", "crm");
-        // Statistics gathered from file footers could answer COUNT(*) past row filters; the policy
-        // barrier hides them too, this keeps them from being gathered at all.
-        config.options_mut().execution.collect_statistics = false;
+        // Statistics gathered from file footers could answer COUNT(*) past row filters: gathered only
+        // for sessions that see every table whole (the barrier hides them for any other table too).
+        config.options_mut().execution.collect_statistics = statistics;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_udf(crate::zone::local_udf(self.config.time_zone));
         ctx.register_udf(crate::zone::source_key_udf());
@@ -419,9 +440,9 @@ impl Engine {
         // A file the snapshot lists but the disk lacks would read as no rows: refuse instead.
         self.lake.check_files(snapshot).await?;
         let keys = self.lake.keyring().read().await.session_keys(classes);
-        let ctx = self.context(keys, None);
+        let ctx = self.context(keys, None, false);
         for table in model::tables() {
-            ctx.register_table(table.name, raw_provider(table, snapshot, classes)?)?;
+            ctx.register_table(table.name, raw_provider(table, snapshot, classes, None)?)?;
         }
         Ok(ctx)
     }
@@ -552,6 +573,7 @@ fn raw_provider(
     table: &'static model::Table,
     snapshot: &Snapshot,
     classes: &[Class],
+    statistics: Option<&Arc<datafusion::execution::cache::cache_manager::FileStatisticsCache>>,
 ) -> Result<Arc<dyn TableProvider>> {
     let files = snapshot
         .table(table.name)
@@ -574,7 +596,9 @@ fn raw_provider(
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
         .with_schema(table.stored_schema());
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    Ok(Arc::new(
+        ListingTable::try_new(config)?.with_cache(statistics.cloned()),
+    ))
 }
 
 /// Hands a session's keys to DataFusion's Parquet reader, file by file.

@@ -686,6 +686,36 @@ async fn statistics_do_not_leak(f: &Fixture) {
             "{plan:?}"
         );
     }
+    // Not even a table they see whole is counted from footers: their sessions gather no statistics.
+    for who in [p.clone(), principal(Role::Analyst, None, vec![], "analyst")] {
+        let s = f.engine.session(&who).await.expect("session");
+        let plan = rows(
+            &s.sql("EXPLAIN SELECT COUNT(*) FROM pipeline_stages")
+                .await
+                .expect("explain")
+                .batches,
+        );
+        assert!(
+            plan.iter()
+                .any(|r| r.join(" ").contains("PolicyBarrierExec")),
+            "{}: {plan:?}",
+            who.user
+        );
+    }
+    // The owner sees every table whole: answered from the files' row counts, and exactly.
+    let owner = f
+        .engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("owner");
+    let got = rows(
+        &owner
+            .sql("SELECT COUNT(*) FROM interactions")
+            .await
+            .expect("count")
+            .batches,
+    );
+    assert_eq!(got[0][0], total.to_string());
 }
 
 async fn analyst(f: &Fixture) {

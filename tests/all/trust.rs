@@ -498,7 +498,10 @@ fn a_cpu_bound_cross_join_stops_at_its_time_limit() {
         home,
         &[
             "query",
-            "SELECT COUNT(*) FROM interactions a, interactions b, interactions c",
+            // (A sum, not COUNT(*): the owner's COUNT(*) of a cross join is answered from the
+            // files' row counts without running it.)
+            "SELECT SUM(a.interaction_id + b.interaction_id + c.interaction_id) \
+             FROM interactions a, interactions b, interactions c",
         ],
         &[("KARTOTEKA_QUERY_TIMEOUT_SECONDS", "2")],
         Duration::from_secs(60),
