@@ -94,21 +94,18 @@ pub async fn team_benchmark(
     let wide = engine
         .session_at(&wide_principal, session.snapshot().clone())
         .await?;
+    // The viewer's team and its members, in one statement.
     let team = wide
         .sql_with_params(
-            "SELECT team FROM staff WHERE staff_id = $me",
+            "SELECT CAST(staff_id AS VARCHAR) AS staff_id, team FROM staff \
+             WHERE team = (SELECT team FROM staff WHERE staff_id = $me)",
             HashMap::from([("me".to_string(), ScalarValue::Int64(Some(me)))]),
         )
         .await?;
-    let Some(team) = team.text_column("team").into_iter().flatten().next() else {
+    let Some(name) = team.text_column("team").into_iter().flatten().next() else {
         return Ok(None);
     };
-    let in_team: BTreeSet<i64> = wide
-        .sql_with_params(
-            "SELECT CAST(staff_id AS VARCHAR) AS staff_id FROM staff WHERE team = $team",
-            HashMap::from([("team".to_string(), ScalarValue::Utf8(Some(team.clone())))]),
-        )
-        .await?
+    let in_team: BTreeSet<i64> = team
         .text_column("staff_id")
         .into_iter()
         .flatten()
@@ -130,7 +127,7 @@ pub async fn team_benchmark(
         .collect();
     let mine = principal.staff_scope();
     Ok(Some(TeamBenchmark {
-        team,
+        team: name,
         members: team_rows
             .iter()
             .filter(|(id, _)| mine.binary_search(id).is_ok())
@@ -169,11 +166,12 @@ pub fn team_median(team: impl IntoIterator<Item = Figures>) -> TeamMedian {
         activities.extend(f.activities);
         response.extend(f.median_response_minutes);
     }
+    // The exact median: the catalog's percentile at 0.5 (the mean of the middle two for an even count).
     let withheld = |values: &mut Vec<f64>| {
         if values.len() < MIN_MANAGERS {
             None
         } else {
-            median(values)
+            kartoteka_engine::percentile::percentile(values, 0.5)
         }
     };
     TeamMedian {
@@ -181,17 +179,6 @@ pub fn team_median(team: impl IntoIterator<Item = Figures>) -> TeamMedian {
         response_of: response.len(),
         activities: withheld(&mut activities),
         median_response_minutes: withheld(&mut response),
-    }
-}
-
-/// The exact median (the mean of the two middle values for an even count).
-fn median(values: &mut [f64]) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 
