@@ -215,6 +215,11 @@ async fn main() -> Result<()> {
                     "rows_read": r.tables.iter().map(|t| t.rows).sum::<u64>(),
                     "rows_dropped": r.tables.iter().map(|t| t.rows_dropped).sum::<u64>(),
                     "reconcile_seconds": r.tables.iter().map(|t| t.reconcile_seconds).sum::<f64>(),
+                    "check_seconds": r.check_seconds,
+                    "tables": r.tables.iter().map(|t| json!({
+                        "table": t.table, "mode": t.mode, "rows": t.rows, "seconds": t.seconds,
+                        "rows_dropped": t.rows_dropped, "source_keys_from": t.source_keys_from,
+                    })).collect::<Vec<_>>(),
                 }));
             }
             let inter = report
@@ -247,6 +252,7 @@ async fn main() -> Result<()> {
                 "incremental_after_1pct_change": incremental,
                 "full_ingest": {
                     "seconds": report.seconds,
+                    "check_seconds": report.check_seconds,
                     "rows": report.tables.iter().map(|t| t.rows).sum::<u64>(),
                     "peak_rss_mb": ingest_rss,
                     "tables": tables,

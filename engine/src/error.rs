@@ -194,6 +194,10 @@ pub enum Error {
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
 
+    /// The thread encoding a data file could not start, or stopped without a word.
+    #[error("writing a data file failed: {0}; nothing was committed — retry")]
+    Writer(String),
+
     /// Error from the Parquet writer or reader.
     #[error("parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),

@@ -886,11 +886,97 @@ impl fmt::Debug for TableWriter<'_> {
     }
 }
 
+/// One file being written. Its batches are encoded, compressed and encrypted on a thread of its own
+/// ([`Encoder`]), so whoever feeds the writer — an ingest decoding its source's rows — is not held
+/// up by the encoder: the two run on two cores.
 struct OpenFile {
     path: String,
-    writer: AsyncArrowWriter<BufWriter>,
+    encoder: Encoder,
     rows: u64,
     key_ids: Vec<String>,
+}
+
+/// What the caller sends an [`Encoder`].
+enum Encode {
+    /// Rows to append.
+    Batch(RecordBatch),
+    /// No more rows: close the file (footer written, upload completed). An encoder whose channel
+    /// closes without this abandons the file instead (the caller gave up on it).
+    Close,
+}
+
+/// Batches waiting for the encoder: two keep it busy while the caller builds the next; memory stays
+/// bounded by them and the row group being encoded.
+const ENCODER_QUEUE: usize = 2;
+
+/// An encrypted Parquet file written on a thread of its own.
+///
+/// The thread drives the Parquet writer (whose futures are not `Send`, so it cannot be a task) with
+/// the runtime's handle: the writer's storage calls go to the runtime's blocking pool as before.
+struct Encoder {
+    batches: tokio::sync::mpsc::Sender<Encode>,
+    done: tokio::sync::oneshot::Receiver<Result<()>>,
+}
+
+impl Encoder {
+    fn start(
+        sink: BufWriter,
+        schema: arrow::datatypes::SchemaRef,
+        properties: WriterProperties,
+    ) -> Result<Encoder> {
+        let (batches, mut queue) = tokio::sync::mpsc::channel(ENCODER_QUEUE);
+        let (report, done) = tokio::sync::oneshot::channel();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("kartoteka-encoder".into())
+            .spawn(move || {
+                let outcome = runtime.block_on(async move {
+                    let mut writer = AsyncArrowWriter::try_new(sink, schema, Some(properties))?;
+                    while let Some(message) = queue.recv().await {
+                        match message {
+                            Encode::Batch(batch) => writer.write(&batch).await?,
+                            Encode::Close => {
+                                writer.close().await?;
+                                return Ok(());
+                            }
+                        }
+                    }
+                    // The caller dropped the writer: nothing of this file is wanted.
+                    Err(Error::Writer(
+                        "the file was abandoned before it was closed".into(),
+                    ))
+                });
+                let _ = report.send(outcome);
+            })
+            .map_err(|e| Error::Writer(format!("cannot start an encoder thread: {e}")))?;
+        Ok(Encoder { batches, done })
+    }
+
+    /// Hand `batch` to the encoder (waiting while it is two batches behind).
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.batches.send(Encode::Batch(batch)).await.is_err() {
+            // The encoder stopped: its own error says why.
+            return Err(self.outcome().await.err().unwrap_or_else(stopped));
+        }
+        Ok(())
+    }
+
+    /// Close the file and wait until it is written.
+    async fn close(self) -> Result<()> {
+        // A send error means the encoder already stopped; `outcome` has its error.
+        let _ = self.batches.send(Encode::Close).await;
+        drop(self.batches);
+        self.done.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    async fn outcome(&mut self) -> Result<()> {
+        (&mut self.done).await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+/// The encoder thread ended without a word (it panicked).
+fn stopped() -> Error {
+    Error::Writer("the encoder thread stopped unexpectedly".into())
 }
 
 fn writer_properties(
@@ -951,7 +1037,7 @@ impl TableWriter<'_> {
             let file = self.current.as_mut().expect("opened above");
             let room = FILE_ROWS - file.rows as usize;
             let n = room.min(batch.num_rows() - offset);
-            file.writer.write(&batch.slice(offset, n)).await?;
+            file.encoder.write(batch.slice(offset, n)).await?;
             file.rows += n as u64;
             offset += n;
             if file.rows as usize >= FILE_ROWS {
@@ -975,14 +1061,14 @@ impl TableWriter<'_> {
             .await
             .file_encryption(self.table, &path)?;
         let sink = BufWriter::new(self.lake.store.object_store(), Path::from(path.as_str()));
-        let writer = AsyncArrowWriter::try_new(
+        let encoder = Encoder::start(
             sink,
             self.table.stored_schema(),
-            Some(writer_properties(encryption)),
+            writer_properties(encryption),
         )?;
         Ok(OpenFile {
             path,
-            writer,
+            encoder,
             rows: 0,
             key_ids,
         })
@@ -990,7 +1076,7 @@ impl TableWriter<'_> {
 
     async fn close_file(&mut self) -> Result<()> {
         if let Some(file) = self.current.take() {
-            file.writer.close().await?;
+            file.encoder.close().await?;
             self.lake.store.sync(&file.path)?;
             let bytes = self
                 .lake

@@ -48,13 +48,14 @@ pub struct ErasurePlan {
 }
 
 impl Engine {
-    /// The key-set fingerprint of `table` in snapshot `snapshot_id`, read back from its encrypted files
-    /// (key columns only) — what reconciliation compares with the source's.
-    pub async fn key_fingerprint(
+    /// The key-set fingerprint of `table` in `snapshot`, read back from its encrypted files (key
+    /// columns only) — what reconciliation compares with the source's — and how many keys the table
+    /// holds more than once, from the same single read.
+    pub async fn key_check(
         &self,
         snapshot: &Snapshot,
         table: &str,
-    ) -> Result<crate::reconcile::KeyFingerprint> {
+    ) -> Result<(crate::reconcile::KeyFingerprint, u64)> {
         use futures::TryStreamExt;
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
         let mut classes: Vec<Class> = table.key.iter().filter_map(|k| table.class_of(k)).collect();
@@ -67,10 +68,12 @@ impl Engine {
             .execute_stream()
             .await?;
         let mut hasher = crate::reconcile::KeyHasher::new(table)?;
+        let mut keys = crate::reconcile::KeyList::new(table)?;
         while let Some(batch) = stream.try_next().await? {
             hasher.add(&batch)?;
+            keys.add(&batch)?;
         }
-        Ok(hasher.finish())
+        Ok((hasher.finish(), keys.held_more_than_once()))
     }
 
     /// `files` of `table` (all encrypted with this lake's keys), with the rows whose key `drop`
@@ -101,6 +104,54 @@ impl Engine {
         };
         self.files_without_rows(txn, table, files, &t.key, &gone)
             .await
+    }
+
+    /// `files` of `table` without the older versions of the rows an incremental run read (`read`:
+    /// their keys, each with the `updated_at` it was read with). A stored row whose key was read is
+    /// dropped — unless it carries the very `updated_at` it was read with: then it is the same row,
+    /// read again inside the overlap window, and stays where it is, so a handful of re-read rows
+    /// never makes a large file be rewritten. Returns the new file list, the rows dropped, and the
+    /// keys found unchanged (the caller drops their copies just read instead).
+    pub async fn files_without_older_versions(
+        &self,
+        txn: &crate::lake::WriteTxn<'_>,
+        table: &str,
+        files: &[crate::lake::DataFile],
+        read: &crate::reconcile::KeyVersions,
+    ) -> Result<(Vec<crate::lake::DataFile>, u64, crate::reconcile::KeySet)> {
+        use arrow::array::{BooleanArray, TimestampMicrosecondArray};
+        let t = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
+        let mut columns: Vec<&str> = t.key.clone();
+        columns.extend(t.cursor);
+        let unchanged = std::sync::Mutex::new(crate::reconcile::KeySet::new(t)?);
+        let gone = |batch: &RecordBatch| -> Result<BooleanArray> {
+            let keys = crate::reconcile::key_columns(t, batch)?;
+            let versions = match t.cursor {
+                Some(c) => batch
+                    .column(batch.schema().index_of(c)?)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .cloned(),
+                None => None,
+            };
+            let found = read.compare(&keys, versions.as_ref())?;
+            let same: BooleanArray = found.iter().map(|f| Some(*f == Some(true))).collect();
+            if same.true_count() > 0 {
+                let rows = arrow::compute::filter_record_batch(&keys, &same)?;
+                unchanged
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(&rows)?;
+            }
+            Ok(found.iter().map(|f| Some(*f == Some(false))).collect())
+        };
+        let (files, dropped) = self
+            .files_without_rows(txn, table, files, &columns, &gone)
+            .await?;
+        let unchanged = unchanged
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok((files, dropped, unchanged))
     }
 
     /// `files` of `table` without the rows `gone` marks (it sees at least `check_columns`): files
@@ -293,25 +344,6 @@ impl Engine {
             rows,
             snapshots_expired,
         })
-    }
-
-    /// Keys of `table` in snapshot `snapshot_id` held by more than one row (0 in a sound lake).
-    pub async fn duplicate_keys(&self, snapshot: &Snapshot, table: &str) -> Result<u64> {
-        use datafusion::functions_aggregate::expr_fn::count;
-        use datafusion::prelude::{col, lit};
-        let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
-        let mut classes: Vec<Class> = table.key.iter().filter_map(|k| table.class_of(k)).collect();
-        classes.dedup();
-        let ctx = self.raw_context(snapshot, &classes).await?;
-        let keys: Vec<_> = table.key.iter().map(|k| col(*k)).collect();
-        let n = ctx
-            .table(table.name)
-            .await?
-            .aggregate(keys, vec![count(lit(1)).alias("n")])?
-            .filter(col("n").gt(lit(1i64)))?
-            .count()
-            .await?;
-        Ok(n as u64)
     }
 
     /// Issue new data keys and rewrite every file of the current snapshot with them, in one commit.

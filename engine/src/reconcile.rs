@@ -1,24 +1,220 @@
 //! Key-set fingerprints: a table's row count and an order-independent checksum of its keys, computed the
 //! same way over a source's rows and over the lake, so an ingest can prove the lake holds exactly the
 //! source's keys — none lost, none duplicated.
+//!
+//! A table keyed by one integer column (every incremental table of the canonical model) gets a
+//! checksum simple enough for the source database to compute itself with `SUM` and `%`
+//! ([`modular_sums_sql`]): an incremental run then asks the source for three numbers instead of
+//! reading every key. Other keys (several columns, text) are hashed from their row-format bytes.
 
 use std::hash::Hasher;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, Int64Array, RecordBatch};
+use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Table;
 
-/// Row count and checksum of a key set. The checksum is the wrapping sum of a 64-bit hash of each
-/// key's row-format bytes: independent of order, and a duplicated key changes it (unlike XOR).
+/// The modulus of the integer-key checksum: the largest prime below 2³¹, so a residue squared fits
+/// in a signed 64-bit integer in every SQL dialect.
+pub const KEY_MODULUS: i64 = 2_147_483_647;
+
+/// Row count and checksum of a key set.
+///
+/// One integer key `k`: with `r = k % M` (truncated, as SQL's `%`) and `M` = [`KEY_MODULUS`], the
+/// checksum packs `Σ r mod M` (high 32 bits) and `Σ (r² % M) mod M` (low 32 bits) — the first two
+/// power sums of the residues: a lost, extra or duplicated key changes the count or the sums, and two
+/// key sets of equal count differing in one or two keys always differ in them (distinct residues).
+/// Other keys: the wrapping sum of a 64-bit hash of each key's row-format bytes (a duplicated key
+/// changes it, unlike XOR). Both are independent of order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFingerprint {
     /// Rows.
     pub rows: u64,
-    /// Sum of key hashes (hex in JSON would be nicer to read; a number is exact in serde_json).
+    /// The checksum (hex in JSON would be nicer to read; a number is exact in serde_json).
     pub checksum: u64,
+}
+
+impl KeyFingerprint {
+    /// The fingerprint of an integer key set from its count and its two power sums (each any
+    /// integer congruent to the true sum modulo [`KEY_MODULUS`], as a source database returns them).
+    pub fn from_modular_sums(rows: u64, s1: i128, s2: i128) -> KeyFingerprint {
+        let m = i128::from(KEY_MODULUS);
+        let (s1, s2) = (s1.rem_euclid(m) as u64, s2.rem_euclid(m) as u64);
+        KeyFingerprint {
+            rows,
+            checksum: (s1 << 32) | s2,
+        }
+    }
+}
+
+/// Does `table` get the integer-key checksum (one key column, BIGINT)?
+pub fn has_integer_key(table: &Table) -> bool {
+    let schema = table.schema();
+    table.key.len() == 1
+        && schema
+            .field_with_name(table.key[0])
+            .is_ok_and(|f| f.data_type() == &DataType::Int64)
+}
+
+/// The select list a source database computes an integer key set's fingerprint with, over a column
+/// expression `key`: the row count, then the two power sums reduced modulo [`KEY_MODULUS`], each
+/// cast to a 64-bit integer with `bigint` (the dialect's name for it: `BIGINT`, `SIGNED`,
+/// `INTEGER`). Read back with [`KeyFingerprint::from_modular_sums`].
+pub fn modular_sums_sql(key: &str, bigint: &str) -> String {
+    let m = KEY_MODULUS;
+    format!(
+        "COUNT(*), \
+         CAST(COALESCE(SUM({key} % {m}) % {m}, 0) AS {bigint}), \
+         CAST(COALESCE(SUM(({key} % {m}) * ({key} % {m}) % {m}) % {m}, 0) AS {bigint})"
+    )
+}
+
+/// Accumulates a [`KeyFingerprint`] from batches holding a table's key columns, in key order.
+#[derive(Debug)]
+pub struct KeyHasher {
+    kind: HashKind,
+    rows: u64,
+}
+
+#[derive(Debug)]
+enum HashKind {
+    /// One integer key: the power sums of its residues.
+    Modular { s1: i128, s2: i128 },
+    /// Any other key: hashes of its row-format bytes.
+    Rows { converter: RowConverter, sum: u64 },
+}
+
+impl KeyHasher {
+    /// A hasher for `table`'s key columns.
+    pub fn new(table: &Table) -> Result<KeyHasher> {
+        let kind = if has_integer_key(table) {
+            HashKind::Modular { s1: 0, s2: 0 }
+        } else {
+            HashKind::Rows {
+                converter: key_converter(table)?,
+                sum: 0,
+            }
+        };
+        Ok(KeyHasher { kind, rows: 0 })
+    }
+
+    /// Add the rows of `batch` (its columns: the key columns, in the table's key order).
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &mut self.kind {
+            HashKind::Modular { s1, s2 } => {
+                let keys = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| Error::SchemaMismatch {
+                        table: "key".into(),
+                        detail: format!("an integer key, got {}", batch.column(0).data_type()),
+                    })?;
+                // A batch of at most 2³² keys keeps both partial sums within i64.
+                let (mut a, mut b) = (0i64, 0i64);
+                for k in keys.iter().flatten() {
+                    let r = k % KEY_MODULUS;
+                    a += r;
+                    b += r * r % KEY_MODULUS;
+                }
+                *s1 += i128::from(a);
+                *s2 += i128::from(b);
+            }
+            HashKind::Rows { converter, sum } => {
+                let rows = converter.convert_columns(batch.columns())?;
+                for row in rows.iter() {
+                    // SipHash with fixed keys: the same in every process of one build, which is all
+                    // a comparison within one run needs.
+                    let mut h = std::hash::DefaultHasher::new();
+                    h.write(row.as_ref());
+                    *sum = sum.wrapping_add(h.finish());
+                }
+            }
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// The fingerprint so far.
+    pub fn finish(&self) -> KeyFingerprint {
+        match &self.kind {
+            HashKind::Modular { s1, s2 } => KeyFingerprint::from_modular_sums(self.rows, *s1, *s2),
+            HashKind::Rows { sum, .. } => KeyFingerprint {
+                rows: self.rows,
+                checksum: *sum,
+            },
+        }
+    }
+}
+
+/// A table's keys gathered to count those held more than once: sorted, not hashed, so the memory is
+/// the keys themselves (8 bytes each for an integer key).
+#[derive(Debug)]
+pub struct KeyList {
+    kind: ListKind,
+}
+
+#[derive(Debug)]
+enum ListKind {
+    Integers(Vec<i64>),
+    Rows {
+        converter: RowConverter,
+        keys: Vec<Box<[u8]>>,
+    },
+}
+
+impl KeyList {
+    /// An empty list for `table`'s keys.
+    pub fn new(table: &Table) -> Result<KeyList> {
+        let kind = if has_integer_key(table) {
+            ListKind::Integers(Vec::new())
+        } else {
+            ListKind::Rows {
+                converter: key_converter(table)?,
+                keys: Vec::new(),
+            }
+        };
+        Ok(KeyList { kind })
+    }
+
+    /// Add the keys of `batch` (its columns: the key columns, in key order).
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        match &mut self.kind {
+            ListKind::Integers(keys) => {
+                let column = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| Error::SchemaMismatch {
+                        table: "key".into(),
+                        detail: format!("an integer key, got {}", batch.column(0).data_type()),
+                    })?;
+                keys.extend(column.iter().flatten());
+            }
+            ListKind::Rows { converter, keys } => {
+                let rows = converter.convert_columns(batch.columns())?;
+                keys.extend(rows.iter().map(|r| Box::from(r.as_ref())));
+            }
+        }
+        Ok(())
+    }
+
+    /// How many distinct keys were added more than once.
+    pub fn held_more_than_once(mut self) -> u64 {
+        fn repeated<T: Ord>(keys: &mut [T]) -> u64 {
+            keys.sort_unstable();
+            keys.chunk_by(|a, b| a == b)
+                .filter(|run| run.len() > 1)
+                .count() as u64
+        }
+        match &mut self.kind {
+            ListKind::Integers(keys) => repeated(keys),
+            ListKind::Rows { keys, .. } => repeated(keys),
+        }
+    }
 }
 
 /// Arrow's row format for `table`'s key columns: equal keys, equal bytes.
@@ -34,42 +230,6 @@ fn key_converter(table: &Table) -> Result<RowConverter> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RowConverter::new(fields)?)
-}
-
-/// Accumulates a [`KeyFingerprint`] from batches holding a table's key columns, in key order.
-#[derive(Debug)]
-pub struct KeyHasher {
-    converter: RowConverter,
-    fingerprint: KeyFingerprint,
-}
-
-impl KeyHasher {
-    /// A hasher for `table`'s key columns.
-    pub fn new(table: &Table) -> Result<KeyHasher> {
-        Ok(KeyHasher {
-            converter: key_converter(table)?,
-            fingerprint: KeyFingerprint::default(),
-        })
-    }
-
-    /// Add the rows of `batch` (its columns: the key columns, in the table's key order).
-    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = self.converter.convert_columns(batch.columns())?;
-        for row in rows.iter() {
-            // SipHash with fixed keys: the same in every process of one build, which is all a
-            // comparison within one run needs.
-            let mut h = std::hash::DefaultHasher::new();
-            h.write(row.as_ref());
-            self.fingerprint.checksum = self.fingerprint.checksum.wrapping_add(h.finish());
-        }
-        self.fingerprint.rows += batch.num_rows() as u64;
-        Ok(())
-    }
-
-    /// The fingerprint so far.
-    pub fn finish(&self) -> KeyFingerprint {
-        self.fingerprint
-    }
 }
 
 /// A set of a table's keys (row-format bytes of the key columns), for upserts and deletes by key.
@@ -115,6 +275,71 @@ impl KeySet {
     }
 }
 
+/// The keys an incremental run read, each with the `updated_at` it was read with: what decides whether
+/// a stored row is an older version (dropped) or the very row read again inside the overlap window
+/// (kept where it is).
+#[derive(Debug)]
+pub struct KeyVersions {
+    converter: RowConverter,
+    keys: std::collections::HashMap<Box<[u8]>, Option<i64>>,
+}
+
+impl KeyVersions {
+    /// An empty set for `table`'s keys.
+    pub fn new(table: &Table) -> Result<KeyVersions> {
+        Ok(KeyVersions {
+            converter: key_converter(table)?,
+            keys: std::collections::HashMap::new(),
+        })
+    }
+
+    /// Add the keys of `keys` (key columns, in key order) with the matching `updated_at` values
+    /// (microseconds; `None`: the table has none).
+    pub fn insert(
+        &mut self,
+        keys: &RecordBatch,
+        versions: Option<&arrow::array::TimestampMicrosecondArray>,
+    ) -> Result<()> {
+        let rows = self.converter.convert_columns(keys.columns())?;
+        for (i, row) in rows.iter().enumerate() {
+            let version = versions.and_then(|v| v.is_valid(i).then(|| v.value(i)));
+            self.keys.insert(Box::from(row.as_ref()), version);
+        }
+        Ok(())
+    }
+
+    /// For each row of `keys` (key columns, in key order) stored with `versions`: is it in the set,
+    /// and if so, was it read with the same `updated_at` (`Some(true)`: the same row, unchanged)?
+    /// A missing `updated_at` on either side never counts as the same.
+    pub fn compare(
+        &self,
+        keys: &RecordBatch,
+        versions: Option<&arrow::array::TimestampMicrosecondArray>,
+    ) -> Result<Vec<Option<bool>>> {
+        let rows = self.converter.convert_columns(keys.columns())?;
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let stored = versions.and_then(|v| v.is_valid(i).then(|| v.value(i)));
+                self.keys
+                    .get(row.as_ref())
+                    .map(|read| read.is_some() && *read == stored)
+            })
+            .collect())
+    }
+
+    /// Keys in the set.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// No keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// The key columns of `batch` (which holds at least them), in `table`'s key order.
 pub fn key_columns(table: &Table, batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();
@@ -124,4 +349,100 @@ pub fn key_columns(table: &Table, batch: &RecordBatch) -> Result<RecordBatch> {
         .map(|k| schema.index_of(k))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(batch.project(&order)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn batch(keys: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys.to_vec()))]).unwrap()
+    }
+
+    fn fingerprint(chunks: &[&[i64]]) -> KeyFingerprint {
+        let table = crate::model::table("interactions").unwrap();
+        assert!(has_integer_key(table));
+        let mut h = KeyHasher::new(table).unwrap();
+        for c in chunks {
+            h.add(&batch(c)).unwrap();
+        }
+        h.finish()
+    }
+
+    /// The definition, computed the slow way: exact sums in i128, residues as SQL's `%` gives them.
+    fn by_definition(keys: &[i64]) -> KeyFingerprint {
+        let m = i128::from(KEY_MODULUS);
+        let s1: i128 = keys.iter().map(|&k| i128::from(k) % m).sum();
+        let s2: i128 = keys
+            .iter()
+            .map(|&k| (i128::from(k) % m) * (i128::from(k) % m) % m)
+            .sum();
+        KeyFingerprint {
+            rows: keys.len() as u64,
+            checksum: ((s1.rem_euclid(m) as u64) << 32) | s2.rem_euclid(m) as u64,
+        }
+    }
+
+    #[test]
+    fn integer_key_checksum_is_the_power_sums_in_any_order_and_batching() {
+        let keys: Vec<i64> = (0..5000)
+            .map(|i: i64| i.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as i64) >> 3)
+            .chain([0, -1, KEY_MODULUS, -KEY_MODULUS - 5, i64::MAX, i64::MIN + 1])
+            .collect();
+        let whole = fingerprint(&[&keys]);
+        assert_eq!(whole, by_definition(&keys));
+        let mut reversed = keys.clone();
+        reversed.reverse();
+        let (a, b) = reversed.split_at(1234);
+        assert_eq!(fingerprint(&[a, &[], b]), whole);
+        // As a source database returns it: sums reduced (with SQL's sign) but congruent.
+        let m = i128::from(KEY_MODULUS);
+        let s1: i128 = keys.iter().map(|&k| i128::from(k % KEY_MODULUS)).sum();
+        let s2: i128 = keys
+            .iter()
+            .map(|&k| i128::from((k % KEY_MODULUS) * (k % KEY_MODULUS) % KEY_MODULUS))
+            .sum();
+        assert_eq!(
+            KeyFingerprint::from_modular_sums(keys.len() as u64, s1 % m, s2 % m),
+            whole
+        );
+    }
+
+    #[test]
+    fn integer_key_checksum_sees_a_swapped_or_duplicated_key() {
+        let base: Vec<i64> = (1..=1000).collect();
+        let whole = fingerprint(&[&base]);
+        // One key replaced by another: same count.
+        let mut swapped = base.clone();
+        swapped[10] = 5000;
+        assert_ne!(fingerprint(&[&swapped]), whole);
+        // One key held twice instead of another.
+        let mut doubled = base.clone();
+        doubled[10] = doubled[11];
+        assert_ne!(fingerprint(&[&doubled]), whole);
+        // Two keys replaced by two others with the same sum: the squares differ.
+        let mut pair = base.clone();
+        pair[0] = 0; // 1 → 0
+        pair[1] = 3; // 2 → 3: the sum is kept
+        assert_ne!(fingerprint(&[&pair]), whole);
+    }
+
+    #[test]
+    fn key_lists_count_each_key_held_more_than_once() {
+        let table = crate::model::table("interactions").unwrap();
+        let mut list = KeyList::new(table).unwrap();
+        list.add(&batch(&[5, 3, 5, 9, 5])).unwrap();
+        list.add(&batch(&[3, 1])).unwrap();
+        // 5 three times and 3 twice: two keys held more than once (as GROUP BY … HAVING COUNT(*) > 1).
+        assert_eq!(list.held_more_than_once(), 2);
+        let mut unique = KeyList::new(table).unwrap();
+        unique.add(&batch(&[4, 2, 8])).unwrap();
+        assert_eq!(unique.held_more_than_once(), 0);
+    }
 }

@@ -87,7 +87,9 @@ pub enum Error {
     #[error(
         "reconciliation failed, nothing was committed (the lake stays at snapshot {base}): {}. \
          Check that the mapping's query returns each key once (a join that repeats rows?) and that \
-         the key columns are right, then run the ingest again",
+         the key columns are right, then run the ingest again. A table read incrementally misses a row \
+         the source inserted or changed without moving its updated_at forward: `kartoteka ingest \
+         --full` reloads every table",
         .checks.iter().filter(|c| !c.matches()).map(|c| c.describe()).collect::<Vec<_>>().join("; ")
     )]
     Reconciliation {

@@ -156,7 +156,8 @@ fn table_details(report: &IngestReport) -> serde_json::Value {
                     "rows_dropped": t.rows_dropped, "live_rows": t.live_rows, "files": t.files,
                     "bytes": t.bytes, "seconds": t.seconds, "pii_refused": t.pii_refused,
                     "cursor_before": t.cursor_before, "cursor_after": t.cursor_after,
-                    "source_keys": check.map(|c| c.source), "lake_keys": check.map(|c| c.lake),
+                    "source_keys": check.map(|c| c.source), "source_keys_from": t.source_keys_from,
+                    "lake_keys": check.map(|c| c.lake),
                     "lake_duplicate_keys": check.map(|c| c.lake_duplicates),
                     "reconciled": check.map(|c| c.matches()),
                 })

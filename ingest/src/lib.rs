@@ -17,7 +17,9 @@ mod sync;
 pub use error::{Error, Result};
 pub use job::{IngestJob, JobOutcome, JobProgress, run_job};
 pub use mapping::Mapping;
-pub use run::{IngestOptions, IngestReport, LoadMode, NoProgress, Progress, TableCheck, ingest};
+pub use run::{
+    IngestOptions, IngestReport, KeysFrom, LoadMode, NoProgress, Progress, TableCheck, ingest,
+};
 pub use source::mysql::MySqlSource;
 pub use source::postgres::PgSource;
 pub use source::sqlite::SqliteSource;

@@ -8,7 +8,9 @@ use futures::TryStreamExt;
 use kartoteka_engine::Engine;
 use kartoteka_engine::lake::Erased;
 use kartoteka_engine::model::{self, Table};
-use kartoteka_engine::reconcile::{KeyFingerprint, KeyHasher, KeySet, key_columns};
+use kartoteka_engine::reconcile::{
+    KeyFingerprint, KeyHasher, KeySet, KeyVersions, has_integer_key, key_columns, modular_sums_sql,
+};
 use serde::Serialize;
 
 use crate::batch::BatchBuilder;
@@ -71,11 +73,25 @@ pub struct TableReport {
     pub seconds: f64,
     /// Rows whose personal data was refused (no consent recorded) and stored as NULL.
     pub pii_refused: u64,
-    /// The source's key set, read in the same source snapshot by a separate key-only query (`None`
-    /// when reconciliation was skipped).
+    /// The fingerprint of the source's key set in the run's source snapshot (`None` when
+    /// reconciliation was skipped; `source_keys_from` says how it was taken).
     pub source_keys: Option<KeyFingerprint>,
+    /// How the source's key set was fingerprinted (`None` when reconciliation was skipped).
+    pub source_keys_from: Option<KeysFrom>,
     /// Seconds spent reading the source's key set.
     pub reconcile_seconds: f64,
+}
+
+/// Where the fingerprint of a source's key set came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeysFrom {
+    /// A full load: the keys of the rows it read (the whole table, in the run's snapshot).
+    RowsRead,
+    /// The source database's own aggregate over the mapping query (count and power sums).
+    SourceAggregate,
+    /// Every key read by a key-only query.
+    KeysRead,
 }
 
 /// Choices of an ingest run.
@@ -168,6 +184,8 @@ pub struct IngestReport {
     pub mapping: kartoteka_engine::MappingFacts,
     /// Seconds spent in all.
     pub seconds: f64,
+    /// Of which, reading the lake's key sets back for the checks.
+    pub check_seconds: f64,
 }
 
 /// How one canonical table is read: for each result column of its mapping query, the canonical
@@ -376,8 +394,14 @@ pub async fn ingest(
                 consent: &mut consent,
                 refused: 0,
                 changed: match prior {
-                    Some(_) => Some(KeySet::new(table)?),
+                    Some(_) => Some(KeyVersions::new(table)?),
                     None => None,
+                },
+                // A full load's rows are the source's whole key set in the run's snapshot: their
+                // keys are fingerprinted as they pass, not read a second time.
+                keys_read: match (&prior, options.skip_reconciliation) {
+                    (None, false) => Some(KeyHasher::new(table)?),
+                    _ => None,
                 },
                 max_cursor: None,
                 cursor_repr: None,
@@ -396,40 +420,45 @@ pub async fn ingest(
             let new_files = writer.finish().await?;
             let rows: u64 = new_files.iter().map(|f| f.rows).sum();
             let t1 = Instant::now();
-            // The source's key set, in the same source snapshot: its fingerprint for reconciliation.
-            let keys = KeyRead::new(plan, mapping, &erased)?;
-            let source_keys = if options.skip_reconciliation {
-                None
-            } else {
-                Some(
-                    match &mut reader {
-                        SnapshotReader::Sqlite(tx) => {
-                            keys.read(fetch!(tx, keys.query), false).await?
-                        }
-                        SnapshotReader::Postgres(tx) => {
-                            keys.read(fetch!(tx, keys.query), false).await?
-                        }
-                        SnapshotReader::MySql(tx) => {
-                            keys.read(fetch!(tx, keys.query), false).await?
-                        }
+            // The source's key set, in the same source snapshot: its fingerprint for reconciliation
+            // (a full load's from the rows as read; an incremental one's from the source itself).
+            let keys = KeyRead::new(source, plan, mapping, &erased)?;
+            let (source_keys, source_keys_from) =
+                match (options.skip_reconciliation, load.keys_read.take()) {
+                    (true, _) => (None, None),
+                    (false, Some(hasher)) => (Some(hasher.finish()), Some(KeysFrom::RowsRead)),
+                    (false, None) => {
+                        let (fingerprint, from) = keys.fingerprint(&mut reader).await?;
+                        (Some(fingerprint), Some(from))
                     }
-                    .0,
-                )
-            };
+                };
             let t2 = Instant::now();
             let (files, rows_dropped) = match (&prior, &base) {
                 (Some(_), Some(state)) => {
-                    // Older versions of the rows just read go.
-                    let (mut kept, mut dropped) = engine
-                        .files_without_keys(
-                            &txn,
-                            table.name,
-                            &state.files,
-                            load.changed.as_ref(),
-                            None,
-                        )
+                    // Older versions of the rows just read go. A row read again unchanged (its
+                    // stored updated_at is the one just read: the overlap window) stays where it is
+                    // and its new copy goes instead, so a few re-read rows never rewrite a big file.
+                    let read = load
+                        .changed
+                        .as_ref()
+                        .expect("an incremental load keeps the keys it reads");
+                    let (mut kept, mut dropped, unchanged) = engine
+                        .files_without_older_versions(&txn, table.name, &state.files, read)
                         .await?;
-                    kept.extend(new_files.iter().cloned());
+                    if unchanged.is_empty() {
+                        kept.extend(new_files.iter().cloned());
+                    } else {
+                        let (fresh, _) = engine
+                            .files_without_keys(
+                                &txn,
+                                table.name,
+                                &new_files,
+                                Some(&unchanged),
+                                None,
+                            )
+                            .await?;
+                        kept.extend(fresh);
+                    }
                     // Rows deleted in the source: only when the counts say some are (every insert is
                     // read, so equal counts mean none; the checksum after the commit proves it), the
                     // source's keys are read again into a set and the lake's rows without one go.
@@ -493,6 +522,7 @@ pub async fn ingest(
                 seconds: t1.duration_since(t0).as_secs_f64() + t2.elapsed().as_secs_f64(),
                 pii_refused,
                 source_keys,
+                source_keys_from,
                 reconcile_seconds: t2.duration_since(t1).as_secs_f64(),
             });
             txn.replace_table(table.name, files, cursor_after)?;
@@ -521,17 +551,20 @@ pub async fn ingest(
         // Reconcile before the snapshot becomes current: the files about to be committed against
         // the source's key sets read in the same source snapshot.
         let pending = txn.pending();
+        let checked = Instant::now();
         let mut checks = Vec::new();
         for t in &reports {
             if let Some(source) = t.source_keys {
+                let (lake, lake_duplicates) = engine.key_check(&pending, &t.table).await?;
                 checks.push(TableCheck {
                     table: t.table.clone(),
                     source,
-                    lake: engine.key_fingerprint(&pending, &t.table).await?,
-                    lake_duplicates: engine.duplicate_keys(&pending, &t.table).await?,
+                    lake,
+                    lake_duplicates,
                 });
             }
         }
+        let check_seconds = checked.elapsed().as_secs_f64();
         if checks.iter().any(|c| !c.matches()) {
             return Err(Error::Reconciliation {
                 base: txn.base().id,
@@ -545,6 +578,7 @@ pub async fn ingest(
             checks,
             mapping: facts,
             seconds: start.elapsed().as_secs_f64(),
+            check_seconds,
         })
     }
     .await;
@@ -556,10 +590,13 @@ pub async fn ingest(
     outcome
 }
 
-/// The key set of one table, read from the source by a key-only query over its mapping query.
+/// The key set of one table, read from the source by a key-only query over its mapping query — or,
+/// for its fingerprint alone, aggregated by the source itself.
 struct KeyRead {
     table: &'static Table,
     query: String,
+    /// The source's own aggregate of the key set's fingerprint, where the key allows it.
+    sums: Option<SumsQuery>,
     /// Per column read (the key columns in key order, then `client_id`/`deal_id` when people have
     /// been erased): canonical index and decoder.
     columns: Vec<(usize, Decoder)>,
@@ -568,7 +605,12 @@ struct KeyRead {
 }
 
 impl KeyRead {
-    fn new(plan: &TablePlan, mapping: &Mapping, erased: &Erased) -> Result<KeyRead> {
+    fn new(
+        source: &Source,
+        plan: &TablePlan,
+        mapping: &Mapping,
+        erased: &Erased,
+    ) -> Result<KeyRead> {
         let table = plan.table;
         let mut names: Vec<&str> = table.key.clone();
         if !erased.is_empty() {
@@ -599,17 +641,41 @@ impl KeyRead {
                 (canonical, plan.decoders[result])
             })
             .collect();
+        let query = &mapping.tables[table.name].query;
         Ok(KeyRead {
             table,
             query: format!(
-                "SELECT {} FROM ({}) AS kartoteka_keys",
+                "SELECT {} FROM ({query}) AS kartoteka_keys",
                 names.join(", "),
-                mapping.tables[table.name].query
             ),
+            sums: SumsQuery::new(source, plan, query, erased),
             columns,
             conversions: mapping.conversions(),
             erased: erased.clone(),
         })
+    }
+
+    /// The key set's fingerprint: from the source's own aggregate where there is one (three numbers
+    /// cross the wire), else from every key read.
+    async fn fingerprint(&self, reader: &mut SnapshotReader) -> Result<(KeyFingerprint, KeysFrom)> {
+        if let Some(sums) = &self.sums {
+            let found = match reader {
+                SnapshotReader::Sqlite(tx) => sums.read(self.table, fetch!(tx, sums.query)).await?,
+                SnapshotReader::Postgres(tx) => {
+                    sums.read(self.table, fetch!(tx, sums.query)).await?
+                }
+                SnapshotReader::MySql(tx) => sums.read(self.table, fetch!(tx, sums.query)).await?,
+            };
+            if let Some(fingerprint) = found {
+                return Ok((fingerprint, KeysFrom::SourceAggregate));
+            }
+        }
+        let (fingerprint, _) = match reader {
+            SnapshotReader::Sqlite(tx) => self.read(fetch!(tx, self.query), false).await?,
+            SnapshotReader::Postgres(tx) => self.read(fetch!(tx, self.query), false).await?,
+            SnapshotReader::MySql(tx) => self.read(fetch!(tx, self.query), false).await?,
+        };
+        Ok((fingerprint, KeysFrom::KeysRead))
     }
 
     /// The key set's fingerprint, and (with `collect`) the keys themselves.
@@ -658,6 +724,133 @@ impl KeyRead {
             hash(builder.finish()?)?;
         }
         Ok((hasher.finish(), set))
+    }
+}
+
+/// The fingerprint of an integer key set, computed by the source database over the mapping query
+/// ([`modular_sums_sql`]), with the rows about erased people left out in SQL as the lake leaves them
+/// out. SQLite types values, not columns: its query also counts keys that are not integers (a text key
+/// becomes a surrogate in the lake), and any such key sends the run back to reading every key.
+#[derive(Debug)]
+struct SumsQuery {
+    query: String,
+    /// How the three (SQLite: four) integers come back.
+    decoder: Decoder,
+    /// SQLite: the fourth column counts keys that are not integers.
+    counts_non_integers: bool,
+}
+
+impl SumsQuery {
+    fn new(source: &Source, plan: &TablePlan, query: &str, erased: &Erased) -> Option<SumsQuery> {
+        let table = plan.table;
+        if !has_integer_key(table) {
+            return None;
+        }
+        // The decoder of a returned canonical column: only integers (SQLite: any value, checked).
+        let integer = |name: &str| -> Option<bool> {
+            let canonical = table.columns.iter().position(|c| c.name == name)?;
+            let result = plan.index.iter().position(|&i| i == canonical)?;
+            Some(matches!(
+                plan.decoders[result],
+                Decoder::Int16
+                    | Decoder::Int32
+                    | Decoder::Int64
+                    | Decoder::UInt64
+                    | Decoder::Dynamic
+            ))
+        };
+        let key = table.key[0];
+        if integer(key) != Some(true) {
+            return None;
+        }
+        let (bigint, decoder) = match source {
+            Source::Postgres(_) => ("BIGINT", Decoder::Int64),
+            Source::MySql(_) => ("SIGNED", Decoder::Int64),
+            Source::Sqlite(_) => ("INTEGER", Decoder::Dynamic),
+        };
+        let mut select = modular_sums_sql(&format!("kartoteka_keys.{key}"), bigint);
+        let counts_non_integers = matches!(source, Source::Sqlite(_));
+        if counts_non_integers {
+            select.push_str(&format!(
+                ", COALESCE(SUM(CASE WHEN typeof(kartoteka_keys.{key}) = 'integer' THEN 0 ELSE 1 END), 0)"
+            ));
+        }
+        // Erased people: the rows the lake drops as they arrive (`Erased::mask`) are left out here.
+        let mut erased_rows = Vec::new();
+        for (column, ids) in [("client_id", &erased.clients), ("deal_id", &erased.deals)] {
+            if ids.is_empty() {
+                continue;
+            }
+            match integer(column) {
+                // The table has no such column, or the query does not return it: nobody's rows.
+                None => {}
+                Some(true) => erased_rows.push(format!(
+                    "COALESCE(kartoteka_keys.{column} IN ({}), FALSE)",
+                    ids.iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                // Ids that are not integers in the source: the keys are read and filtered here.
+                Some(false) => return None,
+            }
+        }
+        let filter = if erased_rows.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE NOT ({})", erased_rows.join(" OR "))
+        };
+        Some(SumsQuery {
+            query: format!("SELECT {select} FROM ({query}) AS kartoteka_keys{filter}"),
+            decoder,
+            counts_non_integers,
+        })
+    }
+
+    /// The fingerprint the source returns (`None`: SQLite found keys that are not integers).
+    async fn read<R: SourceRow>(
+        &self,
+        table: &Table,
+        mut rows: Rows<'_, R>,
+    ) -> Result<Option<KeyFingerprint>> {
+        let query_err = |cause| Error::SourceQuery {
+            table: table.name.into(),
+            cause,
+        };
+        let row = rows
+            .try_next()
+            .await
+            .map_err(query_err)?
+            .ok_or_else(|| Error::SourceQuery {
+                table: table.name.into(),
+                cause: sqlx::Error::RowNotFound,
+            })?;
+        let mut numbers = [0i64; 4];
+        let n = if self.counts_non_integers { 4 } else { 3 };
+        for (i, slot) in numbers.iter_mut().enumerate().take(n) {
+            *slot = match row.value(i, self.decoder).map_err(query_err)? {
+                crate::batch::Value::Int(v) => v,
+                crate::batch::Value::Null => 0,
+                other => {
+                    return Err(Error::SourceQuery {
+                        table: table.name.into(),
+                        cause: sqlx::Error::Decode(
+                            format!("the key checksum came back as {other:?}").into(),
+                        ),
+                    });
+                }
+            };
+        }
+        drop(rows);
+        if self.counts_non_integers && numbers[3] > 0 {
+            return Ok(None);
+        }
+        let count = u64::try_from(numbers[0]).unwrap_or(0);
+        Ok(Some(KeyFingerprint::from_modular_sums(
+            count,
+            i128::from(numbers[1]),
+            i128::from(numbers[2]),
+        )))
     }
 }
 
@@ -712,8 +905,11 @@ struct Load<'a> {
     progress: &'a dyn Progress,
     consent: &'a mut Consent,
     refused: u64,
-    /// Keys read by an incremental run (their older versions are dropped).
-    changed: Option<KeySet>,
+    /// Keys read by an incremental run, with the `updated_at` read (their older versions are
+    /// dropped).
+    changed: Option<KeyVersions>,
+    /// A full load's fingerprint of the keys it reads (with reconciliation).
+    keys_read: Option<KeyHasher>,
     /// Newest `updated_at` read.
     max_cursor: Option<i64>,
     /// How the source holds `updated_at`, as first seen.
@@ -760,17 +956,23 @@ impl Load<'_> {
         let batch = without_erased(self.erased, self.builder.finish()?)?;
         let (batch, n) = self.consent.apply(table, batch)?;
         self.refused += n;
-        if let Some(changed) = &mut self.changed {
-            changed.insert(&key_columns(table, &batch)?)?;
-        }
-        if let Some(c) = table.cursor {
-            let column = batch.column(batch.schema().index_of(c)?);
-            if let Some(ts) = column
+        let versions = match table.cursor {
+            Some(c) => batch
+                .column(batch.schema().index_of(c)?)
                 .as_any()
-                .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
-                && let Some(m) = arrow::compute::max(ts)
-            {
-                self.max_cursor = Some(self.max_cursor.map_or(m, |c| c.max(m)));
+                .downcast_ref::<arrow::array::TimestampMicrosecondArray>(),
+            None => None,
+        };
+        if let Some(m) = versions.and_then(arrow::compute::max) {
+            self.max_cursor = Some(self.max_cursor.map_or(m, |c| c.max(m)));
+        }
+        if self.changed.is_some() || self.keys_read.is_some() {
+            let keys = key_columns(table, &batch)?;
+            if let Some(changed) = &mut self.changed {
+                changed.insert(&keys, versions)?;
+            }
+            if let Some(hasher) = &mut self.keys_read {
+                hasher.add(&keys)?;
             }
         }
         writer.write(&batch).await?;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use kartoteka_engine::{Engine, EngineConfig, Lake, LakeStore, MasterKeySource, Principal};
 use kartoteka_ingest::demo;
-use kartoteka_ingest::{IngestOptions, IngestReport, Mapping, Source, SqliteSource};
+use kartoteka_ingest::{IngestOptions, IngestReport, KeysFrom, Mapping, Source, SqliteSource};
 use rand::{Rng, SeedableRng};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
@@ -106,6 +106,7 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
         sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("change");
     }
     let second = run(&engine, &db, false).await;
+    let after_second = engine.lake().current().await.expect("snapshot");
     let want = fresh_full_load(&dir.path().join("b"), &db).await;
     common::assert_same_contents(&want, &contents(&engine).await, "after the changes");
 
@@ -139,11 +140,42 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
         table(&second, "pipeline_stages").mode,
         kartoteka_ingest::LoadMode::Full
     );
+    // Where the source's key sets came from: a full load fingerprints the rows it reads; an
+    // incremental table keyed by an integer asks SQLite for count and sums — and `ingest_reconciled`
+    // has checked each against the lake's, read back from the encrypted files by Rust.
+    for t in &first.tables {
+        assert_eq!(t.source_keys_from, Some(KeysFrom::RowsRead), "{}", t.table);
+    }
+    for t in &second.tables {
+        let want = match t.mode {
+            kartoteka_ingest::LoadMode::Full => KeysFrom::RowsRead,
+            kartoteka_ingest::LoadMode::Incremental => KeysFrom::SourceAggregate,
+        };
+        assert_eq!(t.source_keys_from, Some(want), "{}", t.table);
+    }
 
     // Nothing changed: a third run reads at most the overlap window and changes nothing.
     let third = run(&engine, &db, false).await;
     assert!(table(&third, "deals").rows <= deals.rows);
     common::assert_same_contents(&want, &contents(&engine).await, "after an idle run");
+    // The calls added before the second run are read again (they sit inside the overlap window)
+    // with the updated_at the lake holds: the same rows, so they stay where they are — no file is
+    // rewritten and nothing counts as dropped.
+    let calls = table(&third, "interactions");
+    assert!(calls.rows > 0, "the overlap window re-read the new calls");
+    assert_eq!(calls.rows_dropped, 0);
+    let paths = |s: &kartoteka_engine::Snapshot| -> Vec<String> {
+        s.tables["interactions"]
+            .files
+            .iter()
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    assert_eq!(
+        paths(&engine.lake().current().await.expect("snapshot")),
+        paths(&after_second),
+        "an idle run rewrites no interactions file"
+    );
     let snapshots = engine.lake().snapshot_ids().await.expect("ids").len();
     assert_eq!(snapshots, 3, "one snapshot per run");
     // Compaction: the tables incremental runs left in several files become one file each, with
@@ -167,6 +199,51 @@ async fn incremental_runs_read_only_changes_and_end_equal_to_a_full_load() {
             .iter()
             .filter(|t| t.mode == kartoteka_ingest::LoadMode::Incremental)
             .all(|t| t.cursor_before.is_some() && t.cursor_after.is_some())
+    );
+}
+
+/// A row the CRM inserts with an `updated_at` behind the cursor is never read by an incremental run;
+/// with a row deleted at the same time the counts agree, so no delete is looked for — and the key
+/// checksum SQLite computes differs from the lake's: the run commits nothing and says what to do.
+#[tokio::test]
+async fn a_change_the_cursor_cannot_see_is_caught_by_the_key_checksum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = common::demo_sqlite(dir.path(), 0.02, 9).await;
+    let engine = new_engine(&dir.path().join("a")).await;
+    let first = run(&engine, &db, false).await;
+    let pool = crm(&db).await;
+    let tasks = count(&pool, "SELECT COUNT(*) FROM todo").await;
+    for sql in [
+        "DELETE FROM todo WHERE id = (SELECT MIN(id) FROM todo)",
+        "INSERT INTO todo (id, assignee_id, contact_id, lead_id, todo_type, created_at, deadline_at, done_at, modified_at)
+         SELECT MAX(id) + 1, assignee_id, contact_id, lead_id, todo_type, '2020-01-01 09:00:00', NULL, NULL,
+                '2020-01-01 09:00:00' FROM todo",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect("change");
+    }
+    assert_eq!(count(&pool, "SELECT COUNT(*) FROM todo").await, tasks);
+    let source = Source::Sqlite(SqliteSource::open(&db).await.expect("source"));
+    let mapping = Mapping::parse(demo::MAPPING, Path::new("demo-mapping.toml")).expect("mapping");
+    let err = common::ingest_error(&engine, &source, &mapping).await;
+    assert!(
+        err.contains("reconciliation failed, nothing was committed")
+            && err.contains("table tasks")
+            && err.contains("--full"),
+        "{err}"
+    );
+    assert!(!err.contains("table interactions"), "{err}");
+    assert_eq!(
+        engine.lake().current().await.expect("snapshot").id,
+        first.snapshot_id,
+        "nothing committed"
+    );
+    // A full load takes the source as it is.
+    let full = run(&engine, &db, true).await;
+    assert_eq!(table(&full, "tasks").live_rows, tasks);
+    common::assert_same_contents(
+        &fresh_full_load(&dir.path().join("b"), &db).await,
+        &contents(&engine).await,
+        "after the full load",
     );
 }
 
