@@ -362,15 +362,16 @@ mod tests {
 
     fn batch(keys: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys.to_vec()))]).unwrap()
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys.to_vec()))])
+            .expect("test data is well formed")
     }
 
     fn fingerprint(chunks: &[&[i64]]) -> KeyFingerprint {
-        let table = crate::model::table("interactions").unwrap();
+        let table = crate::model::table("interactions").expect("a table");
         assert!(has_integer_key(table));
-        let mut h = KeyHasher::new(table).unwrap();
+        let mut h = KeyHasher::new(table).expect("test data is well formed");
         for c in chunks {
-            h.add(&batch(c)).unwrap();
+            h.add(&batch(c)).expect("test data is well formed");
         }
         h.finish()
     }
@@ -435,14 +436,17 @@ mod tests {
 
     #[test]
     fn key_lists_count_each_key_held_more_than_once() {
-        let table = crate::model::table("interactions").unwrap();
-        let mut list = KeyList::new(table).unwrap();
-        list.add(&batch(&[5, 3, 5, 9, 5])).unwrap();
-        list.add(&batch(&[3, 1])).unwrap();
+        let table = crate::model::table("interactions").expect("a table");
+        let mut list = KeyList::new(table).expect("test data is well formed");
+        list.add(&batch(&[5, 3, 5, 9, 5]))
+            .expect("test data is well formed");
+        list.add(&batch(&[3, 1])).expect("test data is well formed");
         // 5 three times and 3 twice: two keys held more than once (as GROUP BY … HAVING COUNT(*) > 1).
         assert_eq!(list.held_more_than_once(), 2);
-        let mut unique = KeyList::new(table).unwrap();
-        unique.add(&batch(&[4, 2, 8])).unwrap();
+        let mut unique = KeyList::new(table).expect("test data is well formed");
+        unique
+            .add(&batch(&[4, 2, 8]))
+            .expect("test data is well formed");
         assert_eq!(unique.held_more_than_once(), 0);
     }
 }
