@@ -906,5 +906,47 @@ async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
             &common::lake_contents(&owner(&engine).await).await,
             "incremental vs full",
         );
+
+        // A client erased on request stays out: the server's checksum leaves their rows out in SQL
+        // (`client_id IN (…)`, `deal_id IN (…)`) exactly as the lake does, or this run would not
+        // reconcile.
+        let client = owner(&engine)
+            .await
+            .sql("SELECT client_id FROM deals GROUP BY client_id ORDER BY COUNT(*) DESC, client_id LIMIT 1")
+            .await
+            .expect("a client with deals")
+            .text_column("client_id")[0]
+            .clone()
+            .expect("an id")
+            .parse::<i64>()
+            .expect("a number");
+        let erasure = engine.erase_client(client).await.expect("erased");
+        assert!(erasure.deals > 0, "{erasure:?}");
+        let after =
+            common::ingest_reconciled(&engine, &source, &mapping, IngestOptions::default()).await;
+        for table in ["clients", "deals", "interactions", "tasks", "payments"] {
+            let t = after
+                .tables
+                .iter()
+                .find(|t| t.table == table)
+                .expect("table");
+            assert_eq!(t.mode, kartoteka_ingest::LoadMode::Incremental, "{table}");
+            assert_eq!(
+                t.source_keys_from,
+                Some(kartoteka_ingest::KeysFrom::SourceAggregate),
+                "{server:?} {table}"
+            );
+        }
+        let left = owner(&engine)
+            .await
+            .sql(&format!(
+                "SELECT (SELECT COUNT(*) FROM clients WHERE client_id = {client}) \
+                      + (SELECT COUNT(*) FROM deals WHERE client_id = {client}) \
+                      + (SELECT COUNT(*) FROM interactions WHERE client_id = {client}) AS n"
+            ))
+            .await
+            .expect("counted")
+            .text_column("n");
+        assert_eq!(left, vec![Some("0".to_string())], "{server:?}");
     }
 }
