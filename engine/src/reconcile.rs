@@ -60,11 +60,13 @@ pub fn has_integer_key(table: &Table) -> bool {
 }
 
 /// The select list a source database computes an integer key set's fingerprint with, over a column
-/// expression `key`: the row count, then the two power sums reduced modulo [`KEY_MODULUS`], each
-/// cast to a 64-bit integer with `bigint` (the dialect's name for it: `BIGINT`, `SIGNED`,
+/// expression `key`: the row count, then the two power sums reduced modulo [`KEY_MODULUS`], the key
+/// and each sum cast to a 64-bit integer with `bigint` (the dialect's name for it: `BIGINT`, `SIGNED`,
 /// `INTEGER`). Read back with [`KeyFingerprint::from_modular_sums`].
 pub fn modular_sums_sql(key: &str, bigint: &str) -> String {
     let m = KEY_MODULUS;
+    // Widened first: a residue squared overflows a 4-byte integer (PostgreSQL's INTEGER keys).
+    let key = format!("CAST({key} AS {bigint})");
     format!(
         "COUNT(*), \
          CAST(COALESCE(SUM({key} % {m}) % {m}, 0) AS {bigint}), \

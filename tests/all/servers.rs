@@ -950,3 +950,98 @@ async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
         assert_eq!(left, vec![Some("0".to_string())], "{server:?}");
     }
 }
+
+/// Keys of every integer width get the server's own checksum (PostgreSQL's INTEGER and SMALLINT are
+/// widened before squaring), and a text key — stored as a surrogate — falls back to reading every
+/// key; either way an incremental run with an update, an insert and a delete ends equal to a full
+/// load.
+#[tokio::test]
+async fn narrow_integer_keys_and_text_keys_reconcile_incrementally() {
+    for server in [Server::Postgres, Server::MySql] {
+        let Some(db) = TestDb::create(server, "keys").await else {
+            continue;
+        };
+        let (int4, int2, stamp) = match server {
+            Server::Postgres => ("INTEGER", "SMALLINT", "TIMESTAMP"),
+            Server::MySql => ("INT", "SMALLINT", "DATETIME"),
+        };
+        admin(
+            server,
+            &db.url,
+            &format!(
+                "CREATE TABLE people (id {int4} PRIMARY KEY, name TEXT, changed_at {stamp});
+                 CREATE TABLE teams (id {int2} PRIMARY KEY, boss {int4}, changed_at {stamp});
+                 CREATE TABLE accounts (code VARCHAR(20) PRIMARY KEY, boss {int4}, changed_at {stamp});
+                 INSERT INTO people VALUES (2000000000, 'Анна', '2025-01-01 10:00:00'),
+                   (1999999999, 'Борис', '2025-01-01 10:00:00'), (7, 'Вера', '2025-01-01 10:00:00');
+                 INSERT INTO teams VALUES (32000, 7, '2025-01-01 10:00:00'), (-5, 7, '2025-01-01 10:00:00');
+                 INSERT INTO accounts VALUES ('AC-1', 7, '2025-01-01 10:00:00'),
+                   ('AC-2', 7, '2025-01-01 10:00:00'), ('AC-3', 7, '2025-01-01 10:00:00')"
+            ),
+        )
+        .await;
+        let mapping_text = r#"
+name = "keys"
+
+[keys]
+text = true
+
+[tables.staff]
+incremental = true
+query = "SELECT id AS staff_id, name AS full_name, changed_at AS updated_at FROM people"
+
+[tables.clients]
+incremental = true
+query = "SELECT code AS client_id, boss AS owner_id, changed_at AS updated_at FROM accounts"
+
+[tables.ownership_changes]
+incremental = true
+query = "SELECT id AS change_id, boss AS to_staff, changed_at, changed_at AS updated_at FROM teams"
+"#;
+        let mapping = Mapping::parse(mapping_text, Path::new("m.toml")).expect("mapping");
+        let source = Source::open(&SourceSpec::new(db.url.clone()))
+            .await
+            .expect("opens");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine_over(
+            common::ingest_into_new_lake(&dir.path().join("a"), &source, mapping_text).await,
+        );
+        admin(
+            server,
+            &db.url,
+            "UPDATE people SET name = 'Анна Петровна', changed_at = '2025-02-01 10:00:00' WHERE id = 2000000000;
+             INSERT INTO people VALUES (2147483647, 'Глеб', '2025-02-01 10:00:00');
+             DELETE FROM people WHERE id = 7;
+             INSERT INTO teams VALUES (-32000, 7, '2025-02-01 10:00:00');
+             DELETE FROM teams WHERE id = 32000;
+             DELETE FROM accounts WHERE code = 'AC-2'",
+        )
+        .await;
+        let report =
+            common::ingest_reconciled(&engine, &source, &mapping, IngestOptions::default()).await;
+        let from = |table: &str| {
+            let t = report
+                .tables
+                .iter()
+                .find(|t| t.table == table)
+                .expect("table");
+            assert_eq!(t.mode, kartoteka_ingest::LoadMode::Incremental, "{table}");
+            t.source_keys_from
+        };
+        use kartoteka_ingest::KeysFrom;
+        assert_eq!(from("staff"), Some(KeysFrom::SourceAggregate), "{server:?}");
+        assert_eq!(
+            from("ownership_changes"),
+            Some(KeysFrom::SourceAggregate),
+            "{server:?}"
+        );
+        assert_eq!(from("clients"), Some(KeysFrom::KeysRead), "{server:?}");
+        let fresh =
+            common::ingest_into_new_lake(&dir.path().join("b"), &source, mapping_text).await;
+        common::assert_same_contents(
+            &common::lake_contents(&owner(&engine_over(fresh)).await).await,
+            &common::lake_contents(&owner(&engine).await).await,
+            "incremental vs full",
+        );
+    }
+}
