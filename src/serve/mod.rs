@@ -121,8 +121,9 @@ fn source_schedule(
         .map_err(|e| anyhow!("[sources.{name}] schedule: {e}"))
 }
 
-/// A job whose future is not `Send` (the lake writer's futures hold parquet encoders across awaits)
-/// runs to completion on a blocking thread of the runtime.
+/// A job runs to completion on a blocking thread of the runtime, its future need not be `Send` (it
+/// had to be so while the lake writer's futures held Parquet encoders across awaits; the encoders now
+/// live on threads of their own, and whether every job's future is `Send` has not been checked).
 fn blocking_job<F>(make: impl FnOnce() -> F + Send + 'static) -> JobFuture
 where
     F: std::future::Future<Output = Result<String>> + 'static,
