@@ -81,6 +81,28 @@ pub(crate) enum CursorParam {
     Epoch(i64),
 }
 
+impl CursorParam {
+    /// The cursor as a SQL literal (whole seconds; MySQL's session is in UTC, so an instant is written
+    /// in UTC). Only digits, dashes, colons and a space can appear in it.
+    fn literal(&self) -> String {
+        let text = match self {
+            CursorParam::Instant(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            CursorParam::Local(t) => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+            CursorParam::Text(t) => t.clone(),
+            CursorParam::Epoch(t) => return t.to_string(),
+        };
+        debug_assert!(
+            text.chars()
+                .all(|c| c.is_ascii_digit() || "-: ".contains(c))
+        );
+        let safe: String = text
+            .chars()
+            .filter(|c| c.is_ascii_digit() || "-: ".contains(*c))
+            .collect();
+        format!("'{safe}'")
+    }
+}
+
 /// The query one table's load runs, and its parameter.
 #[derive(Debug)]
 pub(crate) struct SyncRead {
@@ -122,16 +144,41 @@ impl SyncRead {
             CursorRepr::Text => CursorParam::Text(local().format("%Y-%m-%d %H:%M:%S").to_string()),
             CursorRepr::Epoch => CursorParam::Epoch(from.timestamp()),
         };
-        let placeholder = match source {
-            Source::Postgres(_) => "$1",
-            Source::MySql(_) | Source::Sqlite(_) => "?",
+        let (placeholder, param) = match source {
+            Source::Postgres(_) => ("$1".to_string(), Some(param)),
+            Source::Sqlite(_) => ("?".to_string(), Some(param)),
+            // MariaDB pushes a condition into the branches of a derived UNION only when it holds no
+            // parameter; with one it materialises the whole union first (every row of every branch)
+            // and filters that. The cursor is Kartoteka's own value, written as a literal of digits,
+            // dashes and colons.
+            Source::MySql(_) => (param.literal(), None),
         };
         SyncRead {
             query: format!(
                 "SELECT * FROM ({query}) AS kartoteka_sync \
                  WHERE kartoteka_sync.{column} >= {placeholder} OR kartoteka_sync.{column} IS NULL"
             ),
-            param: Some(param),
+            param,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_literals_are_whole_seconds_of_digits_dashes_and_colons() {
+        let t = DateTime::<Utc>::from_timestamp(1_751_446_800, 0).expect("instant");
+        assert_eq!(CursorParam::Instant(t).literal(), "'2025-07-02 09:00:00'");
+        assert_eq!(
+            CursorParam::Local(t.naive_utc()).literal(),
+            "'2025-07-02 09:00:00'"
+        );
+        assert_eq!(CursorParam::Epoch(1_751_446_800).literal(), "1751446800");
+        assert_eq!(
+            CursorParam::Text("2025-07-02 12:00:00".into()).literal(),
+            "'2025-07-02 12:00:00'"
+        );
     }
 }
