@@ -119,22 +119,15 @@ impl Engine {
         files: &[crate::lake::DataFile],
         read: &crate::reconcile::KeyVersions,
     ) -> Result<(Vec<crate::lake::DataFile>, u64, crate::reconcile::KeySet)> {
-        use arrow::array::{BooleanArray, TimestampMicrosecondArray};
+        use arrow::array::BooleanArray;
         let t = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
         let mut columns: Vec<&str> = t.key.clone();
         columns.extend(t.cursor);
         let unchanged = std::sync::Mutex::new(crate::reconcile::KeySet::new(t)?);
         let gone = |batch: &RecordBatch| -> Result<BooleanArray> {
             let keys = crate::reconcile::key_columns(t, batch)?;
-            let versions = match t.cursor {
-                Some(c) => batch
-                    .column(batch.schema().index_of(c)?)
-                    .as_any()
-                    .downcast_ref::<TimestampMicrosecondArray>()
-                    .cloned(),
-                None => None,
-            };
-            let found = read.compare(&keys, versions.as_ref())?;
+            let versions = crate::reconcile::row_versions(t, batch)?;
+            let found = read.compare(&keys, versions)?;
             let same: BooleanArray = found.iter().map(|f| Some(*f == Some(true))).collect();
             if same.true_count() > 0 {
                 let rows = arrow::compute::filter_record_batch(&keys, &same)?;

@@ -107,14 +107,7 @@ impl KeyHasher {
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         match &mut self.kind {
             HashKind::Modular { s1, s2 } => {
-                let keys = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| Error::SchemaMismatch {
-                        table: "key".into(),
-                        detail: format!("an integer key, got {}", batch.column(0).data_type()),
-                    })?;
+                let keys = integer_keys(batch)?;
                 // A batch of at most 2³² keys keeps both partial sums within i64.
                 let (mut a, mut b) = (0i64, 0i64);
                 for k in keys.iter().flatten() {
@@ -186,14 +179,7 @@ impl KeyList {
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         match &mut self.kind {
             ListKind::Integers(keys) => {
-                let column = batch
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .ok_or_else(|| Error::SchemaMismatch {
-                        table: "key".into(),
-                        detail: format!("an integer key, got {}", batch.column(0).data_type()),
-                    })?;
+                let column = integer_keys(batch)?;
                 keys.extend(column.iter().flatten());
             }
             ListKind::Rows { converter, keys } => {
@@ -217,6 +203,18 @@ impl KeyList {
             ListKind::Rows { keys, .. } => repeated(keys),
         }
     }
+}
+
+/// The one key column of a batch of an integer-keyed table.
+fn integer_keys(batch: &RecordBatch) -> Result<&Int64Array> {
+    batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| Error::SchemaMismatch {
+            table: "key".into(),
+            detail: format!("an integer key, got {}", batch.column(0).data_type()),
+        })
 }
 
 /// Arrow's row format for `table`'s key columns: equal keys, equal bytes.
@@ -330,16 +328,21 @@ impl KeyVersions {
             })
             .collect())
     }
+}
 
-    /// Keys in the set.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    /// No keys.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
+/// The `updated_at` of each row of `batch` (holding at least `table`'s cursor column), when the table
+/// has a cursor.
+pub fn row_versions<'a>(
+    table: &Table,
+    batch: &'a RecordBatch,
+) -> Result<Option<&'a arrow::array::TimestampMicrosecondArray>> {
+    let Some(c) = table.cursor else {
+        return Ok(None);
+    };
+    Ok(batch
+        .column(batch.schema().index_of(c)?)
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampMicrosecondArray>())
 }
 
 /// The key columns of `batch` (which holds at least them), in `table`'s key order.

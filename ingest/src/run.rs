@@ -10,6 +10,7 @@ use kartoteka_engine::lake::Erased;
 use kartoteka_engine::model::{self, Table};
 use kartoteka_engine::reconcile::{
     KeyFingerprint, KeyHasher, KeySet, KeyVersions, has_integer_key, key_columns, modular_sums_sql,
+    row_versions,
 };
 use serde::Serialize;
 
@@ -956,13 +957,7 @@ impl Load<'_> {
         let batch = without_erased(self.erased, self.builder.finish()?)?;
         let (batch, n) = self.consent.apply(table, batch)?;
         self.refused += n;
-        let versions = match table.cursor {
-            Some(c) => batch
-                .column(batch.schema().index_of(c)?)
-                .as_any()
-                .downcast_ref::<arrow::array::TimestampMicrosecondArray>(),
-            None => None,
-        };
+        let versions = row_versions(table, &batch)?;
         if let Some(m) = versions.and_then(arrow::compute::max) {
             self.max_cursor = Some(self.max_cursor.map_or(m, |c| c.max(m)));
         }

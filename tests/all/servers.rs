@@ -828,6 +828,17 @@ async fn the_cli_registers_a_server_source_reconciles_and_records_every_run() {
 /// Incremental runs against each server: the cursor is handed back in the server's own type
 /// (PostgreSQL TIMESTAMPTZ, MariaDB DATETIME in Moscow time), changed rows replace their older
 /// versions, deleted rows go, and the lake ends equal to a full load of the server as it is now.
+/// The lake behind `engine` holds exactly what a full load of `source` into a new lake under `dir`
+/// gives.
+async fn assert_equal_to_a_full_load(engine: &Engine, dir: &Path, source: &Source, mapping: &str) {
+    let fresh = common::ingest_into_new_lake(dir, source, mapping).await;
+    common::assert_same_contents(
+        &common::lake_contents(&owner(&engine_over(fresh)).await).await,
+        &common::lake_contents(&owner(engine).await).await,
+        "incremental vs full",
+    );
+}
+
 #[tokio::test]
 async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
     for server in [Server::Postgres, Server::MySql] {
@@ -899,13 +910,7 @@ async fn incremental_runs_against_servers_end_equal_to_a_full_load() {
                 > 0,
             "deleted tasks found"
         );
-        let fresh =
-            common::ingest_into_new_lake(&dir.path().join("b"), &source, mapping_text).await;
-        common::assert_same_contents(
-            &common::lake_contents(&owner(&engine_over(fresh)).await).await,
-            &common::lake_contents(&owner(&engine).await).await,
-            "incremental vs full",
-        );
+        assert_equal_to_a_full_load(&engine, &dir.path().join("b"), &source, mapping_text).await;
 
         // A client erased on request stays out: the server's checksum leaves their rows out in SQL
         // (`client_id IN (…)`, `deal_id IN (…)`) exactly as the lake does, or this run would not
@@ -1036,12 +1041,6 @@ query = "SELECT id AS change_id, boss AS to_staff, changed_at, changed_at AS upd
             "{server:?}"
         );
         assert_eq!(from("clients"), Some(KeysFrom::KeysRead), "{server:?}");
-        let fresh =
-            common::ingest_into_new_lake(&dir.path().join("b"), &source, mapping_text).await;
-        common::assert_same_contents(
-            &common::lake_contents(&owner(&engine_over(fresh)).await).await,
-            &common::lake_contents(&owner(&engine).await).await,
-            "incremental vs full",
-        );
+        assert_equal_to_a_full_load(&engine, &dir.path().join("b"), &source, mapping_text).await;
     }
 }
