@@ -178,13 +178,26 @@ fn each_manager_gets_a_copy_with_their_own_numbers() {
         assert!(r["snapshot_id"].as_i64().is_some());
         assert_eq!(r["content_hash"].as_str().expect("hash").len(), 64);
         for f in r["files"].as_array().expect("files") {
-            let bytes = std::fs::read(home.join("archive").join(f.as_str().expect("path")))
-                .expect("archived file");
-            let text = String::from_utf8_lossy(&bytes);
-            assert!(
-                !text.contains("<svg") && !text.contains("PNG"),
-                "sealed: {f}"
-            );
+            let f = f.as_str().expect("path");
+            let sealed = std::fs::read(home.join("archive").join(f)).expect("archived file");
+            // The archive path ends in RECIPIENT/FILE, the same names as the plain copy in `out`.
+            let plain_path: std::path::PathBuf = f
+                .rsplitn(3, '/')
+                .take(2)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let plain = std::fs::read(out.join(plain_path)).expect("the plain copy");
+            // Neither end of the rendered file appears in the sealed one (32 bytes each: a
+            // chance match in ciphertext is ~2^-250, unlike a short marker such as "PNG").
+            assert!(plain.len() > 64, "{f}");
+            for window in [&plain[..32], &plain[plain.len() - 32..]] {
+                assert!(
+                    !sealed.windows(32).any(|w| w == window),
+                    "sealed: {f} holds its plain text"
+                );
+            }
         }
     }
     let tail = ok(home, &["audit", "tail", "--lines", "400"]);
