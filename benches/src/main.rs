@@ -39,6 +39,14 @@ struct Args {
     /// DuckDB and Polars (Python packages installed by benches/peers.sh into a virtualenv).
     #[arg(long)]
     peers: bool,
+    /// Only these metrics (comma-separated names; default: every metric but the security family).
+    #[arg(long, value_delimiter = ',')]
+    metrics: Vec<String>,
+    /// Work in DIR and keep it: a later run with the same DIR reuses its generated CRM and lake
+    /// (generation and ingest are then skipped and reported as null) — for measuring the metrics
+    /// again after a change to the query path.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 /// Append `n` query-sized entries to a fresh audit log: every entry is fsynced before `append`
@@ -68,48 +76,63 @@ fn audit_throughput(dir: &std::path::Path, n: usize) -> Result<serde_json::Value
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let dir = tempfile::tempdir()?;
-    let db = dir.path().join("demo-crm.sqlite");
+    let temporary = tempfile::tempdir()?;
+    let dir = match &args.keep {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => temporary.path().to_path_buf(),
+    };
+    let db = dir.join("demo-crm.sqlite");
+    let key_file = dir.join("master.key");
+    let reuse = args.keep.is_some() && key_file.exists();
     let end = chrono_end();
 
-    reset_peak();
-    let t = Instant::now();
-    let stats = demo::generate(
-        &db,
-        DemoConfig {
-            seed: args.seed,
-            scale: args.scale,
-            end,
-        },
-    )
-    .await?;
-    let generate =
-        json!({"seconds": t.elapsed().as_secs_f64(), "peak_rss_mb": peak_rss_mb(), "rows": stats});
+    let (generate, ingest, lake) = if reuse {
+        let key = MasterKeySource::from_key_file(&key_file)?;
+        let lake = Arc::new(Lake::open(LakeStore::local(&dir.join("lake"))?, &key).await?);
+        (serde_json::Value::Null, serde_json::Value::Null, lake)
+    } else {
+        reset_peak();
+        let t = Instant::now();
+        let stats = demo::generate(
+            &db,
+            DemoConfig {
+                seed: args.seed,
+                scale: args.scale,
+                end,
+            },
+        )
+        .await?;
+        let generate = json!({"seconds": t.elapsed().as_secs_f64(), "peak_rss_mb": peak_rss_mb(), "rows": stats});
 
-    let key = MasterKeySource::create_key_file(&dir.path().join("master.key"))?;
-    let lake =
-        Arc::new(Lake::open_or_create(LakeStore::local(&dir.path().join("lake"))?, &key).await?);
-    let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))?;
-    let source = Source::Sqlite(SqliteSource::open(&db).await?);
-    reset_peak();
-    let t = Instant::now();
-    let ingest_engine = Engine::new(lake.clone(), EngineConfig::default())?;
-    let report = kartoteka_ingest::ingest(
-        &ingest_engine,
-        &source,
-        &mapping,
-        "bench",
-        &NoProgress,
-        Default::default(),
-    )
-    .await?;
-    let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
-    let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
-    let secs = t.elapsed().as_secs_f64();
-    let ingest = json!({
-        "seconds": secs, "rows": rows, "bytes": bytes, "rows_per_second": rows as f64 / secs,
-        "peak_rss_mb": peak_rss_mb(), "tables": report.tables,
-    });
+        let key = MasterKeySource::create_key_file(&key_file)?;
+        let lake =
+            Arc::new(Lake::open_or_create(LakeStore::local(&dir.join("lake"))?, &key).await?);
+        let mapping = Mapping::parse(demo::MAPPING, std::path::Path::new("demo-mapping.toml"))?;
+        let source = Source::Sqlite(SqliteSource::open(&db).await?);
+        reset_peak();
+        let t = Instant::now();
+        let ingest_engine = Engine::new(lake.clone(), EngineConfig::default())?;
+        let report = kartoteka_ingest::ingest(
+            &ingest_engine,
+            &source,
+            &mapping,
+            "bench",
+            &NoProgress,
+            Default::default(),
+        )
+        .await?;
+        let rows: u64 = report.tables.iter().map(|t| t.rows).sum();
+        let bytes: u64 = report.tables.iter().map(|t| t.bytes).sum();
+        let secs = t.elapsed().as_secs_f64();
+        let ingest = json!({
+            "seconds": secs, "rows": rows, "bytes": bytes, "rows_per_second": rows as f64 / secs,
+            "peak_rss_mb": peak_rss_mb(), "tables": report.tables,
+        });
+        (generate, ingest, lake)
+    };
 
     let engine = Engine::new(Arc::clone(&lake), EngineConfig::default())?;
     let catalog = Catalog::builtin()?;
@@ -144,6 +167,7 @@ async fn main() -> Result<()> {
         .metrics()
         .iter()
         .filter(|m| m.family != kartoteka_queries::Family::Security)
+        .filter(|m| args.metrics.is_empty() || args.metrics.contains(&m.name))
     {
         reset_peak();
         let mut entry = serde_json::Map::new();
@@ -196,18 +220,9 @@ async fn main() -> Result<()> {
         "manager_first_session_seconds": manager_first_session,
         "fixed_costs": fixed,
     });
-    let audit = audit_throughput(dir.path(), args.audit_entries)?;
+    let audit = audit_throughput(temporary.path(), args.audit_entries)?;
     let peers = if args.peers {
-        Some(
-            peers::run(
-                &engine,
-                &catalog,
-                &dir.path().join("plain"),
-                args.runs,
-                &metrics,
-            )
-            .await?,
-        )
+        Some(peers::run(&engine, &catalog, &dir.join("plain"), args.runs, &metrics).await?)
     } else {
         None
     };

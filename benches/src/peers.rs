@@ -65,10 +65,20 @@ pub(crate) async fn run(
     std::fs::create_dir_all(dir)?;
     // Export every table in plaintext (bench-only, in the bench's temporary directory).
     let owner = engine.session(&Principal::local_owner()).await?;
+    // Uncompressed, as the parquet crate writes by default — or, with KARTOTEKA_BENCH_PLAIN_ZSTD set,
+    // zstd level 1 as the lake is: how much of the gap is decompression rather than decryption.
+    let properties = std::env::var_os("KARTOTEKA_BENCH_PLAIN_ZSTD").map(|_| {
+        parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(
+                parquet::basic::ZstdLevel::try_new(1).expect("level 1"),
+            ))
+            .build()
+    });
     for t in model::tables() {
         let r = owner.sql(&format!("SELECT * FROM {}", t.name)).await?;
         let file = std::fs::File::create(dir.join(format!("{}.parquet", t.name)))?;
-        let mut w = parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&r.schema), None)?;
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(file, Arc::clone(&r.schema), properties.clone())?;
         for b in &r.batches {
             w.write(b)?;
         }
@@ -101,10 +111,15 @@ pub(crate) async fn run(
     let now = owner.snapshot().committed_at;
     let mut queries = Vec::new();
     let mut df_times = HashMap::new();
+    // The metrics the encrypted side ran (all but the security family, or the bench's --metrics).
+    let ran: Vec<&str> = encrypted
+        .iter()
+        .filter_map(|e| e["metric"].as_str())
+        .collect();
     for m in catalog
         .metrics()
         .iter()
-        .filter(|m| m.family != kartoteka_queries::Family::Security)
+        .filter(|m| ran.contains(&m.name.as_str()))
     {
         let values = kartoteka_queries::bind(m, &bench_args(m), now, owner.time_zone())?;
         let mut best = f64::INFINITY;
@@ -122,6 +137,19 @@ pub(crate) async fn run(
             best = best.min(t.elapsed().as_secs_f64());
         }
         df_times.insert(m.name.clone(), best);
+        if std::env::var_os("KARTOTEKA_BENCH_EXPLAIN").is_some() {
+            // Both plans with their metrics, to stderr: where the time of each side goes.
+            let sql = format!("EXPLAIN ANALYZE {}", substitute(&m.sql, &values)?);
+            let plain = ctx.sql(&sql).await?.collect().await?;
+            let ours = owner.sql(&sql).await?;
+            eprintln!(
+                "== {} — DataFusion on plaintext\n{}\n== {} — ours, owner\n{}",
+                m.name,
+                arrow::util::pretty::pretty_format_batches(&plain)?,
+                m.name,
+                arrow::util::pretty::pretty_format_batches(&ours.batches)?
+            );
+        }
         queries.push(json!({"metric": m.name, "sql": substitute(&m.sql, &values)?}));
     }
     let spec = json!({
