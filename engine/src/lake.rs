@@ -23,7 +23,7 @@ use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
@@ -983,9 +983,10 @@ fn writer_properties(
     encryption: Arc<parquet::encryption::encrypt::FileEncryptionProperties>,
 ) -> WriterProperties {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
-        ))
+        // LZ4 (raw block format) over zstd level 1: at scale 10 the lake is 36 % larger (185 MB
+        // against 136) and every metric reads it faster (geometric mean 0.91×, up to 0.7× on the
+        // small ones), where decompression was a quarter of a scan; uncompressed was no faster.
+        .set_compression(Compression::LZ4_RAW)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
         // Bloom filters are written unencrypted by the parquet crate: never enable them.
