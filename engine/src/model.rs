@@ -19,6 +19,18 @@ pub const TOKEN_OF_KEY: &str = "kartoteka.token_of";
 /// Suffix of the stored token column beside each pii column (`email` → `email__tok`).
 pub const TOKEN_SUFFIX: &str = "__tok";
 
+/// The type a user session reads a stored column as: text as `Utf8View`, the Parquet reader's
+/// zero-copy form (a view into the decoded page or dictionary) — DataFusion's own type for text,
+/// and what it reads Parquet text as by default. Read as `Utf8`, every value was copied out of its
+/// dictionary: most of a small query's scan time. Results leave a session as `Utf8` again
+/// ([`QueryResult`](crate::QueryResult)); the engine's own rewrites read the stored types.
+pub fn read_type(stored: &DataType) -> DataType {
+    match stored {
+        DataType::Utf8 => DataType::Utf8View,
+        other => other.clone(),
+    }
+}
+
 /// Name of the token column stored beside pii column `column`.
 pub fn token_column(column: &str) -> String {
     format!("{column}{TOKEN_SUFFIX}")
@@ -133,6 +145,7 @@ pub struct Table {
     pub cursor: Option<&'static str>,
     schema: SchemaRef,
     stored: SchemaRef,
+    read: SchemaRef,
 }
 
 impl Table {
@@ -176,12 +189,17 @@ impl Table {
             .iter()
             .any(|c| c.name == "updated_at")
             .then_some("updated_at");
+        let read_fields: Vec<Field> = stored_fields
+            .iter()
+            .map(|f| f.clone().with_data_type(read_type(f.data_type())))
+            .collect();
         Table {
             name,
             key: key.to_vec(),
             cursor,
             schema: Arc::new(Schema::new(fields)),
             stored: Arc::new(Schema::new(stored_fields)),
+            read: Arc::new(Schema::new(read_fields)),
             columns,
         }
     }
@@ -194,6 +212,11 @@ impl Table {
     /// The schema of the stored files: the canonical columns, then one token column per pii column.
     pub fn stored_schema(&self) -> SchemaRef {
         Arc::clone(&self.stored)
+    }
+
+    /// The stored schema as user sessions read it: text as `Utf8View` (see [`read_type`]).
+    pub fn read_schema(&self) -> SchemaRef {
+        Arc::clone(&self.read)
     }
 
     /// The pii columns of this table, in order.

@@ -330,7 +330,8 @@ impl PolicyTable {
                     col(model::token_column(c.name))
                 } else {
                     // Only pii has tokens; a masked internal column is NULL.
-                    lit(ScalarValue::try_from(&c.ty.arrow_type()).unwrap_or(ScalarValue::Null))
+                    lit(ScalarValue::try_from(&model::read_type(&c.ty.arrow_type()))
+                        .unwrap_or(ScalarValue::Null))
                 }
             };
             let (expr, masked) = match rule {
@@ -342,10 +343,11 @@ impl PolicyTable {
                     true,
                 ),
             };
+            // As the session reads the stored column (or, masked pii, its text token).
             let data_type = if masked && c.class == Class::Pii {
-                DataType::Utf8
+                DataType::Utf8View
             } else {
-                c.ty.arrow_type()
+                model::read_type(&c.ty.arrow_type())
             };
             let mut metadata = std::collections::HashMap::from([(
                 CLASS_KEY.to_string(),

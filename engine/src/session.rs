@@ -339,7 +339,7 @@ impl Engine {
             let Some(table_policy) = policy.table(table.name) else {
                 continue;
             };
-            let raw = raw_provider(table, &snapshot, &classes, statistics)?;
+            let raw = raw_provider(table, &snapshot, &classes, statistics, Read::Session)?;
             let wrapped = PolicyTable::new(table, raw, table_policy, &scope, barrier)?
                 .with_footers(Arc::clone(&self.footers), Arc::clone(&footer_keys));
             ctx.register_table(table.name, Arc::new(wrapped))?;
@@ -374,7 +374,13 @@ impl Engine {
     pub async fn unwrapped_session_for_benchmarks(&self) -> Result<QuerySession> {
         let snapshot = self.lake.current().await?;
         let classes = [Class::Internal, Class::Pii];
-        let ctx = self.raw_context(&snapshot, &classes).await?;
+        self.lake.check_files(&snapshot).await?;
+        let keys = self.lake.keyring().read().await.session_keys(&classes);
+        let ctx = self.context(keys, None, false);
+        for table in model::tables() {
+            let raw = raw_provider(table, &snapshot, &classes, None, Read::Session)?;
+            ctx.register_table(table.name, raw)?;
+        }
         let key_ids = self
             .lake
             .keyring()
@@ -442,7 +448,8 @@ impl Engine {
         let keys = self.lake.keyring().read().await.session_keys(classes);
         let ctx = self.context(keys, None, false);
         for table in model::tables() {
-            ctx.register_table(table.name, raw_provider(table, snapshot, classes, None)?)?;
+            let raw = raw_provider(table, snapshot, classes, None, Read::Stored)?;
+            ctx.register_table(table.name, raw)?;
         }
         Ok(ctx)
     }
@@ -568,19 +575,33 @@ fn record(
     Ok(())
 }
 
-/// The raw provider of `table` in `snapshot`: its stored schema (tokens included), no policy.
+/// How a raw provider types the stored columns.
+#[derive(Debug, Clone, Copy)]
+enum Read {
+    /// As stored: for the engine's own work, whose rewrites write what they read.
+    Stored,
+    /// As user sessions read them ([`model::read_type`]: text as `Utf8View`).
+    Session,
+}
+
+/// The raw provider of `table` in `snapshot`: its stored columns (tokens included), no policy.
 fn raw_provider(
     table: &'static model::Table,
     snapshot: &Snapshot,
     classes: &[Class],
     statistics: Option<&Arc<datafusion::execution::cache::cache_manager::FileStatisticsCache>>,
+    read: Read,
 ) -> Result<Arc<dyn TableProvider>> {
+    let schema = match read {
+        Read::Stored => table.stored_schema(),
+        Read::Session => table.read_schema(),
+    };
     let files = snapshot
         .table(table.name)
         .map(|t| t.files.as_slice())
         .unwrap_or(&[]);
     if files.is_empty() {
-        return Ok(Arc::new(EmptyTable::new(table.stored_schema())));
+        return Ok(Arc::new(EmptyTable::new(schema)));
     }
     let mut options = TableParquetOptions::default();
     options.crypto.factory_id = Some(FACTORY_ID.to_string());
@@ -595,7 +616,7 @@ fn raw_provider(
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
-        .with_schema(table.stored_schema());
+        .with_schema(schema);
     Ok(Arc::new(
         ListingTable::try_new(config)?.with_cache(statistics.cloned()),
     ))
@@ -1061,7 +1082,7 @@ impl QuerySession {
                     params.into_iter().map(|(k, v)| (k, v.into())).collect(),
                 ))?;
             }
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let schema = plain_text_schema(df.schema().as_arrow());
             let task = Arc::new(df.task_ctx());
             let plan = df.create_physical_plan().await?;
             // Every operator stops at its next batch once the time is up, whatever it is doing.
@@ -1083,6 +1104,7 @@ impl QuerySession {
                         classify_text(Error::DataFusion(e), redact_values)
                     }
                 })?;
+                let batch = plain_text(batch)?;
                 rows += batch.num_rows();
                 if rows > max_rows {
                     return Err(Error::LimitExceeded(format!(
@@ -1119,6 +1141,53 @@ impl QuerySession {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// `schema` with text as `Utf8`: results leave a session in one text type, whatever the plan read
+/// or computed it as (`Utf8View` from the scans and from `CAST(… AS VARCHAR)`).
+fn plain_text_schema(schema: &arrow::datatypes::Schema) -> SchemaRef {
+    use arrow::datatypes::{DataType, Field};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+/// `batch` with its text columns as `Utf8` ([`plain_text_schema`]).
+fn plain_text(batch: RecordBatch) -> Result<RecordBatch> {
+    use arrow::datatypes::DataType;
+    let is_text = |t: &DataType| matches!(t, DataType::Utf8View);
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| is_text(f.data_type()))
+    {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| {
+            if is_text(c.data_type()) {
+                arrow::compute::cast(c, &DataType::Utf8)
+            } else {
+                Ok(Arc::clone(c))
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::DataFusion(e.into()))?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(plain_text_schema(&batch.schema()), columns, &options)
+        .map_err(|e| Error::DataFusion(e.into()))
 }
 
 /// An execution error with its text passed through `redact` (integrity failures keep their class).

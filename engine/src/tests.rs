@@ -533,3 +533,57 @@ async fn even_a_masking_bug_cannot_decrypt_pii_in_an_analysts_session() {
         .expect("tokens are internal");
     assert_eq!(ok[0].num_rows(), 1);
 }
+
+/// Sessions read stored text as `Utf8View` (no copy out of the Parquet dictionary), and every
+/// answer still leaves the session with text as `Utf8` — whether it was read, masked to a token, or
+/// made by `CAST(… AS VARCHAR)` — so callers see one text type.
+#[tokio::test]
+async fn text_is_read_as_views_and_answered_as_utf8() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Arc::new(new_lake(dir.path()).await);
+    write_staff(&lake, 0..20).await;
+    let engine = Engine::new(Arc::clone(&lake), EngineConfig::default()).expect("engine");
+    let analyst = Principal {
+        user: "analyst".into(),
+        role: crate::Role::Analyst,
+        staff_id: None,
+        team: vec![],
+        preview_by: None,
+    };
+    for principal in [Principal::local_owner(), analyst] {
+        let session = engine.session(&principal).await.expect("session");
+        let r = session
+            .sql(
+                "SELECT arrow_typeof(position) AS read_as, arrow_typeof(full_name) AS name_read_as, \
+                 position, full_name, CAST(staff_id AS VARCHAR) AS id_text \
+                 FROM staff ORDER BY staff_id",
+            )
+            .await
+            .expect("query");
+        assert_eq!(r.rows(), 20);
+        // As the plan read them (owner: the name; analyst: its token).
+        assert_eq!(r.text_column("read_as")[0].as_deref(), Some("Utf8View"));
+        assert_eq!(
+            r.text_column("name_read_as")[0].as_deref(),
+            Some("Utf8View")
+        );
+        // As the answer hands them over.
+        for name in ["position", "full_name", "id_text"] {
+            let i = r.schema.index_of(name).expect("column");
+            assert_eq!(
+                r.schema.field(i).data_type(),
+                &arrow::datatypes::DataType::Utf8,
+                "{name}"
+            );
+            for b in &r.batches {
+                assert_eq!(
+                    b.column(i).data_type(),
+                    &arrow::datatypes::DataType::Utf8,
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(r.text_column("position")[0].as_deref(), Some("manager"));
+        assert_eq!(r.text_column("id_text")[3].as_deref(), Some("3"));
+    }
+}

@@ -30,10 +30,12 @@ impl ScalarUDFImpl for Local {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         match arg_types {
-            [DataType::Timestamp(_, _) | DataType::Utf8 | DataType::Null] => Ok(vec![
-                // Kartoteka's instants are UTC; a naive timestamp is one too.
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            ]),
+            [DataType::Timestamp(_, _) | DataType::Utf8 | DataType::Utf8View | DataType::Null] => {
+                Ok(vec![
+                    // Kartoteka's instants are UTC; a naive timestamp is one too.
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                ])
+            }
             _ => plan_err!("local(ts) takes one timestamp, got {arg_types:?}"),
         }
     }
