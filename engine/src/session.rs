@@ -374,13 +374,9 @@ impl Engine {
     pub async fn unwrapped_session_for_benchmarks(&self) -> Result<QuerySession> {
         let snapshot = self.lake.current().await?;
         let classes = [Class::Internal, Class::Pii];
-        self.lake.check_files(&snapshot).await?;
-        let keys = self.lake.keyring().read().await.session_keys(&classes);
-        let ctx = self.context(keys, None, false);
-        for table in model::tables() {
-            let raw = raw_provider(table, &snapshot, &classes, None, Read::Session)?;
-            ctx.register_table(table.name, raw)?;
-        }
+        let ctx = self
+            .raw_context_reading(&snapshot, &classes, Read::Session)
+            .await?;
         let key_ids = self
             .lake
             .keyring()
@@ -443,12 +439,23 @@ impl Engine {
         snapshot: &Snapshot,
         classes: &[Class],
     ) -> Result<SessionContext> {
+        self.raw_context_reading(snapshot, classes, Read::Stored)
+            .await
+    }
+
+    /// [`Engine::raw_context`] with the stored columns typed as `read` says.
+    async fn raw_context_reading(
+        &self,
+        snapshot: &Snapshot,
+        classes: &[Class],
+        read: Read,
+    ) -> Result<SessionContext> {
         // A file the snapshot lists but the disk lacks would read as no rows: refuse instead.
         self.lake.check_files(snapshot).await?;
         let keys = self.lake.keyring().read().await.session_keys(classes);
         let ctx = self.context(keys, None, false);
         for table in model::tables() {
-            let raw = raw_provider(table, snapshot, classes, None, Read::Stored)?;
+            let raw = raw_provider(table, snapshot, classes, None, read)?;
             ctx.register_table(table.name, raw)?;
         }
         Ok(ctx)

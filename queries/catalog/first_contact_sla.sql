@@ -35,7 +35,8 @@
 -- name = "sla_rate"
 -- unit = "ratio"
 WITH fresh AS (
-    SELECT client_id, owner_id, created_at FROM clients
+    -- the end of the 24 hours once per client, not once per (client, interaction) pair in the join
+    SELECT client_id, owner_id, created_at, created_at + INTERVAL '24 hours' AS sla_end FROM clients
     WHERE created_at >= $from AND created_at < $to
 ),
 first_change AS (
@@ -50,7 +51,7 @@ contacted AS (
     FROM fresh f
     JOIN interactions i
       ON i.client_id = f.client_id AND i.direction = 'outbound'
-     AND i.occurred_at > f.created_at AND i.occurred_at <= f.created_at + INTERVAL '24 hours'
+     AND i.occurred_at > f.created_at AND i.occurred_at <= f.sla_end
 ),
 per AS (
     SELECT COALESCE(CAST(CASE WHEN fc.client_id IS NOT NULL THEN fc.from_staff ELSE f.owner_id END AS VARCHAR),
