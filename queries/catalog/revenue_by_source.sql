@@ -44,24 +44,30 @@
 -- name = "roi"
 -- unit = "ratio"
 WITH won AS (
+    -- Read once: DataFusion computes a CTE once per reference, and `won` was read twice (revenue in
+    -- the period; each client's first win). Per (source, client) the first win and the period's
+    -- deals, then per source both figures; a source is listed when it has revenue, new clients or
+    -- spend in the period.
     SELECT d.client_id, d.closed_at, d.amount, COALESCE(c.source, 'unknown') AS source
     FROM deals d
     LEFT JOIN clients c ON c.client_id = d.client_id
     WHERE d.status = 'won' AND d.closed_at IS NOT NULL
 ),
-rev AS (
-    SELECT source, COALESCE(SUM(amount), 0) AS revenue
-    FROM won WHERE closed_at >= $from AND closed_at < $to
-    GROUP BY source
+per_client AS (
+    -- deals without a client form one group per source: their revenue counts, they are no client
+    SELECT source, client_id, MIN(closed_at) AS first_won,
+           SUM(CASE WHEN closed_at >= $from AND closed_at < $to THEN amount END) AS period_amount,
+           COUNT(CASE WHEN closed_at >= $from AND closed_at < $to THEN 1 END) AS period_deals
+    FROM won
+    GROUP BY source, client_id
 ),
-firsts AS (
-    SELECT client_id, source, MIN(closed_at) AS first_won
-    FROM won WHERE client_id IS NOT NULL
-    GROUP BY client_id, source
-),
-fresh AS (
-    SELECT source, COUNT(*) AS new_clients
-    FROM firsts WHERE first_won >= $from AND first_won < $to
+by_source AS (
+    SELECT source,
+           CAST(COALESCE(SUM(period_amount), 0) AS DECIMAL(28, 2)) AS revenue,
+           SUM(period_deals) AS period_deals,
+           COUNT(CASE WHEN client_id IS NOT NULL AND first_won >= $from AND first_won < $to THEN 1 END)
+             AS new_clients
+    FROM per_client
     GROUP BY source
 ),
 spend AS (
@@ -71,18 +77,16 @@ spend AS (
       AND CAST(month AS TIMESTAMP) < CAST($to AS TIMESTAMP)
     GROUP BY 1
 ),
-sources AS (
-    SELECT source FROM rev UNION SELECT source FROM fresh UNION SELECT source FROM spend
+both_sides AS (
+    SELECT COALESCE(r.source, p.source) AS source,
+           COALESCE(r.revenue, 0) AS revenue,
+           COALESCE(r.new_clients, 0) AS new_clients,
+           COALESCE(p.spend, 0) AS spend
+    FROM (SELECT * FROM by_source WHERE period_deals > 0 OR new_clients > 0) r
+    FULL JOIN spend p ON p.source = r.source
 )
-SELECT s.source,
-       COALESCE(r.revenue, 0) AS revenue,
-       COALESCE(n.new_clients, 0) AS new_clients,
-       COALESCE(p.spend, 0) AS spend,
-       ROUND(COALESCE(p.spend, 0) / NULLIF(n.new_clients, 0), 2) AS cac,
-       CAST(COALESCE(r.revenue, 0) - COALESCE(p.spend, 0) AS DOUBLE)
-         / CAST(NULLIF(COALESCE(p.spend, 0), 0) AS DOUBLE) AS roi
-FROM sources s
-LEFT JOIN rev r ON r.source = s.source
-LEFT JOIN fresh n ON n.source = s.source
-LEFT JOIN spend p ON p.source = s.source
-ORDER BY revenue DESC, s.source
+SELECT source, revenue, new_clients, spend,
+       ROUND(spend / NULLIF(new_clients, 0), 2) AS cac,
+       CAST(revenue - spend AS DOUBLE) / CAST(NULLIF(spend, 0) AS DOUBLE) AS roi
+FROM both_sides
+ORDER BY revenue DESC, source
