@@ -39,7 +39,8 @@ struct Args {
     /// DuckDB and Polars (Python packages installed by benches/peers.sh into a virtualenv).
     #[arg(long)]
     peers: bool,
-    /// Only these metrics (comma-separated names; default: every metric but the security family).
+    /// Only these metrics (comma-separated names; default: every metric but the security family,
+    /// which reads the audit log a bench engine does not keep).
     #[arg(long, value_delimiter = ',')]
     metrics: Vec<String>,
     /// Work in DIR and keep it: a later run with the same DIR reuses its generated CRM and lake
@@ -88,6 +89,34 @@ async fn main() -> Result<()> {
     let key_file = dir.join("master.key");
     let reuse = args.keep.is_some() && key_file.exists();
     let end = chrono_end();
+    // A kept directory holds one scale and seed: a run asking for others is refused, not answered
+    // with figures for the wrong data.
+    let made_with = dir.join("bench-data.json");
+    let wanted = json!({"scale": args.scale, "seed": args.seed, "end": end.to_string()});
+    if reuse {
+        let kept: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&made_with).with_context(|| format!("{}", made_with.display()))?,
+        )?;
+        anyhow::ensure!(
+            kept == wanted,
+            "{} holds data made with {kept}, not {wanted}: use another --keep directory",
+            dir.display()
+        );
+    }
+    let catalog = Catalog::builtin()?;
+    // The security family reads the audit log, which a bench engine does not keep.
+    let known: Vec<&str> = catalog
+        .metrics()
+        .iter()
+        .filter(|m| m.family != kartoteka_queries::Family::Security)
+        .map(|m| m.name.as_str())
+        .collect();
+    if let Some(unknown) = args.metrics.iter().find(|m| !known.contains(&m.as_str())) {
+        anyhow::bail!(
+            "no benchmarked metric {unknown:?}; metrics: {}",
+            known.join(", ")
+        );
+    }
 
     let (generate, ingest, lake) = if reuse {
         let key = MasterKeySource::from_key_file(&key_file)?;
@@ -131,11 +160,11 @@ async fn main() -> Result<()> {
             "seconds": secs, "rows": rows, "bytes": bytes, "rows_per_second": rows as f64 / secs,
             "peak_rss_mb": peak_rss_mb(), "tables": report.tables,
         });
+        std::fs::write(&made_with, serde_json::to_vec(&wanted)?)?;
         (generate, ingest, lake)
     };
 
     let engine = Engine::new(Arc::clone(&lake), EngineConfig::default())?;
-    let catalog = Catalog::builtin()?;
     // The manager with the most clients: the heaviest manager's view.
     let owner = engine.session(&Principal::local_owner()).await?;
     let top = owner
@@ -162,11 +191,10 @@ async fn main() -> Result<()> {
     let fixed = fixed_costs(&engine).await?;
     let mut metrics = Vec::new();
     let (mut log_owner, mut log_manager, mut managed) = (0.0, 0.0, 0.0);
-    // The security family reads the audit log, which a bench engine does not keep.
     for metric in catalog
         .metrics()
         .iter()
-        .filter(|m| m.family != kartoteka_queries::Family::Security)
+        .filter(|m| known.contains(&m.name.as_str()))
         .filter(|m| args.metrics.is_empty() || args.metrics.contains(&m.name))
     {
         reset_peak();

@@ -484,19 +484,24 @@ fn debug_output_never_shows_keys() {
     assert!(!format!("{source:?}").contains("hunter2"));
 }
 
+/// An analyst: reads internal columns, sees pii only as tokens.
+fn analyst() -> Principal {
+    Principal {
+        user: "analyst".into(),
+        role: crate::Role::Analyst,
+        staff_id: None,
+        team: vec![],
+        preview_by: None,
+    }
+}
+
 #[tokio::test]
 async fn even_a_masking_bug_cannot_decrypt_pii_in_an_analysts_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lake = Arc::new(new_lake(dir.path()).await);
     let snapshot = write_staff(&lake, 0..20).await;
     let engine = Engine::new(Arc::clone(&lake), EngineConfig::default()).expect("engine");
-    let analyst = Principal {
-        user: "analyst".into(),
-        role: crate::Role::Analyst,
-        staff_id: None,
-        team: vec![],
-        preview_by: None,
-    };
+    let analyst = analyst();
     let session = engine.session(&analyst).await.expect("session");
     assert!(session.key_ids().iter().all(|k| !k.contains(".pii.")));
     // The masked view: tokens, equal for equal values, never the value.
@@ -543,14 +548,7 @@ async fn text_is_read_as_views_and_answered_as_utf8() {
     let lake = Arc::new(new_lake(dir.path()).await);
     write_staff(&lake, 0..20).await;
     let engine = Engine::new(Arc::clone(&lake), EngineConfig::default()).expect("engine");
-    let analyst = Principal {
-        user: "analyst".into(),
-        role: crate::Role::Analyst,
-        staff_id: None,
-        team: vec![],
-        preview_by: None,
-    };
-    for principal in [Principal::local_owner(), analyst] {
+    for principal in [Principal::local_owner(), analyst()] {
         let session = engine.session(&principal).await.expect("session");
         let r = session
             .sql(
