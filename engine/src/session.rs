@@ -143,8 +143,45 @@ impl EngineConfig {
     }
 }
 
-/// A resolved scope's cache key: snapshot id and the principal's staff ids.
-type ScopeKey = (u64, Vec<i64>);
+/// Which snapshot a cached thing was made from: its number alone is not enough, since a deliberate
+/// restore forgets newer commits and the next commit takes a number again (with a new time and code).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SnapshotKey {
+    id: u64,
+    committed_at: chrono::DateTime<chrono::Utc>,
+    mac: Option<String>,
+}
+
+impl SnapshotKey {
+    fn of(snapshot: &Snapshot) -> SnapshotKey {
+        SnapshotKey {
+            id: snapshot.id,
+            committed_at: snapshot.committed_at,
+            mac: snapshot.mac.clone(),
+        }
+    }
+}
+
+/// A resolved scope's cache key: the snapshot and the principal's staff ids.
+type ScopeKey = (SnapshotKey, Vec<i64>);
+
+/// The policy-wrapped tables of one role session: everything a session is made of that depends only
+/// on the snapshot, the role's policy, the principal's scope and the key set — shared by every session
+/// with the same four (a provider keeps no state of its own between statements).
+type Tables = Arc<[(&'static str, Arc<dyn TableProvider>)]>;
+
+/// The key [`Tables`] are kept under: snapshot, role, staff scope, ids of the keys held.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TablesKey {
+    snapshot: SnapshotKey,
+    role: Role,
+    staff: Vec<i64>,
+    keys: Arc<str>,
+}
+
+/// Role sessions' tables kept at most (several per principal and snapshot are unusual: a key set
+/// changes only by rotation).
+const TABLES_CAPACITY: usize = 256;
 
 /// The query engine over one lake.
 pub struct Engine {
@@ -154,6 +191,8 @@ pub struct Engine {
     audit: Option<Arc<AuditLog>>,
     /// Resolved scopes per (snapshot, staff ids): a manager's visible clients and deals.
     scopes: std::sync::Mutex<HashMap<ScopeKey, Arc<Scope>>>,
+    /// Role sessions' policy-wrapped tables, for the newest snapshot asked for.
+    tables: std::sync::Mutex<HashMap<TablesKey, Tables>>,
     /// Decrypted footers kept between statements, per key set.
     footers: Arc<crate::footers::FooterCache>,
     /// File statistics, gathered and read only by sessions that see every table whole (the owner's):
@@ -196,6 +235,7 @@ impl Engine {
             config,
             audit: None,
             scopes: std::sync::Mutex::new(HashMap::new()),
+            tables: std::sync::Mutex::new(HashMap::new()),
             footers: Arc::default(),
             statistics: Arc::new(
                 datafusion::execution::cache::default_cache::DefaultCache::<
@@ -334,15 +374,16 @@ impl Engine {
             .iter()
             .all(|t| policy.table(t.name).is_some_and(|p| p.shows_whole(t)));
         let ctx = self.context(keys, Some(limits.memory_bytes), whole_lake);
-        let statistics = whole_lake.then_some(&self.statistics);
-        for table in model::tables() {
-            let Some(table_policy) = policy.table(table.name) else {
-                continue;
-            };
-            let raw = raw_provider(table, &snapshot, &classes, statistics, Read::Session)?;
-            let wrapped = PolicyTable::new(table, raw, table_policy, &scope, barrier)?
-                .with_footers(Arc::clone(&self.footers), Arc::clone(&footer_keys));
-            ctx.register_table(table.name, Arc::new(wrapped))?;
+        let tables = self.policy_tables(
+            principal,
+            &snapshot,
+            (policy, barrier, &scope),
+            &classes,
+            footer_keys,
+            whole_lake,
+        )?;
+        for (name, table) in tables.iter() {
+            ctx.register_table(*name, Arc::clone(table))?;
         }
         if let Some(audit) = &self.audit {
             let own = match principal.role {
@@ -366,6 +407,57 @@ impl Engine {
             key_ids,
             time_zone: self.config.time_zone,
         })
+    }
+
+    /// The tables of a session under `policy` for `principal`, wrapped in it: kept for the next
+    /// session of a principal with the same role, staff scope and key set over the same snapshot
+    /// when the policy is the role's own and the barrier on (a weakened policy of the security
+    /// suite's mutation tests is never kept, nor served from what was kept).
+    fn policy_tables(
+        &self,
+        principal: &Principal,
+        snapshot: &Snapshot,
+        (policy, barrier, scope): (&Policy, Barrier, &Scope),
+        classes: &[Class],
+        footer_keys: Arc<str>,
+        whole_lake: bool,
+    ) -> Result<Tables> {
+        let lock = || self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        let key =
+            (barrier == Barrier::On && *policy == Policy::for_role(principal.role)).then(|| {
+                TablesKey {
+                    snapshot: SnapshotKey::of(snapshot),
+                    role: principal.role,
+                    staff: scope.staff.clone(),
+                    keys: Arc::clone(&footer_keys),
+                }
+            });
+        if let Some(key) = &key
+            && let Some(tables) = lock().get(key)
+        {
+            return Ok(Arc::clone(tables));
+        }
+        let statistics = whole_lake.then_some(&self.statistics);
+        let mut wrapped: Vec<(&'static str, Arc<dyn TableProvider>)> = Vec::new();
+        for table in model::tables() {
+            let Some(table_policy) = policy.table(table.name) else {
+                continue;
+            };
+            let raw = raw_provider(table, snapshot, classes, statistics, Read::Session)?;
+            let provider = PolicyTable::new(table, raw, table_policy, scope, barrier)?
+                .with_footers(Arc::clone(&self.footers), Arc::clone(&footer_keys));
+            wrapped.push((table.name, Arc::new(provider)));
+        }
+        let tables: Tables = wrapped.into();
+        if let Some(key) = key {
+            let mut cache = lock();
+            cache.retain(|k, _| k.snapshot == key.snapshot);
+            if cache.len() >= TABLES_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(key, Arc::clone(&tables));
+        }
+        Ok(tables)
     }
 
     /// A session without any policy wrapper, holding every key: only for measuring what the wrapper
@@ -488,7 +580,7 @@ impl Engine {
     /// The clients and deals a manager or team lead may see in `snapshot`, cached per snapshot.
     async fn scope(&self, principal: &Principal, snapshot: &Snapshot) -> Result<Arc<Scope>> {
         let staff = principal.staff_scope();
-        let key = (snapshot.id, staff.clone());
+        let key = (SnapshotKey::of(snapshot), staff.clone());
         if let Some(s) = self.scopes.lock().expect("scope cache lock").get(&key) {
             return Ok(Arc::clone(s));
         }
@@ -534,7 +626,7 @@ impl Engine {
             staff,
         });
         let mut cache = self.scopes.lock().expect("scope cache lock");
-        cache.retain(|(id, _), _| *id == snapshot.id);
+        cache.retain(|(made_from, _), _| made_from == &key.0);
         cache.insert(key, Arc::clone(&scope));
         Ok(scope)
     }

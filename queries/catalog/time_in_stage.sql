@@ -62,25 +62,23 @@ timed AS (
     FROM entries
     WHERE changed_at >= $from AND changed_at < $to
 ),
--- Exact continuous percentiles (linear interpolation at p·(n−1)): the engine's percentile_exact.
-pct AS (
+-- Exact continuous percentiles (linear interpolation at p·(n−1)): the engine's percentile_exact,
+-- which skips NULLs as COUNT does. One aggregate for the percentiles and the deals still there, so
+-- the window above is computed once (a CTE read twice is computed twice).
+per_stage AS (
     SELECT pipeline, stage, COUNT(hours) AS entries,
            percentile_exact(hours, 0.5) AS median_hours,
-           percentile_exact(hours, 0.9) AS p90_hours
+           percentile_exact(hours, 0.9) AS p90_hours,
+           SUM(still_there) AS open_now
     FROM timed
-    WHERE hours IS NOT NULL
     GROUP BY pipeline, stage
-),
-still AS (
-    SELECT pipeline, stage, SUM(still_there) AS open_now FROM timed GROUP BY pipeline, stage
 )
 SELECT s.pipeline, s.position, s.stage,
        COALESCE(p.entries, 0) AS entries,
        p.median_hours,
        p.p90_hours,
-       COALESCE(o.open_now, 0) AS open_now
+       COALESCE(p.open_now, 0) AS open_now
 FROM pipeline_stages s
-LEFT JOIN pct p ON p.pipeline = s.pipeline AND p.stage = s.stage
-LEFT JOIN still o ON o.pipeline = s.pipeline AND o.stage = s.stage
+LEFT JOIN per_stage p ON p.pipeline = s.pipeline AND p.stage = s.stage
 WHERE s.kind = 'open'
 ORDER BY s.pipeline, s.position
