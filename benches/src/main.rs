@@ -278,7 +278,13 @@ async fn fixed_costs(engine: &Engine) -> Result<serde_json::Value> {
         v[v.len() / 2]
     };
     let (mut session, mut query) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
+    // KARTOTEKA_BENCH_FIXED_RUNS=N repeats the loop N times (default 50): long enough to profile.
+    let runs = std::env::var("KARTOTEKA_BENCH_FIXED_RUNS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(50)
+        .max(1);
+    for _ in 0..runs {
         let t = Instant::now();
         let s = engine.session(&Principal::local_owner()).await?;
         session.push(t.elapsed().as_secs_f64());

@@ -6,6 +6,7 @@
 //! one principal. It must never know about HTTP, schedules or sources, and never log or print a key.
 
 pub mod audit;
+pub mod calendar;
 pub mod control;
 mod deadline;
 pub mod error;

@@ -518,6 +518,7 @@ impl Engine {
         config.options_mut().execution.collect_statistics = statistics;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         ctx.register_udf(crate::zone::local_udf(self.config.time_zone));
+        ctx.register_udf(crate::calendar::date_trunc_udf());
         ctx.register_udf(crate::zone::source_key_udf());
         crate::sized::register(&ctx);
         crate::percentile::register(&ctx);

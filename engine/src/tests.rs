@@ -585,3 +585,48 @@ async fn text_is_read_as_views_and_answered_as_utf8() {
         assert_eq!(r.text_column("id_text")[3].as_deref(), Some("3"));
     }
 }
+
+/// The newest manifest is authenticated once and then served from memory while its bytes stay the
+/// same: a manifest edited, or another snapshot's copied under its name, after the lake answered from
+/// it is still refused.
+#[tokio::test]
+async fn a_manifest_edited_after_it_was_read_is_still_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = new_lake(dir.path()).await;
+    let first = write_staff(&lake, 0..10).await;
+    let second = write_staff(&lake, 0..20).await;
+    assert_eq!(lake.current().await.expect("current").id, second.id);
+    let manifest = |id: u64| {
+        dir.path()
+            .join("_meta/snapshots")
+            .join(format!("{id:020}.json"))
+    };
+    let original = std::fs::read(manifest(second.id)).expect("read");
+    // An edit (the staff table emptied) is caught on the next read, though the same snapshot was
+    // authenticated a moment ago.
+    let mut edited: serde_json::Value = serde_json::from_slice(&original).expect("json");
+    edited["tables"]["staff"]["files"] = serde_json::json!([]);
+    std::fs::write(
+        manifest(second.id),
+        serde_json::to_vec_pretty(&edited).expect("json"),
+    )
+    .expect("write");
+    let err = lake.current().await.expect_err("edited");
+    assert!(
+        err.to_string()
+            .contains("authentication code does not match"),
+        "{err}"
+    );
+    // Restored, it is served again; the first snapshot's manifest copied under the second's name is
+    // refused even right after the first was read and authenticated.
+    std::fs::write(manifest(second.id), &original).expect("restore");
+    assert_eq!(lake.current().await.expect("current").id, second.id);
+    lake.snapshot(first.id).await.expect("the first snapshot");
+    std::fs::copy(manifest(first.id), manifest(second.id)).expect("copy");
+    let err = lake.current().await.expect_err("copied");
+    assert!(
+        err.to_string()
+            .contains(&format!("holds snapshot {}", first.id)),
+        "{err}"
+    );
+}
