@@ -45,15 +45,21 @@
 -- [[columns]]
 -- name = "attainment"
 -- unit = "ratio"
-WITH rev AS (
-    SELECT CAST(date_trunc('month', local(closed_at)) AS DATE) AS month, closed_by, amount
-    FROM deals
-    WHERE status = 'won' AND closed_at >= $from AND closed_at < $to
-),
-managers AS (
+WITH managers AS (
     -- manager rows are for managers (position manager or team_lead), not for every staff member with
     -- a target or a won deal
     SELECT staff_id FROM staff WHERE position IN ('manager', 'team_lead')
+),
+levels AS (
+    -- 0: the company's rows, 1: the managers' rows. Each won deal and each target is read once and
+    -- counted at both levels (DataFusion computes a CTE again at every reference).
+    SELECT 0 AS ord UNION ALL SELECT 1
+),
+rev AS (
+    SELECT CAST(date_trunc('month', local(closed_at)) AS DATE) AS month, closed_by, SUM(amount) AS revenue
+    FROM deals
+    WHERE status = 'won' AND closed_at >= $from AND closed_at < $to
+    GROUP BY 1, 2
 ),
 tgt AS (
     SELECT month, staff_id, revenue_target
@@ -62,17 +68,20 @@ tgt AS (
       AND CAST(month AS TIMESTAMP) < CAST($to AS TIMESTAMP)
 ),
 rows_ AS (
-    SELECT 'company' AS scope, 0 AS ord, month, CAST(NULL AS DECIMAL(18, 2)) AS target, amount AS revenue
-    FROM rev WHERE CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
+    SELECT CASE WHEN l.ord = 0 THEN 'company' ELSE CAST(r.closed_by AS VARCHAR) END AS scope, l.ord,
+           r.month, CAST(NULL AS DECIMAL(18, 2)) AS target, r.revenue
+    FROM rev r
+    CROSS JOIN levels l
+    LEFT JOIN managers m ON m.staff_id = r.closed_by
+    WHERE CAST(r.month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
+      AND (l.ord = 0 OR m.staff_id IS NOT NULL)
     UNION ALL
-    SELECT 'company', 0, month, revenue_target, CAST(0 AS DECIMAL(18, 2)) FROM tgt WHERE staff_id IS NULL
-    UNION ALL
-    SELECT CAST(closed_by AS VARCHAR), 1, month, CAST(NULL AS DECIMAL(18, 2)), amount
-    FROM rev WHERE closed_by IN (SELECT staff_id FROM managers)
-      AND CAST(month AS TIMESTAMP) >= CAST($from AS TIMESTAMP)
-    UNION ALL
-    SELECT CAST(staff_id AS VARCHAR), 1, month, revenue_target, CAST(0 AS DECIMAL(18, 2))
-    FROM tgt WHERE staff_id IN (SELECT staff_id FROM managers)
+    SELECT CASE WHEN l.ord = 0 THEN 'company' ELSE CAST(t.staff_id AS VARCHAR) END, l.ord,
+           t.month, t.revenue_target, CAST(0 AS DECIMAL(18, 2))
+    FROM tgt t
+    CROSS JOIN levels l
+    LEFT JOIN managers m ON m.staff_id = t.staff_id
+    WHERE (l.ord = 0 AND t.staff_id IS NULL) OR (l.ord = 1 AND m.staff_id IS NOT NULL)
 ),
 agg AS (
     SELECT scope, ord, month, SUM(target) AS target, COALESCE(SUM(revenue), 0) AS revenue
