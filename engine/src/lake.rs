@@ -214,6 +214,14 @@ impl Snapshot {
     }
 }
 
+/// A manifest's content, parsed but not checked.
+fn parse_manifest(path: &str, bytes: &[u8]) -> Result<Snapshot> {
+    serde_json::from_slice(bytes).map_err(|source| Error::BadMetadata {
+        path: path.to_string(),
+        source,
+    })
+}
+
 fn snapshot_path(id: u64) -> String {
     format!("{SNAPSHOT_DIR}/{id:020}.json")
 }
@@ -370,11 +378,7 @@ impl Lake {
                 return Ok(v.snapshot.clone());
             }
         }
-        let snapshot: Snapshot =
-            serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
-                path: path.clone(),
-                source,
-            })?;
+        let snapshot = parse_manifest(&path, &bytes)?;
         let invalid = |detail: String| Error::SnapshotInvalid {
             path: path.clone(),
             detail,
@@ -579,10 +583,7 @@ impl Lake {
     async fn manifest(&self, id: u64) -> Result<(String, Snapshot)> {
         let path = snapshot_path(id);
         let bytes = self.store.get(&path).await?;
-        let snapshot = serde_json::from_slice(&bytes).map_err(|source| Error::BadMetadata {
-            path: path.clone(),
-            source,
-        })?;
+        let snapshot = parse_manifest(&path, &bytes)?;
         Ok((path, snapshot))
     }
 
