@@ -9,6 +9,7 @@ pub mod audit;
 pub mod calendar;
 pub mod control;
 mod deadline;
+pub mod deletions;
 pub mod error;
 pub mod failpoint;
 mod footers;

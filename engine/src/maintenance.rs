@@ -47,6 +47,18 @@ pub struct ErasurePlan {
     pub snapshots_expired: Vec<u64>,
 }
 
+/// How [`Engine::files_without_rows`] takes rows out of a file that holds some.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// In the file's delete vector, while it stays under
+    /// [`MAX_DELETED_SHARE`](crate::deletions::MAX_DELETED_SHARE) of the file (else as `Rewrite`):
+    /// an incremental ingest's updates and deletes.
+    Mark,
+    /// A new file without them; a file with a delete vector is rewritten even without such a row,
+    /// so rows deleted earlier leave the disk too: erasure.
+    Rewrite,
+}
+
 impl Engine {
     /// The key-set fingerprint of `table` in `snapshot`, read back from its encrypted files (key
     /// columns only) — what reconciliation compares with the source's — and how many keys the table
@@ -102,7 +114,7 @@ impl Engine {
             }
             Ok(mask)
         };
-        self.files_without_rows(txn, table, files, &t.key, &gone)
+        self.files_without_rows(txn, table, files, &t.key, &gone, Removal::Mark)
             .await
     }
 
@@ -139,7 +151,7 @@ impl Engine {
             Ok(found.iter().map(|f| Some(*f == Some(false))).collect())
         };
         let (files, dropped) = self
-            .files_without_rows(txn, table, files, &columns, &gone)
+            .files_without_rows(txn, table, files, &columns, &gone, Removal::Mark)
             .await?;
         let unchanged = unchanged
             .into_inner()
@@ -148,7 +160,8 @@ impl Engine {
     }
 
     /// `files` of `table` without the rows `gone` marks (it sees at least `check_columns`): files
-    /// with no such row are kept as they are, the others rewritten through `txn`. Returns the new
+    /// with no such row are kept as they are; in the others the rows go as `removal` says — marked
+    /// in the file's delete vector, or the file rewritten through `txn` without them. Returns the new
     /// file list and the rows left out.
     pub async fn files_without_rows(
         &self,
@@ -157,6 +170,7 @@ impl Engine {
         files: &[crate::lake::DataFile],
         check_columns: &[&str],
         gone: &(dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync),
+        removal: Removal,
     ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
         use futures::TryStreamExt;
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
@@ -176,22 +190,77 @@ impl Engine {
                 },
             );
             let ctx = self.raw_context(&one, &classes).await?;
-            // First the columns that decide: most files hold no such row and stay as they are.
-            let mut hits = 0u64;
-            let mut stream = ctx
+            // Erasure takes a person's rows off the disk: a file whose delete vector may still hold
+            // some of theirs (older versions) is rewritten whether or not a live row is theirs.
+            let purge = removal == Removal::Rewrite && file.deleted.is_some();
+            // First the columns that decide, in file order (one partition, so the k-th row read is
+            // the k-th live row of the file): most files hold no such row and stay as they are.
+            ctx.state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .execution
+                .target_partitions = 1;
+            let scan = ctx
                 .table(table.name)
                 .await?
                 .select_columns(check_columns)?
-                .execute_stream()
+                .create_physical_plan()
                 .await?;
-            while let Some(batch) = stream.try_next().await? {
-                hits += gone(&batch)?.true_count() as u64;
+            if datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(&scan)
+                .partition_count()
+                != 1
+            {
+                return Err(Error::Execution(format!(
+                    "the rows of {} were to be read in one partition, in file order",
+                    file.path
+                )));
             }
-            if hits == 0 {
+            let mut stream = scan.execute(0, ctx.task_ctx())?;
+            let mut live =
+                crate::deletions::LivePositions::new(file.rows_written(), file.deleted.as_ref());
+            let mut positions = Vec::new();
+            while let Some(batch) = stream.try_next().await? {
+                let mask = gone(&batch)?;
+                for hit in mask.iter() {
+                    let position = live.next().ok_or_else(|| {
+                        Error::Integrity(format!(
+                            "{} holds more rows than the snapshot records",
+                            file.path
+                        ))
+                    })?;
+                    if hit == Some(true) {
+                        positions.push(position);
+                    }
+                }
+            }
+            if live.next().is_some() {
+                return Err(Error::Integrity(format!(
+                    "{} holds fewer rows than the snapshot records",
+                    file.path
+                )));
+            }
+            let hits = positions.len() as u64;
+            if hits == 0 && !purge {
                 out.push(file.clone());
                 continue;
             }
             removed += hits;
+            let deleted = match &file.deleted {
+                Some(d) => d.with(&positions),
+                None => crate::deletions::Deletions::new(positions),
+            };
+            if removal == Removal::Mark
+                && (deleted.len() as f64)
+                    <= crate::deletions::MAX_DELETED_SHARE * file.rows_written() as f64
+            {
+                out.push(crate::lake::DataFile {
+                    rows: file.rows - hits,
+                    deleted: Some(deleted),
+                    ..file.clone()
+                });
+                continue;
+            }
             let mut writer = txn.table_writer(table.name).await?;
             let mut stream = ctx.table(table.name).await?.execute_stream().await?;
             while let Some(batch) = stream.try_next().await? {
@@ -233,10 +302,12 @@ impl Engine {
             }
             let gone = |batch: &RecordBatch| erased.mask(batch);
             let (files, n) = self
-                .files_without_rows(&txn, name, &state.files, &columns, &gone)
+                .files_without_rows(&txn, name, &state.files, &columns, &gone, Removal::Rewrite)
                 .await?;
-            if n > 0 {
+            if files != state.files {
                 txn.replace_table(name, files, state.cursor.clone())?;
+            }
+            if n > 0 {
                 removed.insert(name.clone(), n);
             }
         }
@@ -363,9 +434,10 @@ impl Engine {
     }
 
     /// Compaction: every table holding more than `max_files` files (incremental runs add a few per
-    /// run) is rewritten into as few files as [`crate::lake::FILE_ROWS`] allows, its cursor kept.
-    /// Older versions of rows never survive a write, so there is nothing else to drop. Returns the
-    /// tables compacted and the new snapshot (`None` when nothing needed it).
+    /// run), or a file with a delete vector (rows an incremental run replaced or found deleted), is
+    /// rewritten into as few files as [`crate::lake::FILE_ROWS`] allows, without the deleted rows,
+    /// its cursor kept. Returns the tables compacted and the new snapshot (`None` when nothing
+    /// needed it).
     pub async fn compact(&self, max_files: usize) -> Result<(Vec<String>, Option<Snapshot>)> {
         let mut txn = self.lake().begin_write().await?;
         let base = txn.base().clone();
@@ -374,7 +446,7 @@ impl Engine {
             .await?;
         let mut compacted = Vec::new();
         for (name, state) in &base.tables {
-            if state.files.len() <= max_files {
+            if state.files.len() <= max_files && state.files.iter().all(|f| f.deleted.is_none()) {
                 continue;
             }
             rewrite_table(&ctx, &mut txn, name, state).await?;

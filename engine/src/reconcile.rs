@@ -64,13 +64,30 @@ pub fn has_integer_key(table: &Table) -> bool {
 /// and each sum cast to a 64-bit integer with `bigint` (the dialect's name for it: `BIGINT`, `SIGNED`,
 /// `INTEGER`). Read back with [`KeyFingerprint::from_modular_sums`].
 pub fn modular_sums_sql(key: &str, bigint: &str) -> String {
+    modular_sums_parts(key, bigint).join(", ")
+}
+
+/// [`modular_sums_sql`]'s three expressions, one by one.
+pub fn modular_sums_parts(key: &str, bigint: &str) -> Vec<String> {
     let m = KEY_MODULUS;
     // Widened first: a residue squared overflows a 4-byte integer (PostgreSQL's INTEGER keys).
     let key = format!("CAST({key} AS {bigint})");
+    vec![
+        "COUNT(*)".to_string(),
+        format!("CAST(COALESCE(SUM({key} % {m}) % {m}, 0) AS {bigint})"),
+        format!("CAST(COALESCE(SUM(({key} % {m}) * ({key} % {m}) % {m}) % {m}, 0) AS {bigint})"),
+    ]
+}
+
+/// The select list that adds up [`modular_sums_parts`] computed separately over parts of a key set
+/// (the branches of a `UNION ALL`), held in `columns`: the same three numbers as over the whole.
+pub fn modular_sums_combined(columns: [&str; 3], bigint: &str) -> String {
+    let m = KEY_MODULUS;
+    let [count, s1, s2] = columns;
     format!(
-        "COUNT(*), \
-         CAST(COALESCE(SUM({key} % {m}) % {m}, 0) AS {bigint}), \
-         CAST(COALESCE(SUM(({key} % {m}) * ({key} % {m}) % {m}) % {m}, 0) AS {bigint})"
+        "CAST(COALESCE(SUM({count}), 0) AS {bigint}), \
+         CAST(COALESCE(SUM({s1}), 0) % {m} AS {bigint}), \
+         CAST(COALESCE(SUM({s2}), 0) % {m} AS {bigint})"
     )
 }
 

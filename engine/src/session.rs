@@ -717,9 +717,23 @@ fn raw_provider(
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(ListingOptions::new(Arc::new(format)).with_file_extension(".parquet"))
         .with_schema(schema);
-    Ok(Arc::new(
-        ListingTable::try_new(config)?.with_cache(statistics.cloned()),
-    ))
+    let listing: Arc<dyn TableProvider> =
+        Arc::new(ListingTable::try_new(config)?.with_cache(statistics.cloned()));
+    // Files with delete vectors are read without their deleted rows, by every reader.
+    let deleted: HashMap<_, _> = files
+        .iter()
+        .filter_map(|f| {
+            let d = f.deleted.as_ref()?;
+            Some((
+                Path::from(f.path.as_str()).to_string(),
+                (d.clone(), f.rows_written()),
+            ))
+        })
+        .collect();
+    if deleted.is_empty() {
+        return Ok(listing);
+    }
+    Ok(Arc::new(crate::deletions::LiveRows::new(listing, deleted)))
 }
 
 /// Hands a session's keys to DataFusion's Parquet reader, file by file.

@@ -630,3 +630,163 @@ async fn a_manifest_edited_after_it_was_read_is_still_refused() {
         "{err}"
     );
 }
+
+/// Rows taken out by delete vectors (an incremental ingest's updates and deletes) are gone for every
+/// reader — counts, sums, pruned range scans, the key check — across many row groups of one file;
+/// the file is kept as it was until its vector would pass a tenth of its rows, then rewritten.
+#[tokio::test]
+async fn deleted_rows_are_skipped_by_every_reader_until_the_file_is_rewritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 1 000 staff in one file of sixteen row groups of 64 rows (the last one shorter).
+    let lake = new_lake(dir.path()).await.with_row_group_rows(64);
+    let written = write_staff(&lake, 0..1000).await;
+    let original = written.tables["staff"].files.clone();
+    assert_eq!(original.len(), 1);
+    let engine = Engine::new(Arc::new(lake), EngineConfig::default()).expect("engine");
+    let table = model::table("staff").expect("canonical");
+    let mut live: std::collections::BTreeSet<i64> = (0..1000).collect();
+
+    // Each round drops some ids through the ingest's path and checks every reader against `live`.
+    let rounds: [(&str, Vec<i64>); 3] = [
+        // 81 rows, scattered over every row group, the first and the last row of the file among them.
+        (
+            "vector",
+            (0..1000)
+                .filter(|i| i % 13 == 0)
+                .chain([1, 2, 3, 999])
+                .collect(),
+        ),
+        // Two more (and one already gone): the vector grows to 83, the file stays.
+        ("vector", vec![500, 501, 26]),
+        // Every eleventh: past a tenth of the file, which is rewritten without them all.
+        ("rewrite", (0..1000).filter(|i| i % 11 == 0).collect()),
+    ];
+    for (round, (expect, ids)) in rounds.into_iter().enumerate() {
+        let mut txn = engine.lake().begin_write().await.expect("txn");
+        let files = txn.base().tables["staff"].files.clone();
+        let mut drop = crate::reconcile::KeySet::new(table).expect("set");
+        drop.insert(
+            &RecordBatch::try_new(
+                Arc::new(arrow::datatypes::Schema::new(vec![
+                    arrow::datatypes::Field::new(
+                        "staff_id",
+                        arrow::datatypes::DataType::Int64,
+                        false,
+                    ),
+                ])),
+                vec![Arc::new(Int64Array::from(ids.clone()))],
+            )
+            .expect("keys"),
+        )
+        .expect("insert");
+        let (kept, dropped) = engine
+            .files_without_keys(&txn, "staff", &files, Some(&drop), None)
+            .await
+            .expect("drop");
+        let was = live.len();
+        for id in &ids {
+            live.remove(id);
+        }
+        assert_eq!(dropped as usize, was - live.len(), "round {round}");
+        assert_eq!(kept.len(), 1, "round {round}");
+        let file = &kept[0];
+        assert_eq!(file.rows as usize, live.len(), "round {round}");
+        match expect {
+            "vector" => {
+                assert_eq!(file.path, original[0].path, "round {round}: kept in place");
+                assert_eq!(file.rows_written(), 1000);
+                assert_eq!(
+                    file.deleted.as_ref().map(|d| d.len() as usize),
+                    Some(1000 - live.len()),
+                    "round {round}"
+                );
+            }
+            _ => {
+                assert_ne!(file.path, original[0].path, "round {round}: rewritten");
+                assert!(file.deleted.is_none(), "round {round}");
+            }
+        }
+        txn.replace_table("staff", kept, None).expect("replace");
+        let snapshot = txn.commit("test").await.expect("commit");
+
+        // Every reader, against the set kept in this test.
+        let sum: i64 = live.iter().sum();
+        let in_range = live.range(60..=200).count() as i64;
+        let lake = Arc::clone(engine.lake());
+        assert_eq!(
+            count(lake.clone(), "SELECT COUNT(*) FROM staff").await,
+            live.len() as i64
+        );
+        assert_eq!(
+            count(lake.clone(), "SELECT SUM(staff_id) FROM staff").await,
+            sum
+        );
+        assert_eq!(
+            count(
+                lake.clone(),
+                "SELECT COUNT(*) FROM staff WHERE staff_id BETWEEN 60 AND 200"
+            )
+            .await,
+            in_range,
+            "round {round}: a range the row groups' statistics prune to"
+        );
+        assert_eq!(
+            count(
+                lake.clone(),
+                "SELECT COUNT(*) FROM staff WHERE staff_id IN (0, 13, 999, 500, 998)"
+            )
+            .await,
+            [0, 13, 999, 500, 998]
+                .iter()
+                .filter(|i| live.contains(i))
+                .count() as i64,
+            "round {round}"
+        );
+        let mut expected_keys = crate::reconcile::KeyHasher::new(table).expect("hasher");
+        expected_keys
+            .add(
+                &RecordBatch::try_new(
+                    Arc::new(arrow::datatypes::Schema::new(vec![
+                        arrow::datatypes::Field::new(
+                            "staff_id",
+                            arrow::datatypes::DataType::Int64,
+                            false,
+                        ),
+                    ])),
+                    vec![Arc::new(Int64Array::from_iter_values(live.iter().copied()))],
+                )
+                .expect("keys"),
+            )
+            .expect("add");
+        let (fingerprint, duplicates) = engine.key_check(&snapshot, "staff").await.expect("check");
+        assert_eq!(fingerprint, expected_keys.finish(), "round {round}");
+        assert_eq!(duplicates, 0);
+    }
+}
+
+/// A delete vector that does not fit its file (edited into a manifest signed anew, as a bug could
+/// write it) is an error for a reader, never an answer without those rows or with others.
+#[tokio::test]
+async fn a_delete_vector_that_does_not_fit_its_file_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = new_lake(dir.path()).await.with_row_group_rows(64);
+    let written = write_staff(&lake, 0..100).await;
+    let mut file = written.tables["staff"].files[0].clone();
+    // Positions past the end: the vector names rows the file does not have.
+    file.deleted = Some(crate::deletions::Deletions::new(vec![5, 150]));
+    file.rows = 98;
+    let mut txn = lake.begin_write().await.expect("txn");
+    txn.replace_table("staff", vec![file], None)
+        .expect("replace");
+    txn.commit("test").await.expect("commit");
+    let engine = Engine::new(Arc::new(lake), EngineConfig::default()).expect("engine");
+    let session = engine
+        .session(&Principal::local_owner())
+        .await
+        .expect("session");
+    let err = session
+        .sql("SELECT COUNT(*) FROM staff")
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("delete vector"), "{err}");
+}

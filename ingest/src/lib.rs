@@ -5,6 +5,7 @@
 //! leaves the lake as it was. It never decides who may read what.
 
 pub mod batch;
+mod branches;
 pub mod check;
 pub mod demo;
 pub mod error;

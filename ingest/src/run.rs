@@ -9,8 +9,8 @@ use kartoteka_engine::Engine;
 use kartoteka_engine::lake::Erased;
 use kartoteka_engine::model::{self, Table};
 use kartoteka_engine::reconcile::{
-    KeyFingerprint, KeyHasher, KeySet, KeyVersions, has_integer_key, key_columns, modular_sums_sql,
-    row_versions,
+    KeyFingerprint, KeyHasher, KeySet, KeyVersions, has_integer_key, key_columns,
+    modular_sums_combined, modular_sums_parts, modular_sums_sql, row_versions,
 };
 use serde::Serialize;
 
@@ -760,6 +760,10 @@ impl SumsQuery {
                     | Decoder::Dynamic
             ))
         };
+        let result_position = |name: &str| -> Option<usize> {
+            let canonical = table.columns.iter().position(|c| c.name == name)?;
+            plan.index.iter().position(|&i| i == canonical)
+        };
         let key = table.key[0];
         if integer(key) != Some(true) {
             return None;
@@ -769,15 +773,10 @@ impl SumsQuery {
             Source::MySql(_) => ("SIGNED", Decoder::Int64),
             Source::Sqlite(_) => ("INTEGER", Decoder::Dynamic),
         };
-        let mut select = modular_sums_sql(&format!("kartoteka_keys.{key}"), bigint);
         let counts_non_integers = matches!(source, Source::Sqlite(_));
-        if counts_non_integers {
-            select.push_str(&format!(
-                ", COALESCE(SUM(CASE WHEN typeof(kartoteka_keys.{key}) = 'integer' THEN 0 ELSE 1 END), 0)"
-            ));
-        }
         // Erased people: the rows the lake drops as they arrive (`Erased::mask`) are left out here.
-        let mut erased_rows = Vec::new();
+        // Per column: its position in the query's result, and the ids.
+        let mut erased_rows: Vec<(&str, usize, String)> = Vec::new();
         for (column, ids) in [("client_id", &erased.clients), ("deal_id", &erased.deals)] {
             if ids.is_empty() {
                 continue;
@@ -785,21 +784,61 @@ impl SumsQuery {
             match integer(column) {
                 // The table has no such column, or the query does not return it: nobody's rows.
                 None => {}
-                Some(true) => erased_rows.push(format!(
-                    "COALESCE(kartoteka_keys.{column} IN ({}), FALSE)",
+                Some(true) => erased_rows.push((
+                    column,
+                    result_position(column)?,
                     ids.iter()
                         .map(i64::to_string)
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
                 )),
                 // Ids that are not integers in the source: the keys are read and filtered here.
                 Some(false) => return None,
             }
         }
+        let excluded = |columns: &[String]| {
+            columns
+                .iter()
+                .zip(&erased_rows)
+                .map(|(c, (_, _, ids))| format!("COALESCE({c} IN ({ids}), FALSE)"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        // MariaDB materialises a derived UNION ALL whole before aggregating it: each branch then
+        // aggregates its own rows instead (`branches.rs`).
+        if matches!(source, Source::MySql(_)) {
+            let positions: Vec<usize> = erased_rows.iter().map(|(_, p, _)| *p).collect();
+            let exclude: Option<(&[usize], &dyn Fn(&[String]) -> String)> =
+                (!positions.is_empty()).then_some((positions.as_slice(), &excluded));
+            if let Some(branches) = crate::branches::per_branch(
+                query,
+                result_position(key)?,
+                &|k| modular_sums_parts(k, bigint),
+                exclude,
+            ) {
+                let select =
+                    modular_sums_combined(["kartoteka_a0", "kartoteka_a1", "kartoteka_a2"], bigint);
+                return Some(SumsQuery {
+                    query: format!("SELECT {select} FROM ({branches}) AS kartoteka_keys"),
+                    decoder,
+                    counts_non_integers,
+                });
+            }
+        }
+        let mut select = modular_sums_sql(&format!("kartoteka_keys.{key}"), bigint);
+        if counts_non_integers {
+            select.push_str(&format!(
+                ", COALESCE(SUM(CASE WHEN typeof(kartoteka_keys.{key}) = 'integer' THEN 0 ELSE 1 END), 0)"
+            ));
+        }
         let filter = if erased_rows.is_empty() {
             String::new()
         } else {
-            format!(" WHERE NOT ({})", erased_rows.join(" OR "))
+            let columns: Vec<String> = erased_rows
+                .iter()
+                .map(|(c, _, _)| format!("kartoteka_keys.{c}"))
+                .collect();
+            format!(" WHERE NOT ({})", excluded(&columns))
         };
         Some(SumsQuery {
             query: format!("SELECT {select} FROM ({query}) AS kartoteka_keys{filter}"),

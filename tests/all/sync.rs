@@ -380,6 +380,32 @@ async fn an_erased_client_is_gone_from_every_file_and_stays_gone() {
     let before = about(&home);
     assert!(before > 5, "the client has rows ({before})");
     common::ok(&home, &["ingest"]); // a second snapshot, which also holds them
+    // The client is renamed in the CRM: the incremental run marks the row with the old name deleted
+    // (a delete vector) and adds the new one — erasure must take both off the disk.
+    let renamed = format!("{name} (новое имя)");
+    sqlx::query(
+        "UPDATE contacts SET display_name = ?, modified_at = '2025-07-02 09:00:00' WHERE id = ?",
+    )
+    .bind(&renamed)
+    .bind(client)
+    .execute(&pool)
+    .await
+    .expect("rename");
+    common::ok(&home, &["ingest"]);
+    let key = || MasterKeySource::from_key_file(&home.join("master.key")).expect("key");
+    {
+        let lake = Lake::open(LakeStore::local(&home.join("lake")).expect("store"), &key())
+            .await
+            .expect("lake");
+        let now = lake.current().await.expect("snapshot");
+        assert!(
+            now.tables["clients"]
+                .files
+                .iter()
+                .any(|f| f.deleted.is_some()),
+            "the row with the old name is kept under a delete vector"
+        );
+    }
 
     let out = common::run(&home, &["erase", "--client", &client.to_string(), "--yes"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -388,12 +414,9 @@ async fn an_erased_client_is_gone_from_every_file_and_stays_gone() {
     assert_eq!(about(&home), 0);
     // Decrypt everything the lake keeps, every snapshot and every file: the name is nowhere.
     let lake = Arc::new(
-        Lake::open(
-            LakeStore::local(&home.join("lake")).expect("store"),
-            &MasterKeySource::from_key_file(&home.join("master.key")).expect("key"),
-        )
-        .await
-        .expect("lake"),
+        Lake::open(LakeStore::local(&home.join("lake")).expect("store"), &key())
+            .await
+            .expect("lake"),
     );
     let ids = lake.snapshot_ids().await.expect("ids");
     assert_eq!(ids.len(), 1, "only the snapshot without them is left");
@@ -410,7 +433,43 @@ async fn an_erased_client_is_gone_from_every_file_and_stays_gone() {
     assert_eq!(files, referenced, "no file outside the snapshot remains");
     for (table, rows) in contents(&engine).await {
         for row in rows {
-            assert!(!row.iter().any(|v| v == &name), "{table}: {row:?}");
+            assert!(
+                !row.iter().any(|v| v == &name || v == &renamed),
+                "{table}: {row:?}"
+            );
+        }
+    }
+    // The same, with every row the files hold physically — delete vectors ignored (on a copy).
+    let copy = dir.path().join("physical");
+    common::copy_dir(&home.join("lake"), &copy);
+    let physical = Arc::new(
+        Lake::open(LakeStore::local(&copy).expect("store"), &key())
+            .await
+            .expect("lake"),
+    );
+    let kept = physical.current().await.expect("snapshot");
+    let mut txn = physical.begin_write().await.expect("txn");
+    for (table, state) in &kept.tables {
+        let files = state
+            .files
+            .iter()
+            .map(|f| kartoteka_engine::lake::DataFile {
+                rows: f.rows_written(),
+                deleted: None,
+                ..f.clone()
+            })
+            .collect();
+        txn.replace_table(table, files, state.cursor.clone())
+            .expect("replace");
+    }
+    txn.commit("every row as written").await.expect("commit");
+    let everything = Engine::new(physical, EngineConfig::default()).expect("engine");
+    for (table, rows) in contents(&everything).await {
+        for row in rows {
+            assert!(
+                !row.iter().any(|v| v == &name || v == &renamed),
+                "{table}: {row:?}"
+            );
         }
     }
     // The source still has them: the next ingest keeps them out and still reconciles.
