@@ -199,7 +199,8 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Rewrite tables that incremental runs left in many small files into few large ones.
+    /// Rewrite tables that incremental runs left in many small files, or with rows marked deleted,
+    /// into few large files of live rows only.
     Compact {
         /// Compact tables holding more than this many files.
         #[arg(long, default_value_t = 1)]
@@ -592,7 +593,9 @@ async fn run(cli: Cli) -> Result<()> {
                     snapshot.id
                 ),
                 (_, None) => {
-                    eprintln!("nothing to compact (no table holds more than {max_files} files)")
+                    eprintln!(
+                        "nothing to compact (no table holds more than {max_files} files or rows marked deleted)"
+                    )
                 }
             }
             Ok(())
