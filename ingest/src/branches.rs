@@ -95,6 +95,10 @@ fn column(select: &datafusion::sql::sqlparser::ast::Select, position: usize) -> 
     }
 }
 
+/// Rows a branch leaves out: the positions of the columns the condition reads, and the condition
+/// over those columns' SQL (rows for which it holds are left out).
+pub(crate) type Exclude<'a> = (&'a [usize], &'a dyn Fn(&[String]) -> String);
+
 /// `query` aggregated branch by branch, when it is a `UNION ALL` of plain `SELECT`s: each branch's
 /// projection replaced by `aggregates(key)` — `key` the SQL of its `key`-th column, each aggregate
 /// named `kartoteka_a{i}` — and its `WHERE` extended by `NOT (exclude(columns))` when `exclude` is
@@ -105,7 +109,7 @@ pub(crate) fn per_branch(
     query: &str,
     key: usize,
     aggregates: &dyn Fn(&str) -> Vec<String>,
-    exclude: Option<(&[usize], &dyn Fn(&[String]) -> String)>,
+    exclude: Option<Exclude<'_>>,
 ) -> Option<String> {
     let branches = union_all_branches(query)?;
     let mut rendered = Vec::with_capacity(branches.len());

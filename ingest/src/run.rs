@@ -808,7 +808,7 @@ impl SumsQuery {
         // aggregates its own rows instead (`branches.rs`).
         if matches!(source, Source::MySql(_)) {
             let positions: Vec<usize> = erased_rows.iter().map(|(_, p, _)| *p).collect();
-            let exclude: Option<(&[usize], &dyn Fn(&[String]) -> String)> =
+            let exclude: Option<crate::branches::Exclude<'_>> =
                 (!positions.is_empty()).then_some((positions.as_slice(), &excluded));
             if let Some(branches) = crate::branches::per_branch(
                 query,
