@@ -220,7 +220,7 @@ impl Iterator for LivePositions<'_> {
 pub(crate) struct LiveRows {
     inner: Arc<dyn TableProvider>,
     /// Per file location: its vector and its rows as written.
-    files: Arc<HashMap<String, (Deletions, u64)>>,
+    files: HashMap<String, (Deletions, u64)>,
 }
 
 impl LiveRows {
@@ -228,10 +228,7 @@ impl LiveRows {
         inner: Arc<dyn TableProvider>,
         files: HashMap<String, (Deletions, u64)>,
     ) -> LiveRows {
-        LiveRows {
-            inner,
-            files: Arc::new(files),
-        }
+        LiveRows { inner, files }
     }
 }
 

@@ -631,6 +631,20 @@ async fn a_manifest_edited_after_it_was_read_is_still_refused() {
     );
 }
 
+/// A batch of staff keys, as the engine's key sets and hashers take them.
+fn staff_keys(ids: impl Iterator<Item = i64>) -> RecordBatch {
+    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "staff_id",
+        arrow::datatypes::DataType::Int64,
+        false,
+    )]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(Int64Array::from_iter_values(ids))],
+    )
+    .expect("keys")
+}
+
 /// Rows taken out by delete vectors (an incremental ingest's updates and deletes) are gone for every
 /// reader — counts, sums, pruned range scans, the key check — across many row groups of one file;
 /// the file is kept as it was until its vector would pass a tenth of its rows, then rewritten.
@@ -665,20 +679,8 @@ async fn deleted_rows_are_skipped_by_every_reader_until_the_file_is_rewritten() 
         let mut txn = engine.lake().begin_write().await.expect("txn");
         let files = txn.base().tables["staff"].files.clone();
         let mut drop = crate::reconcile::KeySet::new(table).expect("set");
-        drop.insert(
-            &RecordBatch::try_new(
-                Arc::new(arrow::datatypes::Schema::new(vec![
-                    arrow::datatypes::Field::new(
-                        "staff_id",
-                        arrow::datatypes::DataType::Int64,
-                        false,
-                    ),
-                ])),
-                vec![Arc::new(Int64Array::from(ids.clone()))],
-            )
-            .expect("keys"),
-        )
-        .expect("insert");
+        drop.insert(&staff_keys(ids.iter().copied()))
+            .expect("insert");
         let (kept, dropped) = engine
             .files_without_keys(&txn, "staff", &files, Some(&drop), None)
             .await
@@ -744,19 +746,7 @@ async fn deleted_rows_are_skipped_by_every_reader_until_the_file_is_rewritten() 
         );
         let mut expected_keys = crate::reconcile::KeyHasher::new(table).expect("hasher");
         expected_keys
-            .add(
-                &RecordBatch::try_new(
-                    Arc::new(arrow::datatypes::Schema::new(vec![
-                        arrow::datatypes::Field::new(
-                            "staff_id",
-                            arrow::datatypes::DataType::Int64,
-                            false,
-                        ),
-                    ])),
-                    vec![Arc::new(Int64Array::from_iter_values(live.iter().copied()))],
-                )
-                .expect("keys"),
-            )
+            .add(&staff_keys(live.iter().copied()))
             .expect("add");
         let (fingerprint, duplicates) = engine.key_check(&snapshot, "staff").await.expect("check");
         assert_eq!(fingerprint, expected_keys.finish(), "round {round}");
