@@ -175,43 +175,6 @@ impl<'de> Deserialize<'de> for Deletions {
     }
 }
 
-/// The live positions of a file of `rows` rows under `deleted`, ascending: what the k-th row a
-/// reader returns is, read in file order.
-pub(crate) struct LivePositions<'a> {
-    next: u64,
-    rows: u64,
-    deleted: &'a [u64],
-}
-
-impl<'a> LivePositions<'a> {
-    pub(crate) fn new(rows: u64, deleted: Option<&'a Deletions>) -> LivePositions<'a> {
-        LivePositions {
-            next: 0,
-            rows,
-            deleted: deleted.map(|d| d.positions()).unwrap_or(&[]),
-        }
-    }
-}
-
-impl Iterator for LivePositions<'_> {
-    type Item = u64;
-
-    fn next(&mut self) -> Option<u64> {
-        while let Some((&d, rest)) = self.deleted.split_first()
-            && d <= self.next
-        {
-            if d == self.next {
-                self.next += 1;
-            }
-            self.deleted = rest;
-        }
-        (self.next < self.rows).then(|| {
-            self.next += 1;
-            self.next - 1
-        })
-    }
-}
-
 /// A lake table some of whose files carry delete vectors: the table as DataFusion's listing table
 /// reads it, each such file read without its deleted rows. Statistics are not offered (a footer's
 /// row count includes deleted rows), and a limit is not handed on (the listing table would stop
@@ -355,8 +318,6 @@ mod tests {
             let expected: Vec<u64> = (0..rows).filter(|r| !positions.contains(r)).collect();
             let selection = deleted.selection(rows).expect("positions within the file");
             assert_eq!(selected(&selection, rows), expected, "case {case}");
-            let live: Vec<u64> = LivePositions::new(rows, Some(&deleted)).collect();
-            assert_eq!(live, expected, "case {case}");
             // The manifest's text form gives back the same vector.
             let text = serde_json::to_string(&deleted).expect("serialises");
             let back: Deletions = serde_json::from_str(&text).expect("parses");

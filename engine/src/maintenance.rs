@@ -47,6 +47,20 @@ pub struct ErasurePlan {
     pub snapshots_expired: Vec<u64>,
 }
 
+/// The name under which [`Engine::files_without_rows`] reads each row's position in its file.
+const POSITION: &str = "__kartoteka_position";
+
+/// The rows [`Engine::files_without_rows`] takes out of a table.
+pub(crate) struct RowsToRemove<'a> {
+    /// The columns `gone` reads.
+    pub(crate) columns: &'a [&'a str],
+    /// When given, it holds for every row `gone` may mark: only those rows are read, so row-group
+    /// statistics skip the rest (whole files, often).
+    pub(crate) within: Option<datafusion::prelude::Expr>,
+    /// For each row of a batch (holding at least `columns`): does it go?
+    pub(crate) gone: &'a (dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync),
+}
+
 /// How [`Engine::files_without_rows`] takes rows out of a file that holds some.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -114,7 +128,18 @@ impl Engine {
             }
             Ok(mask)
         };
-        self.files_without_rows(txn, table, files, &t.key, &gone, Removal::Mark)
+        // Rows to drop lie within the range of `drop`'s keys (without `keep_only`, any key may go).
+        let within = match (drop, keep_only) {
+            (Some(set), None) if set.is_empty() => return Ok((files.to_vec(), 0)),
+            (Some(set), None) => key_range(t, set.integer_range()),
+            _ => None,
+        };
+        let remove = RowsToRemove {
+            columns: &t.key,
+            within,
+            gone: &gone,
+        };
+        self.files_without_rows(txn, table, files, remove, Removal::Mark)
             .await
     }
 
@@ -136,6 +161,12 @@ impl Engine {
         let mut columns: Vec<&str> = t.key.clone();
         columns.extend(t.cursor);
         let unchanged = std::sync::Mutex::new(crate::reconcile::KeySet::new(t)?);
+        if read.is_empty() {
+            let none = unchanged
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            return Ok((files.to_vec(), 0, none));
+        }
         let gone = |batch: &RecordBatch| -> Result<BooleanArray> {
             let keys = crate::reconcile::key_columns(t, batch)?;
             let versions = crate::reconcile::row_versions(t, batch)?;
@@ -150,8 +181,13 @@ impl Engine {
             }
             Ok(found.iter().map(|f| Some(*f == Some(false))).collect())
         };
+        let remove = RowsToRemove {
+            columns: &columns,
+            within: key_range(t, read.integer_range()),
+            gone: &gone,
+        };
         let (files, dropped) = self
-            .files_without_rows(txn, table, files, &columns, &gone, Removal::Mark)
+            .files_without_rows(txn, table, files, remove, Removal::Mark)
             .await?;
         let unchanged = unchanged
             .into_inner()
@@ -159,19 +195,22 @@ impl Engine {
         Ok((files, dropped, unchanged))
     }
 
-    /// `files` of `table` without the rows `gone` marks (it sees at least `check_columns`): files
-    /// with no such row are kept as they are; in the others the rows go as `removal` says — marked
-    /// in the file's delete vector, or the file rewritten through `txn` without them. Returns the new
-    /// file list and the rows left out.
-    pub async fn files_without_rows(
+    /// `files` of `table` without the rows `remove` marks: files with no such row are kept as they
+    /// are; in the others the rows go as `removal` says — marked in the file's delete vector, or the
+    /// file rewritten through `txn` without them. Returns the new file list and the rows left out.
+    pub(crate) async fn files_without_rows(
         &self,
         txn: &crate::lake::WriteTxn<'_>,
         table: &str,
         files: &[crate::lake::DataFile],
-        check_columns: &[&str],
-        gone: &(dyn Fn(&RecordBatch) -> Result<arrow::array::BooleanArray> + Send + Sync),
+        remove: RowsToRemove<'_>,
         removal: Removal,
     ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
+        let RowsToRemove {
+            columns: check_columns,
+            within,
+            gone,
+        } = remove;
         use futures::TryStreamExt;
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
         let mut out = Vec::new();
@@ -193,51 +232,52 @@ impl Engine {
             // Erasure takes a person's rows off the disk: a file whose delete vector may still hold
             // some of theirs (older versions) is rewritten whether or not a live row is theirs.
             let purge = removal == Removal::Rewrite && file.deleted.is_some();
-            // First the columns that decide, in file order (one partition, so the k-th row read is
-            // the k-th live row of the file): most files hold no such row and stay as they are.
-            ctx.state_ref()
-                .write()
-                .config_mut()
-                .options_mut()
-                .execution
-                .target_partitions = 1;
-            let scan = ctx
-                .table(table.name)
-                .await?
-                .select_columns(check_columns)?
-                .create_physical_plan()
-                .await?;
-            if datafusion::physical_plan::ExecutionPlanProperties::output_partitioning(&scan)
-                .partition_count()
-                != 1
-            {
-                return Err(Error::Execution(format!(
-                    "the rows of {} were to be read in one partition, in file order",
-                    file.path
-                )));
+            // First the columns that decide, each row with its position in the file (DataFusion's
+            // `file_row_index()`, which the Parquet reader counts from the row groups' offsets, past
+            // any row a delete vector skips): most files hold no such row and stay as they are.
+            let mut select: Vec<datafusion::prelude::Expr> = check_columns
+                .iter()
+                .map(|c| datafusion::prelude::ident(*c))
+                .collect();
+            select.push(datafusion::functions::core::expr_fn::file_row_index().alias(POSITION));
+            let mut rows = ctx.table(table.name).await?;
+            if let Some(within) = &within {
+                rows = rows.filter(within.clone())?;
             }
-            let mut stream = scan.execute(0, ctx.task_ctx())?;
-            let mut live =
-                crate::deletions::LivePositions::new(file.rows_written(), file.deleted.as_ref());
+            let mut stream = rows.select(select)?.execute_stream().await?;
             let mut positions = Vec::new();
+            let mut live = 0u64;
             while let Some(batch) = stream.try_next().await? {
-                let mask = gone(&batch)?;
-                for hit in mask.iter() {
-                    let position = live.next().ok_or_else(|| {
-                        Error::Integrity(format!(
-                            "{} holds more rows than the snapshot records",
-                            file.path
-                        ))
+                let at = batch.num_columns() - 1;
+                let read = batch
+                    .column(at)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .ok_or_else(|| {
+                        Error::Execution(format!("{}: row positions are not BIGINT", file.path))
                     })?;
+                let mask = gone(&batch.project(&(0..at).collect::<Vec<_>>())?)?;
+                for (hit, position) in mask.iter().zip(read.iter()) {
                     if hit == Some(true) {
+                        let position = position
+                            .and_then(|p| u64::try_from(p).ok())
+                            .filter(|p| *p < file.rows_written())
+                            .ok_or_else(|| {
+                                Error::Integrity(format!(
+                                    "{} holds a row past the {} the snapshot records",
+                                    file.path,
+                                    file.rows_written()
+                                ))
+                            })?;
                         positions.push(position);
                     }
                 }
+                live += batch.num_rows() as u64;
             }
-            if live.next().is_some() {
+            if within.is_none() && live != file.rows {
                 return Err(Error::Integrity(format!(
-                    "{} holds fewer rows than the snapshot records",
-                    file.path
+                    "{} holds {live} live rows; the snapshot records {}",
+                    file.path, file.rows
                 )));
             }
             let hits = positions.len() as u64;
@@ -302,7 +342,17 @@ impl Engine {
             }
             let gone = |batch: &RecordBatch| erased.mask(batch);
             let (files, n) = self
-                .files_without_rows(&txn, name, &state.files, &columns, &gone, Removal::Rewrite)
+                .files_without_rows(
+                    &txn,
+                    name,
+                    &state.files,
+                    RowsToRemove {
+                        columns: &columns,
+                        within: None,
+                        gone: &gone,
+                    },
+                    Removal::Rewrite,
+                )
                 .await?;
             if files != state.files {
                 txn.replace_table(name, files, state.cursor.clone())?;
@@ -464,6 +514,13 @@ impl Engine {
 
 /// Rewrite every row of `name` (read through `ctx`) into new files of `txn`, the cursor kept: the one
 /// whole-table rewrite of compaction and data-key rotation.
+/// `key BETWEEN lo AND hi` for `table`'s one integer key, when `range` gives them.
+fn key_range(table: &model::Table, range: Option<(i64, i64)>) -> Option<datafusion::prelude::Expr> {
+    use datafusion::prelude::{ident, lit};
+    let (lo, hi) = range?;
+    Some(ident(table.key[0]).between(lit(lo), lit(hi)))
+}
+
 async fn rewrite_table(
     ctx: &datafusion::prelude::SessionContext,
     txn: &mut crate::lake::WriteTxn<'_>,

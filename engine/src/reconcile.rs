@@ -249,36 +249,121 @@ fn key_converter(table: &Table) -> Result<RowConverter> {
     Ok(RowConverter::new(fields)?)
 }
 
-/// A set of a table's keys (row-format bytes of the key columns), for upserts and deletes by key.
+/// A table's keys, each with a value: one integer key held as the integer itself, any other key as
+/// the row-format bytes of its columns. One type under [`KeySet`] and [`KeyVersions`].
+#[derive(Debug)]
+enum KeyMap<V> {
+    /// One BIGINT key column (`None`: a null key, equal only to another null, as in row format).
+    Integers(datafusion::common::HashMap<Option<i64>, V>),
+    /// Any other key.
+    Rows {
+        converter: RowConverter,
+        keys: datafusion::common::HashMap<Box<[u8]>, V>,
+    },
+}
+
+impl<V> KeyMap<V> {
+    fn new(table: &Table) -> Result<KeyMap<V>> {
+        Ok(if has_integer_key(table) {
+            KeyMap::Integers(Default::default())
+        } else {
+            KeyMap::Rows {
+                converter: key_converter(table)?,
+                keys: Default::default(),
+            }
+        })
+    }
+
+    /// Add each row of `batch` (key columns, in key order) with `value(row)`; a key added again takes
+    /// the later value.
+    fn insert(&mut self, batch: &RecordBatch, value: impl Fn(usize) -> V) -> Result<()> {
+        match self {
+            KeyMap::Integers(keys) => {
+                keys.reserve(batch.num_rows());
+                for (i, k) in integer_keys(batch)?.iter().enumerate() {
+                    keys.insert(k, value(i));
+                }
+            }
+            KeyMap::Rows { converter, keys } => {
+                let rows = converter.convert_columns(batch.columns())?;
+                for (i, row) in rows.iter().enumerate() {
+                    keys.insert(Box::from(row.as_ref()), value(i));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For each row of `batch` (key columns, in key order): `found(row, value)` with the key's value
+    /// (`None`: not in the map).
+    fn lookup<T>(
+        &self,
+        batch: &RecordBatch,
+        found: impl Fn(usize, Option<&V>) -> T,
+    ) -> Result<Vec<T>> {
+        Ok(match self {
+            KeyMap::Integers(keys) => integer_keys(batch)?
+                .iter()
+                .enumerate()
+                .map(|(i, k)| found(i, keys.get(&k)))
+                .collect(),
+            KeyMap::Rows { converter, keys } => {
+                let rows = converter.convert_columns(batch.columns())?;
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, row)| found(i, keys.get(row.as_ref())))
+                    .collect()
+            }
+        })
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            KeyMap::Integers(keys) => keys.len(),
+            KeyMap::Rows { keys, .. } => keys.len(),
+        }
+    }
+
+    /// The smallest and the largest key, for a map of integer keys with no null key and at least one.
+    fn integer_range(&self) -> Option<(i64, i64)> {
+        let KeyMap::Integers(keys) = self else {
+            return None;
+        };
+        keys.keys().try_fold(None, |range, key| {
+            let k = (*key)?;
+            Some(Some(match range {
+                None => (k, k),
+                Some((lo, hi)) => (k.min(lo), k.max(hi)),
+            }))
+        })?
+    }
+}
+
+/// A set of a table's keys, for upserts and deletes by key.
 #[derive(Debug)]
 pub struct KeySet {
-    converter: RowConverter,
-    keys: std::collections::HashSet<Box<[u8]>>,
+    keys: KeyMap<()>,
 }
 
 impl KeySet {
     /// An empty set for `table`'s keys.
     pub fn new(table: &Table) -> Result<KeySet> {
         Ok(KeySet {
-            converter: key_converter(table)?,
-            keys: std::collections::HashSet::new(),
+            keys: KeyMap::new(table)?,
         })
     }
 
     /// Add the keys of `batch` (its columns: the key columns, in key order).
     pub fn insert(&mut self, batch: &RecordBatch) -> Result<()> {
-        let rows = self.converter.convert_columns(batch.columns())?;
-        self.keys.extend(rows.iter().map(|r| Box::from(r.as_ref())));
-        Ok(())
+        self.keys.insert(batch, |_| ())
     }
 
     /// For each row of `batch` (key columns, in key order): is its key in the set?
     pub fn contains(&self, batch: &RecordBatch) -> Result<arrow::array::BooleanArray> {
-        let rows = self.converter.convert_columns(batch.columns())?;
-        Ok(rows
-            .iter()
-            .map(|r| Some(self.keys.contains(r.as_ref())))
-            .collect())
+        Ok(self
+            .keys
+            .lookup(batch, |_, found| Some(found.is_some()))?
+            .into())
     }
 
     /// Keys in the set.
@@ -288,7 +373,13 @@ impl KeySet {
 
     /// No keys.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
+    }
+
+    /// The smallest and the largest key, when the key is one integer and the set holds some (and no
+    /// null key): no key outside lies in the set.
+    pub fn integer_range(&self) -> Option<(i64, i64)> {
+        self.keys.integer_range()
     }
 }
 
@@ -297,16 +388,14 @@ impl KeySet {
 /// (kept where it is).
 #[derive(Debug)]
 pub struct KeyVersions {
-    converter: RowConverter,
-    keys: std::collections::HashMap<Box<[u8]>, Option<i64>>,
+    keys: KeyMap<Option<i64>>,
 }
 
 impl KeyVersions {
     /// An empty set for `table`'s keys.
     pub fn new(table: &Table) -> Result<KeyVersions> {
         Ok(KeyVersions {
-            converter: key_converter(table)?,
-            keys: std::collections::HashMap::new(),
+            keys: KeyMap::new(table)?,
         })
     }
 
@@ -317,12 +406,9 @@ impl KeyVersions {
         keys: &RecordBatch,
         versions: Option<&arrow::array::TimestampMicrosecondArray>,
     ) -> Result<()> {
-        let rows = self.converter.convert_columns(keys.columns())?;
-        for (i, row) in rows.iter().enumerate() {
-            let version = versions.and_then(|v| v.is_valid(i).then(|| v.value(i)));
-            self.keys.insert(Box::from(row.as_ref()), version);
-        }
-        Ok(())
+        self.keys.insert(keys, |i| {
+            versions.and_then(|v| v.is_valid(i).then(|| v.value(i)))
+        })
     }
 
     /// For each row of `keys` (key columns, in key order) stored with `versions`: is it in the set,
@@ -333,17 +419,25 @@ impl KeyVersions {
         keys: &RecordBatch,
         versions: Option<&arrow::array::TimestampMicrosecondArray>,
     ) -> Result<Vec<Option<bool>>> {
-        let rows = self.converter.convert_columns(keys.columns())?;
-        Ok(rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| {
-                let stored = versions.and_then(|v| v.is_valid(i).then(|| v.value(i)));
-                self.keys
-                    .get(row.as_ref())
-                    .map(|read| read.is_some() && *read == stored)
-            })
-            .collect())
+        self.keys.lookup(keys, |i, read| {
+            let stored = versions.and_then(|v| v.is_valid(i).then(|| v.value(i)));
+            read.map(|read| read.is_some() && *read == stored)
+        })
+    }
+
+    /// Keys read.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// No key read.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// As [`KeySet::integer_range`].
+    pub fn integer_range(&self) -> Option<(i64, i64)> {
+        self.keys.integer_range()
     }
 }
 
@@ -454,6 +548,67 @@ mod tests {
         pair[0] = 0; // 1 → 0
         pair[1] = 3; // 2 → 3: the sum is kept
         assert_ne!(fingerprint(&[&pair]), whole);
+    }
+
+    #[test]
+    fn integer_and_row_format_key_maps_agree_with_a_brute_force_set() {
+        let table = crate::model::table("interactions").expect("a table");
+        let integers: KeyMap<Option<i64>> = KeyMap::new(table).expect("a map");
+        assert!(matches!(integers, KeyMap::Integers(_)));
+        let rows: KeyMap<Option<i64>> = KeyMap::Rows {
+            converter: key_converter(table).expect("a converter"),
+            keys: Default::default(),
+        };
+        let nullable = |keys: Vec<Option<i64>>| {
+            let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys))])
+                .expect("test data is well formed")
+        };
+        let mut next = 0x2545_F491_4F6C_DD1D_u64;
+        let mut draw = move || {
+            next ^= next << 13;
+            next ^= next >> 7;
+            next ^= next << 17;
+            next
+        };
+        let mut expected = std::collections::HashMap::new();
+        let (mut a, mut b) = (integers, rows);
+        for _ in 0..20 {
+            let keys: Vec<Option<i64>> = (0..300)
+                .map(|_| match draw() % 50 {
+                    0 => None,
+                    1 => Some(i64::MIN),
+                    _ => Some((draw() % 2000) as i64 - 1000),
+                })
+                .collect();
+            let versions: Vec<Option<i64>> = (0..keys.len())
+                .map(|i| (draw() % 3 > 0).then_some(i as i64))
+                .collect();
+            for (k, v) in keys.iter().zip(&versions) {
+                expected.insert(*k, *v);
+            }
+            let batch = nullable(keys);
+            a.insert(&batch, |i| versions[i]).expect("insert");
+            b.insert(&batch, |i| versions[i]).expect("insert");
+        }
+        assert_eq!(a.len(), expected.len());
+        assert_eq!(b.len(), expected.len());
+        let probe: Vec<Option<i64>> = (-1100..1100)
+            .map(Some)
+            .chain([None, Some(i64::MIN)])
+            .collect();
+        let want: Vec<Option<Option<i64>>> =
+            probe.iter().map(|k| expected.get(k).copied()).collect();
+        let probe = nullable(probe);
+        assert_eq!(a.lookup(&probe, |_, v| v.copied()).expect("lookup"), want);
+        assert_eq!(b.lookup(&probe, |_, v| v.copied()).expect("lookup"), want);
+        // A null key among them: no range bounds every key.
+        assert_eq!(a.integer_range(), None);
+        assert_eq!(b.integer_range(), None);
+        let mut set = KeySet::new(table).expect("a set");
+        assert_eq!(set.integer_range(), None);
+        set.insert(&batch(&[7, -3, 12, 7])).expect("insert");
+        assert_eq!(set.integer_range(), Some((-3, 12)));
     }
 
     #[test]

@@ -661,7 +661,7 @@ async fn deleted_rows_are_skipped_by_every_reader_until_the_file_is_rewritten() 
     let mut live: std::collections::BTreeSet<i64> = (0..1000).collect();
 
     // Each round drops some ids through the ingest's path and checks every reader against `live`.
-    let rounds: [(&str, Vec<i64>); 3] = [
+    let rounds: [(&str, Vec<i64>); 4] = [
         // 81 rows, scattered over every row group, the first and the last row of the file among them.
         (
             "vector",
@@ -670,8 +670,12 @@ async fn deleted_rows_are_skipped_by_every_reader_until_the_file_is_rewritten() 
                 .chain([1, 2, 3, 999])
                 .collect(),
         ),
-        // Two more (and one already gone): the vector grows to 83, the file stays.
+        // Two more (and one already gone): the vector grows to 83, the file stays. Only the row
+        // groups of 26..=501 are read for them (the others pruned by their statistics): the positions
+        // of rows past skipped groups and deleted rows must still be the rows' own.
         ("vector", vec![500, 501, 26]),
+        // Keys the file does not hold, beyond its range: nothing is read, nothing changes.
+        ("vector", vec![5000, 1_000_000]),
         // Every eleventh: past a tenth of the file, which is rewritten without them all.
         ("rewrite", (0..1000).filter(|i| i % 11 == 0).collect()),
     ];
