@@ -42,6 +42,103 @@ struct Args {
     skip: Vec<String>,
 }
 
+/// Statements timed over the lake an incremental run left (files with delete vectors), then again
+/// after compaction rewrote those files without the deleted rows: SQL over the tables with vectors and
+/// catalog metrics reading them.
+const READS: [&str; 3] = [
+    "SELECT COUNT(*), SUM(amount) FROM deals",
+    "SELECT kind, COUNT(*) FROM tasks WHERE completed_at IS NULL GROUP BY kind ORDER BY kind",
+    "SELECT city, COUNT(*) FROM clients GROUP BY city ORDER BY 2 DESC, 1 LIMIT 10",
+];
+const READ_METRICS: [&str; 4] = [
+    "pipeline_by_stage",
+    "overdue_tasks",
+    "win_rate",
+    "client_base",
+];
+
+/// Each of [`READS`] and [`READ_METRICS`] as the owner (a session per run, best and median of five),
+/// over the current snapshot: the files with vectors, then the same after `compact`. The answers
+/// must be the same both times.
+async fn reads_over_delete_vectors(engine: &Engine) -> Result<serde_json::Value> {
+    use kartoteka_engine::Principal;
+    async fn timed(engine: &Engine) -> Result<Vec<(String, f64, f64, String)>> {
+        let catalog = kartoteka_queries::Catalog::builtin()?;
+        let mut out = Vec::new();
+        let names = READS
+            .iter()
+            .map(|s| s.to_string())
+            .chain(READ_METRICS.iter().map(|m| m.to_string()));
+        for name in names {
+            let mut times = Vec::new();
+            let mut answer = String::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let session = engine.session(&Principal::local_owner()).await?;
+                let r = match catalog.metrics().iter().find(|m| m.name == name) {
+                    Some(metric) => {
+                        let args: Vec<(String, String)> = metric
+                            .has_param("from")
+                            .then(|| ("from".to_string(), "2000-01-01".to_string()))
+                            .into_iter()
+                            .collect();
+                        kartoteka_queries::run_metric(&session, metric, &args).await?
+                    }
+                    None => session.sql(&name).await?,
+                };
+                times.push(t.elapsed().as_secs_f64());
+                answer = arrow::util::pretty::pretty_format_batches(&r.batches)?.to_string();
+            }
+            times.sort_by(f64::total_cmp);
+            out.push((name, times[0], times[times.len() / 2], answer));
+        }
+        Ok(out)
+    }
+    let snapshot = engine.lake().current().await?;
+    let (mut files, mut deleted) = (0usize, 0u64);
+    for state in snapshot.tables.values() {
+        for f in &state.files {
+            if let Some(d) = &f.deleted {
+                files += 1;
+                deleted += d.len();
+            }
+        }
+    }
+    let before = timed(engine).await?;
+    let t = Instant::now();
+    let (compacted, _) = engine.compact(usize::MAX).await?;
+    let compact_s = t.elapsed().as_secs_f64();
+    let after = timed(engine).await?;
+    let mut statements = Vec::new();
+    for (b, a) in before.iter().zip(&after) {
+        if b.3 != a.3 {
+            bail!(
+                "{} answered differently after compaction:\n{}\n{}",
+                b.0,
+                b.3,
+                a.3
+            );
+        }
+        statements.push(json!({
+            "statement": b.0,
+            "with_vectors": {"best_seconds": b.1, "median_seconds": b.2},
+            "compacted": {"best_seconds": a.1, "median_seconds": a.2},
+            "ratio_of_best": b.1 / a.1.max(1e-9),
+        }));
+    }
+    let geo = |xs: &[(String, f64, f64, String)]| {
+        (xs.iter().map(|x| x.1.max(1e-9).ln()).sum::<f64>() / xs.len() as f64).exp()
+    };
+    Ok(json!({
+        "files_with_vectors": files,
+        "deleted_rows": deleted,
+        "compact_seconds": compact_s,
+        "tables_compacted": compacted,
+        "geomean_ratio_of_best": geo(&before) / geo(&after),
+        "statements": statements,
+    }))
+}
+
 /// The `interactions` query of a mapping.
 fn interactions_query(mapping: &Mapping) -> String {
     mapping.tables["interactions"].query.clone()
@@ -222,6 +319,7 @@ async fn main() -> Result<()> {
                     })).collect::<Vec<_>>(),
                 }));
             }
+            let vectors = reads_over_delete_vectors(&engine).await?;
             let inter = report
                 .tables
                 .iter()
@@ -250,6 +348,7 @@ async fn main() -> Result<()> {
                     "ingest_rows_per_second": inter.rows as f64 / inter.seconds,
                 },
                 "incremental_after_1pct_change": incremental,
+                "reads_over_delete_vectors": vectors,
                 "full_ingest": {
                     "seconds": report.seconds,
                     "check_seconds": report.check_seconds,

@@ -206,12 +206,12 @@ impl Engine {
         remove: RowsToRemove<'_>,
         removal: Removal,
     ) -> Result<(Vec<crate::lake::DataFile>, u64)> {
+        use futures::TryStreamExt;
         let RowsToRemove {
             columns: check_columns,
             within,
             gone,
         } = remove;
-        use futures::TryStreamExt;
         let table = model::table(table).ok_or_else(|| Error::UnknownTable(table.into()))?;
         let mut out = Vec::new();
         let mut removed = 0u64;
@@ -512,8 +512,6 @@ impl Engine {
     }
 }
 
-/// Rewrite every row of `name` (read through `ctx`) into new files of `txn`, the cursor kept: the one
-/// whole-table rewrite of compaction and data-key rotation.
 /// `key BETWEEN lo AND hi` for `table`'s one integer key, when `range` gives them.
 fn key_range(table: &model::Table, range: Option<(i64, i64)>) -> Option<datafusion::prelude::Expr> {
     use datafusion::prelude::{ident, lit};
@@ -521,6 +519,8 @@ fn key_range(table: &model::Table, range: Option<(i64, i64)>) -> Option<datafusi
     Some(ident(table.key[0]).between(lit(lo), lit(hi)))
 }
 
+/// Rewrite every row of `name` (read through `ctx`) into new files of `txn`, the cursor kept: the one
+/// whole-table rewrite of compaction and data-key rotation.
 async fn rewrite_table(
     ctx: &datafusion::prelude::SessionContext,
     txn: &mut crate::lake::WriteTxn<'_>,
