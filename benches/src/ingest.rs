@@ -4,7 +4,9 @@
 //! server: (1) the server's own client reading the `interactions` mapping query to /dev/null (`psql
 //! \copy … to /dev/null`, `mariadb -e … > /dev/null`) — the reference for the source's own speed;
 //! (2) Kartoteka streaming and decoding the same query without writing (driver + decoding cost);
-//! (3) a full ingest of every table into an encrypted lake, with per-table rows/s and peak RSS.
+//! (3) a full ingest of every table into an encrypted lake, with per-table rows/s and peak RSS; (4) after
+//! 1% of the CRM changes, incremental runs with and without reconciliation; (5) reads over the delete
+//! vectors those runs left, then the same after compaction.
 //! Prints one JSON document. The databases are dropped at the end.
 
 use std::process::Command;
