@@ -406,9 +406,7 @@ impl KeyVersions {
         keys: &RecordBatch,
         versions: Option<&arrow::array::TimestampMicrosecondArray>,
     ) -> Result<()> {
-        self.keys.insert(keys, |i| {
-            versions.and_then(|v| v.is_valid(i).then(|| v.value(i)))
-        })
+        self.keys.insert(keys, |i| version_at(versions, i))
     }
 
     /// For each row of `keys` (key columns, in key order) stored with `versions`: is it in the set,
@@ -420,8 +418,7 @@ impl KeyVersions {
         versions: Option<&arrow::array::TimestampMicrosecondArray>,
     ) -> Result<Vec<Option<bool>>> {
         self.keys.lookup(keys, |i, read| {
-            let stored = versions.and_then(|v| v.is_valid(i).then(|| v.value(i)));
-            read.map(|read| read.is_some() && *read == stored)
+            read.map(|read| read.is_some() && *read == version_at(versions, i))
         })
     }
 
@@ -439,6 +436,11 @@ impl KeyVersions {
     pub fn integer_range(&self) -> Option<(i64, i64)> {
         self.keys.integer_range()
     }
+}
+
+/// Row `i`'s `updated_at` in `versions` (`None`: null, or the table has none).
+fn version_at(versions: Option<&arrow::array::TimestampMicrosecondArray>, i: usize) -> Option<i64> {
+    versions.and_then(|v| v.is_valid(i).then(|| v.value(i)))
 }
 
 /// The `updated_at` of each row of `batch` (holding at least `table`'s cursor column), when the table
