@@ -250,7 +250,17 @@ async fn main() -> Result<()> {
     });
     let audit = audit_throughput(temporary.path(), args.audit_entries)?;
     let peers = if args.peers {
-        Some(peers::run(&engine, &catalog, &dir.join("plain"), args.runs, &metrics).await?)
+        Some(
+            peers::run(
+                &engine,
+                &catalog,
+                &dir.join("plain"),
+                args.runs,
+                &metrics,
+                &manager,
+            )
+            .await?,
+        )
     } else {
         None
     };

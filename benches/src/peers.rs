@@ -66,6 +66,7 @@ pub(crate) async fn run(
     dir: &Path,
     runs: usize,
     encrypted: &[Value],
+    manager: &Principal,
 ) -> Result<Value> {
     std::fs::create_dir_all(dir)?;
     // Export every table in plaintext (bench-only, in the bench's temporary directory).
@@ -148,6 +149,9 @@ pub(crate) async fn run(
             // Both plans with their metrics, to stderr: where the time of each side goes.
             let sql = format!("EXPLAIN ANALYZE {}", substitute(&m.sql, &values)?);
             let plain = ctx.sql(&sql).await?.collect().await?;
+            for v in VIEWS {
+                owner.register_view(v.name, v.sql).await?;
+            }
             let ours = owner.sql(&sql).await?;
             eprintln!(
                 "== {} — DataFusion on plaintext\n{}\n== {} — ours, owner\n{}",
@@ -156,6 +160,16 @@ pub(crate) async fn run(
                 m.name,
                 arrow::util::pretty::pretty_format_batches(&ours.batches)?
             );
+            if m.allows(kartoteka_engine::Role::Manager) {
+                let session = engine.session(manager).await?;
+                for v in VIEWS {
+                    session.register_view(v.name, v.sql).await?;
+                }
+                let theirs = session
+                    .explain_analyze_for_benchmarks(&substitute(&m.sql, &values)?)
+                    .await?;
+                eprintln!("== {} — ours, {}\n{theirs}", m.name, manager.user);
+            }
         }
         queries.push(json!({"metric": m.name, "sql": substitute(&m.sql, &values)?}));
     }

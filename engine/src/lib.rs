@@ -13,6 +13,7 @@ pub mod deletions;
 pub mod error;
 pub mod failpoint;
 mod footers;
+mod id_set;
 pub mod keyring;
 pub mod lake;
 mod limits;

@@ -27,7 +27,6 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, col, lit, when};
 use datafusion::physical_expr::expressions::{Column, DynamicFilterPhysicalExpr};
@@ -42,6 +41,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 
+use crate::id_set::in_ids;
 use crate::model::{self, CLASS_KEY, Class, Table};
 use crate::session::Role;
 
@@ -225,23 +225,12 @@ pub struct Scope {
     pub deals: Vec<i64>,
 }
 
-fn in_ids(column: &str, ids: &[i64]) -> Expr {
-    if ids.is_empty() {
-        return lit(false);
-    }
-    Expr::InList(InList::new(
-        Box::new(col(column)),
-        ids.iter().map(|&i| lit(i)).collect(),
-        false,
-    ))
-}
-
 impl Cond {
     fn expr(&self, scope: &Scope) -> Expr {
         match self {
-            Cond::StaffIn(c) => in_ids(c, &scope.staff),
-            Cond::ClientVisible(c) => in_ids(c, &scope.clients),
-            Cond::DealVisible(c) => in_ids(c, &scope.deals),
+            Cond::StaffIn(c) => in_ids(col(*c), "staff", &scope.staff),
+            Cond::ClientVisible(c) => in_ids(col(*c), "clients", &scope.clients),
+            Cond::DealVisible(c) => in_ids(col(*c), "deals", &scope.deals),
             Cond::IsNull(c) => col(*c).is_null(),
         }
     }

@@ -1006,6 +1006,20 @@ fn statement_kind(text: &str) -> String {
 }
 
 impl QuerySession {
+    /// `EXPLAIN ANALYZE` of `sql` in this session, whatever the role — only in builds with the
+    /// `bypass-for-tests` feature: a manager's plan shows row counts before the policy filter, which is
+    /// why the product refuses it to anyone but the owner (`kartoteka-bench` prints it to stderr).
+    #[cfg(feature = "bypass-for-tests")]
+    pub async fn explain_analyze_for_benchmarks(&self, sql: &str) -> Result<String> {
+        let batches = self
+            .ctx
+            .sql(&format!("EXPLAIN ANALYZE {sql}"))
+            .await?
+            .collect()
+            .await?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+    }
+
     /// The reporting time zone (`local(ts)` in SQL; what date parameters mean).
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.time_zone
