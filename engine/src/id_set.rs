@@ -165,7 +165,7 @@ mod tests {
                         .otherwise(lit(-1))
                         .unwrap(),
                 ),
-                (list.clone().not(), ours.clone().not()),
+                (!list.clone(), !ours.clone()),
             ] {
                 let answer = |e: Expr| {
                     let ctx = ctx.clone();

@@ -425,7 +425,11 @@ impl TableProvider for PolicyTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if self.barrier.leaks() || self.is_safe(f) {
+                if self.is_safe(f) {
+                    // Evaluated on the scan (below), on the stored value the output shows unchanged:
+                    // the same answer as above the barrier, so it is not evaluated twice.
+                    TableProviderFilterPushDown::Exact
+                } else if self.barrier.leaks() {
                     TableProviderFilterPushDown::Inexact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -489,7 +493,8 @@ impl TableProvider for PolicyTable {
             // The predicates that cannot fail (a plain column against a literal), right on the scan:
             // DataFusion's physical filter pushdown hands them to the Parquet reader, which skips
             // row groups (and pages) by their statistics. They leak nothing on the rows the policy
-            // hides, and the same predicates are evaluated again above the barrier.
+            // hides, and they are not evaluated again above the barrier (`Exact`): a plain column's
+            // output is its stored value.
             plan = Arc::new(FilterExec::try_new(physical(&conj, &scanned)?, plan)?);
         }
         if !leaky.is_empty() {
