@@ -118,6 +118,7 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, RecordBatch};
     use arrow::datatypes::{Field, Schema};
+    use datafusion::logical_expr::when;
     use datafusion::prelude::{SessionContext, col};
     use rand::{Rng, SeedableRng};
 
@@ -125,7 +126,7 @@ mod tests {
     /// (a NULL id) — in a filter, in a `CASE` (how a masked column uses it), and under `NOT`, for lists
     /// on both sides of the length where the set takes over.
     #[tokio::test]
-    async fn a_set_answers_as_the_in_list_it_replaces() {
+    async fn a_set_answers_as_the_in_list_it_replaces() -> Result<()> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(16);
         let ids: Vec<Option<i64>> = (0..20_000)
             .map(|_| rng.random_bool(0.95).then(|| rng.random_range(-50..5_000)))
@@ -135,10 +136,24 @@ mod tests {
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![Arc::new(Int64Array::from(ids.clone()))],
-        )
-        .unwrap();
+        )?;
         let ctx = SessionContext::new();
-        ctx.register_batch("t", batch).unwrap();
+        ctx.register_batch("t", batch)?;
+        let answer = |e: Expr| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx
+                    .table("t")
+                    .await?
+                    .select(vec![e.alias("a")])?
+                    .collect()
+                    .await?;
+                Ok::<_, datafusion::error::DataFusionError>(arrow::compute::concat_batches(
+                    &batches[0].schema(),
+                    &batches,
+                )?)
+            }
+        };
         for n in [1, PRUNABLE, PRUNABLE + 1, 700, 4_000] {
             let mut scope: Vec<i64> = (0..n).map(|_| rng.random_range(-50..5_000)).collect();
             scope.push(i64::MAX);
@@ -155,38 +170,16 @@ mod tests {
                 scope.len() > PRUNABLE,
                 "{n} ids"
             );
+            let masked = |cond: Expr| when(cond, col("id")).otherwise(lit(-1));
             for (theirs, mine) in [
                 (list.clone(), ours.clone()),
-                (
-                    datafusion::logical_expr::when(list.clone(), col("id"))
-                        .otherwise(lit(-1))
-                        .unwrap(),
-                    datafusion::logical_expr::when(ours.clone(), col("id"))
-                        .otherwise(lit(-1))
-                        .unwrap(),
-                ),
+                (masked(list.clone())?, masked(ours.clone())?),
                 (!list.clone(), !ours.clone()),
             ] {
-                let answer = |e: Expr| {
-                    let ctx = ctx.clone();
-                    async move {
-                        let df = ctx.table("t").await.unwrap().select(vec![e.alias("a")]);
-                        let batches = df.unwrap().collect().await.unwrap();
-                        arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()
-                    }
-                };
-                assert_eq!(answer(theirs).await, answer(mine).await, "{n} ids");
+                assert_eq!(answer(theirs).await?, answer(mine).await?, "{n} ids");
             }
             // And as a filter: the rows kept, checked against the list by hand.
-            let kept = ctx
-                .table("t")
-                .await
-                .unwrap()
-                .filter(ours)
-                .unwrap()
-                .count()
-                .await
-                .unwrap();
+            let kept = ctx.table("t").await?.filter(ours)?.count().await?;
             let expected = ids
                 .iter()
                 .filter(|i| i.is_some_and(|i| scope.binary_search(&i).is_ok()))
@@ -194,5 +187,6 @@ mod tests {
             assert_eq!(kept, expected, "{n} ids");
         }
         assert_eq!(in_ids(col("id"), "test", &[]), lit(false));
+        Ok(())
     }
 }
